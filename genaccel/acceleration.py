@@ -1,0 +1,140 @@
+"""Apply a spec to a pipeline and remove it again: the object that owns everything genaccel added.
+
+Hooks go on in a fixed order on each denoiser: inner call counters first (they see only calls
+that really computed), then the accelerators in spec order, then outer counters and the step
+tracker (they see every call). Everything registered is recorded, so `remove()` restores the
+pipeline exactly, and several accelerators stack on one pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from diffusers.hooks import HookRegistry
+
+from genaccel.accelerators.base import Accelerator, HookLedger
+from genaccel.errors import SpecError
+from genaccel.pipelines.families import FamilyAdapter, family_of
+from genaccel.profiles import load_profile, model_key
+from genaccel.runtime import (
+    COUNT_INNER_HOOK,
+    COUNT_OUTER_HOOK,
+    TRACKER_HOOK,
+    CounterSet,
+    Runtime,
+    StepTrackerHook,
+    register_counter,
+)
+from genaccel.spec import AccelRequest, format_spec, parse_spec, resolve
+
+_ATTR = "_genaccel"
+
+
+class Acceleration:
+    """Accelerators applied to one pipeline, with their shared runtime state and counters."""
+
+    def __init__(self, pipe, family: FamilyAdapter, requests: list[AccelRequest], profile: dict):
+        self.pipe = pipe
+        self.family = family
+        self.spec = format_spec(requests)
+        self.runtime = Runtime(scheduler=pipe.scheduler, profile=profile)
+        self.counters = CounterSet()
+        self.accelerators: list[Accelerator] = []
+        self._ledger = HookLedger()
+        self._denoisers = [module for _, module in family.denoiser_modules(pipe)]
+        try:
+            resolved = resolve(requests, family)
+            for cls, config in resolved:
+                try:
+                    self.accelerators.append(cls(config, family, self.runtime))
+                except ValueError as exc:
+                    raise SpecError(f"{cls.name} on {family.title}: {exc}") from None
+            for denoiser in self._denoisers:
+                self._install(denoiser)
+        except Exception:
+            self.remove()
+            raise
+
+    # ------------------------------------------------------------------ wiring
+    def _install(self, denoiser) -> None:
+        tail = self.family.block_at(denoiser, self.family.pass_tail)
+        attention = [module for _, module in self.family.attention_layers(denoiser)]
+        with self._ledger.recording(denoiser):
+            self.counters.passes_computed.append(register_counter(tail, COUNT_INNER_HOOK))
+            self.counters.attention_computed.extend(register_counter(m, COUNT_INNER_HOOK) for m in attention)
+        for accelerator in self.accelerators:
+            accelerator.install(denoiser)
+        with self._ledger.recording(denoiser):
+            self.counters.attention_total.extend(register_counter(m, COUNT_OUTER_HOOK) for m in attention)
+            self.counters.passes_total.append(register_counter(denoiser, COUNT_OUTER_HOOK))
+            tracker = StepTrackerHook(self.runtime, self._start_generation)
+            HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(tracker, TRACKER_HOOK)
+
+    def _start_generation(self) -> None:
+        for denoiser in self._denoisers:
+            HookRegistry.check_if_exists_or_initialize(denoiser).reset_stateful_hooks()
+        for accelerator in self.accelerators:
+            accelerator.on_generation_start()
+
+    # ------------------------------------------------------------------ public
+    def reset(self) -> None:
+        """Forget all per-generation state and figures (done automatically when a generation starts)."""
+        self._start_generation()
+        self.runtime.reset()
+        self.counters.reset()
+        for accelerator in self.accelerators:
+            accelerator.reset()
+
+    def stats(self) -> dict[str, Any]:
+        """Figures since the last reset: passes computed/skipped, attention calls reused, per accelerator."""
+        figures = self.counters.snapshot()
+        figures["accelerators"] = {a.name: a.stats() for a in self.accelerators}
+        return figures
+
+    def remove(self) -> None:
+        """Take every hook genaccel added off the pipeline."""
+        for accelerator in reversed(self.accelerators):
+            accelerator.uninstall()
+        self._ledger.remove_all()
+        self.accelerators = []
+        if getattr(self.pipe, _ATTR, None) is self:
+            delattr(self.pipe, _ATTR)
+
+    def __repr__(self) -> str:
+        return f"Acceleration({self.family.name}: {self.spec})"
+
+
+def pipeline_model_key(pipe) -> str:
+    """The profile/preset key of a loaded pipeline (set by genaccel's loader, else its name_or_path)."""
+    key = getattr(pipe, "_genaccel_model_key", None)
+    if key:
+        return key
+    return model_key(getattr(pipe.config, "_name_or_path", "") or type(pipe).__name__)
+
+
+def apply(pipe, spec: str | list[AccelRequest] = "none", *, profile: dict | None = None) -> Acceleration:
+    """Apply accelerators to a diffusers pipeline, replacing any genaccel already applied.
+
+    `spec` is a spec string (`teacache(threshold=0.1)+pab`), a TOML/JSON path, a preset name
+    (`quality`, `balanced`, `fast`) or `none`. Returns the `Acceleration`; `remove(pipe)` or
+    `acceleration.remove()` restores the pipeline.
+    """
+    remove(pipe)
+    family = family_of(pipe)
+    key = pipeline_model_key(pipe)
+    requests = spec if isinstance(spec, list) else parse_spec(spec, family, key)
+    acceleration = Acceleration(pipe, family, requests, load_profile(key) if profile is None else profile)
+    setattr(pipe, _ATTR, acceleration)
+    return acceleration
+
+
+def remove(pipe) -> None:
+    """Remove what genaccel applied to `pipe` (no-op if nothing is applied)."""
+    acceleration = getattr(pipe, _ATTR, None)
+    if acceleration is not None:
+        acceleration.remove()
+
+
+def acceleration_of(pipe) -> Acceleration | None:
+    return getattr(pipe, _ATTR, None)

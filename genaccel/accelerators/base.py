@@ -1,0 +1,173 @@
+"""The accelerator interface and the pieces every accelerator shares.
+
+An accelerator is one module with a config dataclass and an `Accelerator` subclass that installs
+hooks on each denoiser. Hooks are recorded as they are registered (`HookLedger`) so removal is
+exact, even for diffusers' built-in caches whose hook names are private.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from diffusers.hooks import HookRegistry
+
+from genaccel.runtime import Runtime
+
+# What an accelerator takes over. Two accelerators that claim the same slot cannot stack.
+SLOT_PASS = "pass"  # skips whole transformer passes (TeaCache, FirstBlockCache, MagCache)
+SLOT_ATTENTION_OUTPUT = "attention_output"  # reuses attention outputs across steps (PAB, FasterCache)
+SLOT_CFG = "cfg"  # approximates a CFG branch (FasterCache)
+SLOT_MODULE_OUTPUT = "module_output"  # predicts module outputs (TaylorSeer)
+SLOT_ATTENTION_KERNEL = "attention_kernel"  # sparse attention processors (planned)
+SLOT_TOKENS = "tokens"  # token merging and restoration (planned)
+
+
+def param(default, help: str, **kwargs):
+    """A config field with a help text shown by `genaccel list` and `--help`."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class AcceleratorConfig:
+    """Base of accelerator configs: plain dataclasses whose fields are the spec parameters."""
+
+    @classmethod
+    def parameters(cls) -> list[dict[str, Any]]:
+        hints = typing.get_type_hints(cls)
+        return [
+            {
+                "name": f.name,
+                "type": _type_name(hints[f.name]),
+                "default": f.default if f.default is not dataclasses.MISSING else None,
+                "help": f.metadata.get("help", ""),
+            }
+            for f in dataclasses.fields(cls)
+        ]
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line reason if a value is out of range."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(hint) -> str:
+    if hint in (int, float, str, bool):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+class Accelerator:
+    """One accelerator on one pipeline: install on each denoiser, remove, report stats."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    config_class: ClassVar[type[AcceleratorConfig]]
+    slots: ClassVar[frozenset[str]]
+
+    def __init__(self, config: AcceleratorConfig, family, runtime: Runtime):
+        self.config = config
+        self.family = family
+        self.runtime = runtime
+        self._ledger = HookLedger()
+
+    # -- to implement
+    def apply(self, denoiser: torch.nn.Module) -> None:
+        """Register this accelerator's hooks on one denoising transformer."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        """Accelerator-specific figures of the last generation."""
+        return {}
+
+    def reset(self) -> None:
+        """Forget per-generation figures (hook state is reset by the hook registry)."""
+
+    def on_generation_start(self) -> None:
+        """Called when a new generation starts, after hook state was reset."""
+
+    # -- shared
+    def install(self, denoiser: torch.nn.Module) -> None:
+        with self._ledger.recording(denoiser):
+            self.apply(denoiser)
+
+    def uninstall(self) -> None:
+        self._ledger.remove_all()
+
+
+class HookLedger:
+    """Records the diffusers hooks registered while `recording`, and removes exactly those."""
+
+    def __init__(self):
+        self._entries: list[tuple[torch.nn.Module, str]] = []
+
+    @staticmethod
+    def _hooks(root: torch.nn.Module) -> set[tuple[int, str]]:
+        found = set()
+        for module in root.modules():
+            registry = getattr(module, "_diffusers_hook", None)
+            if registry is not None:
+                found.update((id(module), name) for name in registry.hooks)
+        return found
+
+    class _Recording:
+        def __init__(self, ledger, root):
+            self.ledger, self.root = ledger, root
+
+        def __enter__(self):
+            self.before = HookLedger._hooks(self.root)
+
+        def __exit__(self, *exc):
+            added = HookLedger._hooks(self.root) - self.before
+            modules = {id(m): m for m in self.root.modules()}
+            self.ledger._entries.extend((modules[i], name) for i, name in sorted(added, key=str))
+            HookRegistry.check_if_exists_or_initialize(self.root).invalidate_child_registries_cache()
+            return False
+
+    def recording(self, root: torch.nn.Module) -> "_Recording":
+        return HookLedger._Recording(self, root)
+
+    def remove_all(self) -> None:
+        roots = set()
+        for module, name in reversed(self._entries):
+            module._diffusers_hook.remove_hook(name, recurse=False)
+            roots.add(module)
+        for module in roots:
+            module._diffusers_hook.invalidate_child_registries_cache()
+        self._entries.clear()
+
+
+class PerBranchState:
+    """Gives a hook that keeps one state object a separate state per CFG branch.
+
+    Some diffusers hooks (e.g. Pyramid Attention Broadcast) keep a single state, so with separate
+    cond/uncond forwards the uncond pass would reuse the cond pass's attention. This proxy picks the
+    state of `runtime.branch` on every attribute access.
+    """
+
+    def __init__(self, factory, runtime: Runtime):
+        object.__setattr__(self, "_factory", factory)
+        object.__setattr__(self, "_runtime", runtime)
+        object.__setattr__(self, "_states", {})
+
+    def _current(self):
+        states = self._states
+        branch = self._runtime.branch
+        if branch not in states:
+            states[branch] = self._factory()
+        return states[branch]
+
+    def __getattr__(self, name):
+        return getattr(self._current(), name)
+
+    def __setattr__(self, name, value):
+        setattr(self._current(), name, value)
+
+    def reset(self, *args, **kwargs):
+        self._states.clear()

@@ -1,0 +1,205 @@
+"""TeaCache: skip whole transformer passes while the timestep-modulated input barely changes.
+
+Each step, the relative L1 change of an indicator (block 0's timestep-modulated input, or the
+timestep embedding for families without one) is rescaled by a per-model polynomial and added to an
+accumulator. Below the threshold, every block in the pass is skipped and the residual cached at the
+last computed pass is added instead; otherwise the blocks run, the residual is refreshed and the
+accumulator restarts. First and last steps are always computed; each CFG branch keeps its own state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
+
+from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig, param
+from genaccel.accelerators.block_io import BlockIO
+
+HEAD_HOOK = "genaccel_teacache_head"
+BLOCK_HOOK = "genaccel_teacache_block"
+IDENTITY = (0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+# ------------------------------------------------------------------------ math
+def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
+    """mean|current - previous| / mean|previous|."""
+    previous = previous.float()
+    return float((current.float() - previous).abs().mean() / previous.abs().mean().clamp_min(1e-12))
+
+
+def rescale(distance: float, coefficients: tuple[float, ...]) -> float:
+    """Evaluate the rescale polynomial (coefficients highest degree first) at `distance`."""
+    value = 0.0
+    for c in coefficients:
+        value = value * distance + c
+    return value
+
+
+# ------------------------------------------------------------------------ config
+@dataclass
+class TeaCacheConfig(AcceleratorConfig):
+    threshold: float = param(0.1, "skip passes until the accumulated rescaled change reaches this (0: skip nothing)")
+    coefficients: str = param(
+        "auto",
+        "rescale polynomial: auto (this model's calibrated profile, else the family's published fit), "
+        "a checkpoint key (see `genaccel list`), identity, or numbers [c4;c3;c2;c1;c0]",
+    )
+    warmup: int = param(-1, "steps of each CFG branch always computed at the start (-1: family default)")
+
+    def validate(self):
+        if self.threshold < 0:
+            raise ValueError("threshold must be >= 0")
+
+
+class TeaCacheState(BaseState):
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.previous_indicator: torch.Tensor | None = None
+        self.accumulated = 0.0
+        self.should_compute = True
+        self.head_input: tuple | None = None
+        self.residual: tuple | None = None
+
+
+# ------------------------------------------------------------------------ hooks
+class TeaCacheHeadHook(ModelHook):
+    """On the first block of the pass: decides compute or skip for the whole pass."""
+
+    _is_stateful = True
+
+    def __init__(self, state: StateManager, accelerator: "TeaCache"):
+        super().__init__()
+        self.state = state
+        self.accel = accelerator
+        self.io: BlockIO | None = None
+
+    def initialize_hook(self, module):
+        self.io = BlockIO(module)
+        return module
+
+    def reset_state(self, module):
+        self.state.reset()
+        return module
+
+    def new_forward(self, module, *args, **kwargs):
+        state: TeaCacheState = self.state.get_state()
+        hidden, encoder = self.io.inputs(args, kwargs)
+        temb = self.io.arguments(args, kwargs)[self.accel.family.temb_arg]
+        compute = self.accel.decide(state, self.accel.indicator(module, hidden, temb))
+        state.should_compute = compute
+        if compute:
+            state.head_input = (hidden, encoder)
+            return self.fn_ref.original_forward(*args, **kwargs)
+        hidden_residual, encoder_residual = state.residual
+        if encoder is not None and encoder_residual is not None:
+            encoder = encoder + encoder_residual
+        return self.io.pack(hidden + hidden_residual, encoder)
+
+
+class TeaCacheBlockHook(ModelHook):
+    """On every other block of the pass: runs or passes through; the tail stores the residual."""
+
+    def __init__(self, state: StateManager, is_tail: bool):
+        super().__init__()
+        self.state = state
+        self.is_tail = is_tail
+        self.io: BlockIO | None = None
+
+    def initialize_hook(self, module):
+        self.io = BlockIO(module)
+        return module
+
+    def new_forward(self, module, *args, **kwargs):
+        state: TeaCacheState = self.state.get_state()
+        if not state.should_compute:
+            return self.io.pack(*self.io.inputs(args, kwargs))
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        if self.is_tail:
+            hidden, encoder = self.io.outputs(output)
+            head_hidden, head_encoder = state.head_input
+            encoder_residual = encoder - head_encoder if encoder is not None and head_encoder is not None else None
+            state.residual = (hidden - head_hidden, encoder_residual)
+            state.head_input = None
+        return output
+
+
+# ------------------------------------------------------------------------ accelerator
+class TeaCache(Accelerator):
+    name = "teacache"
+    summary = "skip transformer passes while the timestep-modulated input changes little (TeaCache)"
+    config_class = TeaCacheConfig
+    slots = frozenset({SLOT_PASS})
+
+    def __init__(self, config: TeaCacheConfig, family, runtime, coefficients: tuple[float, ...] | None = None):
+        super().__init__(config, family, runtime)
+        self.coefficients = coefficients or resolve_coefficients(config.coefficients, family, runtime.profile)
+        self.warmup = config.warmup if config.warmup >= 0 else family.teacache_warmup_steps
+        self.computed = 0
+        self.skipped = 0
+
+    def indicator(self, block, hidden, temb) -> torch.Tensor:
+        if self.family.modulated_input is None:
+            return temb
+        with torch.no_grad():
+            return self.family.modulated_input(block, hidden, temb)
+
+    @torch.compiler.disable
+    def decide(self, state: TeaCacheState, indicator: torch.Tensor) -> bool:
+        rt = self.runtime
+        must_compute = (
+            state.previous_indicator is None
+            or state.residual is None
+            or rt.step_index < max(self.warmup, 1)
+            or rt.is_last_step
+            or self.config.threshold <= 0
+        )
+        if not must_compute:
+            state.accumulated += rescale(relative_l1(indicator, state.previous_indicator), self.coefficients)
+            must_compute = state.accumulated >= self.config.threshold
+        if must_compute:
+            state.accumulated = 0.0
+        state.previous_indicator = indicator.detach()
+        self.computed += must_compute
+        self.skipped += not must_compute
+        return must_compute
+
+    def apply(self, denoiser):
+        state = StateManager(TeaCacheState)
+        blocks = self.family.pass_blocks(denoiser)
+        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(TeaCacheHeadHook(state, self), HEAD_HOOK)
+        for block in blocks[1:]:
+            hook = TeaCacheBlockHook(state, is_tail=block is blocks[-1])
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, BLOCK_HOOK)
+
+    def reset(self):
+        self.computed = self.skipped = 0
+
+    def stats(self):
+        return {"passes_computed": self.computed, "passes_skipped": self.skipped, "coefficients": list(self.coefficients)}
+
+
+def resolve_coefficients(value: str, family, profile: dict | None = None) -> tuple[float, ...]:
+    """Turn the `coefficients` parameter into numbers (see TeaCacheConfig)."""
+    value = value.strip()
+    if value in ("", "auto"):
+        calibrated = (profile or {}).get("teacache", {}).get("coefficients")
+        if calibrated:
+            return tuple(float(c) for c in calibrated)
+        return family.teacache_coefficients.get(family.teacache_default, IDENTITY)
+    if value == "identity":
+        return IDENTITY
+    if value in family.teacache_coefficients:
+        return family.teacache_coefficients[value]
+    try:
+        numbers = tuple(float(x) for x in value.strip("[]").replace(";", " ").split())
+    except ValueError:
+        numbers = ()
+    if not numbers:
+        known = ", ".join(["auto", "identity", *family.teacache_coefficients])
+        raise ValueError(f"unknown coefficients '{value}' for {family.title} (known: {known}, or numbers [c4;c3;...;c0])")
+    return numbers

@@ -1,0 +1,21 @@
+"""User-facing errors.
+
+Every error a user can cause (bad spec, bad model path, invalid frame count...) is a
+`GenAccelError`: the CLI prints its message on one line and exits non-zero, without a traceback.
+"""
+
+
+class GenAccelError(Exception):
+    """An error caused by the user's input, with a message meant to be read by them."""
+
+
+class SpecError(GenAccelError):
+    """A malformed or invalid accelerator spec."""
+
+
+class ModelError(GenAccelError):
+    """A model that cannot be found, loaded or recognised."""
+
+
+class InputError(GenAccelError):
+    """A generation argument outside what the model accepts."""

@@ -1,0 +1,66 @@
+"""Calibrated profiles: per-model TeaCache coefficients and MagCache ratios, stored as TOML.
+
+Profiles written by `genaccel calibrate` go to the user's profile folder
+($GENACCEL_PROFILE_DIR, default ~/.cache/genaccel/profiles); profiles shipped with the package
+(pipelines/profiles/) are found too. Files are keyed by a model key derived from the model id.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+
+def profile_dir() -> Path:
+    return Path(os.environ.get("GENACCEL_PROFILE_DIR", Path.home() / ".cache" / "genaccel" / "profiles"))
+
+
+def model_key(model_id: str) -> str:
+    """A file-name-safe key for a model id or path."""
+    name = model_id.rstrip("/\\")
+    if os.sep in name or "/" in name:
+        name = name.replace("\\", "/")
+        name = "-".join(name.split("/")[-2:]) if not Path(model_id).exists() else Path(name).name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-").lower() or "model"
+
+
+def load_profile(key: str) -> dict:
+    """The profile of a model key: the user's calibrated one first, then a shipped one; {} if none."""
+    user = profile_dir() / f"{key}.toml"
+    if user.is_file():
+        return tomllib.loads(user.read_text())
+    shipped = resources.files("genaccel.pipelines").joinpath("profiles", f"{key}.toml")
+    if shipped.is_file():
+        return tomllib.loads(shipped.read_text())
+    return {}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dump_profile(profile: dict) -> str:
+    """Serialise a profile (top-level scalars, then one table per section) as TOML."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in profile.items() if not isinstance(v, dict)]
+    for section, table in profile.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def save_profile(profile: dict, path: Path) -> Path:
+    """Write a profile atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dump_profile(profile))
+    os.replace(tmp, path)
+    return path

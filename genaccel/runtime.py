@@ -1,0 +1,170 @@
+"""Per-pipeline run state: which step and CFG branch the denoiser is in, and call counters.
+
+`Runtime` is the explicit state object every accelerator of one pipeline shares (in the style of
+accelerate's state objects). A `StepTrackerHook`, outermost on each denoiser, fills it on every
+transformer call and resets every stateful hook when a new generation starts, so nothing leaks
+between prompts even when the pipeline is called directly rather than through `genaccel.generate`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, CacheContext, StateManager, _set_cache_context
+
+TRACKER_HOOK = "genaccel_step_tracker"
+COUNT_INNER_HOOK = "genaccel_count_inner"
+COUNT_OUTER_HOOK = "genaccel_count_outer"
+# Pipelines that batch CFG into one forward (CogVideoX, LTX, Mochi, Latte) run one branch.
+BATCHED_BRANCH = "cond_uncond"
+
+
+@dataclass
+class Runtime:
+    """Where the current generation is, as seen by the denoisers."""
+
+    scheduler: object | None = None
+    branch: str = BATCHED_BRANCH
+    step_index: int = 0  # index of the current step within the current CFG branch
+    timestep: float = 1000.0
+    generation: int = 0  # number of generations started so far
+    profile: dict = field(default_factory=dict)  # this model's calibrated profile, if any
+    branch_steps: dict[str, int] = field(default_factory=dict)
+    _timesteps_seen: object = None
+
+    @property
+    def num_steps(self) -> int:
+        timesteps = getattr(self.scheduler, "timesteps", None)
+        return len(timesteps) if timesteps is not None else 0
+
+    @property
+    def is_first_step(self) -> bool:
+        return self.step_index == 0
+
+    @property
+    def is_last_step(self) -> bool:
+        return self.num_steps > 0 and self.step_index >= self.num_steps - 1
+
+    def observe(self, branch: str, timestep: float) -> bool:
+        """Record a denoiser call; return True if it starts a new generation."""
+        timesteps = getattr(self.scheduler, "timesteps", None)
+        # Schedulers build a fresh timesteps tensor in set_timesteps(), once per generation.
+        new_generation = timesteps is None or timesteps is not self._timesteps_seen
+        if new_generation:
+            self._timesteps_seen = timesteps
+            self.branch_steps.clear()
+            self.generation += 1
+        self.branch = branch
+        self.step_index = self.branch_steps.get(branch, 0)
+        self.branch_steps[branch] = self.step_index + 1
+        self.timestep = timestep
+        return new_generation
+
+    def reset(self) -> None:
+        self._timesteps_seen = None
+        self.branch_steps.clear()
+        self.step_index = 0
+
+
+def _timestep_value(value) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.flatten()[0]) if value.numel() else 0.0
+    return float(value) if value is not None else 0.0
+
+
+class _NoState(BaseState):
+    def reset(self):
+        pass
+
+
+class StepTrackerHook(ModelHook):
+    """Outermost hook on a denoiser: updates the Runtime, resets state on new generations,
+    and supplies a cache context when the pipeline does not set one (e.g. Latte)."""
+
+    # Stateful so that the pipeline's `cache_context(name)` reaches `self.contexts`.
+    _is_stateful = True
+
+    def __init__(self, runtime: Runtime, reset_all):
+        super().__init__()
+        self.runtime = runtime
+        self.reset_all = reset_all  # callback resetting every stateful hook of the pipeline
+        self.contexts = StateManager(_NoState)
+        self._signature = None
+        self._own_context = False
+
+    def initialize_hook(self, module):
+        self._signature = inspect.signature(module.forward)
+        return module
+
+    def reset_state(self, module):
+        return module
+
+    def pre_forward(self, module, *args, **kwargs):
+        bound = self._signature.bind_partial(*args, **kwargs).arguments
+        context = self.contexts._context
+        self._own_context = context is None
+        context = context or CacheContext(BATCHED_BRANCH)
+        if self.runtime.observe(context.name, _timestep_value(bound.get("timestep"))):
+            self.reset_all()
+            self._own_context = True  # the reset cleared the pipeline's context: restore it
+        if self._own_context:
+            _set_cache_context(module, context)
+        return args, kwargs
+
+    def post_forward(self, module, output):
+        if self._own_context:
+            _set_cache_context(module, None)
+            self._own_context = False
+        return output
+
+
+class CallCounterHook(ModelHook):
+    """Counts calls that reach this point of a module's hook chain.
+
+    Registered innermost, it counts calls that really computed; registered outermost, every call.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def pre_forward(self, module, *args, **kwargs):
+        self.calls += 1
+        return args, kwargs
+
+
+@dataclass
+class CounterSet:
+    """Counters of one pipeline: transformer passes and attention calls, computed and requested."""
+
+    passes_total: list[CallCounterHook] = field(default_factory=list)
+    passes_computed: list[CallCounterHook] = field(default_factory=list)
+    attention_total: list[CallCounterHook] = field(default_factory=list)
+    attention_computed: list[CallCounterHook] = field(default_factory=list)
+
+    def snapshot(self) -> dict[str, int]:
+        total = sum(c.calls for c in self.passes_total)
+        computed = sum(c.calls for c in self.passes_computed)
+        attn_total = sum(c.calls for c in self.attention_total)
+        attn_computed = sum(c.calls for c in self.attention_computed)
+        return {
+            "transformer_calls": total,
+            "computed_calls": computed,
+            "skipped_calls": total - computed,
+            "attention_calls": attn_total,
+            "attention_reused": attn_total - attn_computed,
+        }
+
+    def reset(self) -> None:
+        for hooks in (self.passes_total, self.passes_computed, self.attention_total, self.attention_computed):
+            for hook in hooks:
+                hook.calls = 0
+
+
+def register_counter(module: torch.nn.Module, name: str) -> CallCounterHook:
+    hook = CallCounterHook()
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+    return hook

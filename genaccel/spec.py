@@ -1,0 +1,229 @@
+"""Accelerator specs: `name(key=value,...)+name+...`, a TOML/JSON file, a preset name, or `none`.
+
+Parsing turns text into `AccelRequest`s; `resolve` checks them against a pipeline family (known
+accelerator and parameters, valid values, supported by the family, stackable) and builds configs.
+Every problem raises a `SpecError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genaccel.accelerators import ACCELERATORS
+from genaccel.errors import SpecError
+
+PRESET_NAMES = ("quality", "balanced", "fast")
+_ITEM = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$", re.S)
+
+
+@dataclass
+class AccelRequest:
+    """One accelerator asked for by name, with its raw parameters."""
+
+    name: str
+    params: dict[str, object] = field(default_factory=dict)
+
+    def __str__(self):
+        if not self.params:
+            return self.name
+        inner = ",".join(f"{k}={_format_value(v)}" for k, v in self.params.items())
+        return f"{self.name}({inner})"
+
+
+def _format_value(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ":".join(str(v) for v in value)
+    return str(value)
+
+
+def format_spec(requests: list[AccelRequest]) -> str:
+    """The canonical spec string of a list of requests (`none` when empty)."""
+    return "+".join(str(r) for r in requests) or "none"
+
+
+# --------------------------------------------------------------------- parsing
+def _split_top_level(text: str, sep: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                raise SpecError(f"unbalanced ')' in spec '{text}'")
+        if ch == sep and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if depth != 0:
+        raise SpecError(f"unbalanced '(' in spec '{text}'")
+    parts.append("".join(current))
+    return parts
+
+
+def _parse_scalar(text: str):
+    text = text.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if ":" in text:
+        return tuple(_parse_scalar(t) for t in text.split(":"))
+    return text.strip("'\"")
+
+
+def parse_spec_string(text: str) -> list[AccelRequest]:
+    """Parse `name(key=value,...)+name` into requests (no validation against a family)."""
+    text = text.strip()
+    if not text:
+        raise SpecError("empty accelerator spec (use 'none' for the plain pipeline)")
+    if text.lower() == "none":
+        return []
+    requests = []
+    for item in _split_top_level(text, "+"):
+        match = _ITEM.match(item)
+        if not match:
+            raise SpecError(f"malformed accelerator '{item.strip()}' in spec '{text}' (expected name or name(key=value,...))")
+        name, body = match.group(1).lower(), match.group(2)
+        params: dict[str, object] = {}
+        if body and body.strip():
+            for pair in _split_top_level(body, ","):
+                if "=" not in pair:
+                    raise SpecError(f"malformed parameter '{pair.strip()}' of {name} (expected key=value)")
+                key, value = pair.split("=", 1)
+                key = key.strip()
+                if not key:
+                    raise SpecError(f"malformed parameter '{pair.strip()}' of {name} (empty name)")
+                if key in params:
+                    raise SpecError(f"parameter '{key}' of {name} given twice")
+                params[key] = _parse_scalar(value)
+        requests.append(AccelRequest(name, params))
+    return requests
+
+
+def parse_spec_file(path: Path) -> list[AccelRequest]:
+    """A TOML or JSON file: a table/object per accelerator in order, or a list of {name: ..., ...}."""
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read spec file {path}: {exc}") from None
+    if isinstance(data, dict) and "accelerators" in data:
+        data = data["accelerators"]
+    if isinstance(data, dict):
+        items = [{"name": name, **(params or {})} for name, params in data.items()]
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise SpecError(f"spec file {path} must hold a table per accelerator or a list of them")
+    requests = []
+    for item in items:
+        if not isinstance(item, dict) or "name" not in item:
+            raise SpecError(f"spec file {path}: every accelerator needs a 'name'")
+        params = {k: v for k, v in item.items() if k != "name"}
+        requests.append(AccelRequest(str(item["name"]).lower(), params))
+    return requests
+
+
+def parse_spec(spec: str, family=None, model_key: str | None = None) -> list[AccelRequest]:
+    """Parse a spec string, a spec file path, or a preset name of `family`."""
+    text = (spec or "none").strip()
+    if text.lower() in PRESET_NAMES:
+        if family is None:
+            raise SpecError(f"preset '{text}' needs a model to pick the family's preset")
+        from genaccel.presets import preset_spec
+
+        return parse_spec_string(preset_spec(family.name, text.lower(), model_key))
+    if re.search(r"\.(toml|json)$", text, re.I):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise SpecError(f"spec file not found: {text}")
+        return parse_spec_file(path)
+    return parse_spec_string(text)
+
+
+# --------------------------------------------------------------------- validation
+def _convert(value, hint, where: str):
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            if isinstance(value, (list, tuple)):
+                return "[" + ";".join(str(v) for v in value) + "]"
+            return str(value)
+        if origin is tuple:
+            args = typing.get_args(hint)
+            if not isinstance(value, (list, tuple)) or len(value) != len(args):
+                raise ValueError
+            return tuple(_convert(v, a, where) for v, a in zip(value, args))
+    except (ValueError, TypeError):
+        pass
+    expected = "low:high" if origin is tuple else getattr(hint, "__name__", str(hint))
+    raise SpecError(f"bad value {_format_value(value)!r} for {where} (expected {expected})")
+
+
+def build_config(request: AccelRequest):
+    """Validate one request's parameters and build its config dataclass."""
+    cls = ACCELERATORS.get(request.name)
+    if cls is None:
+        known = ", ".join(sorted(ACCELERATORS))
+        raise SpecError(f"unknown accelerator '{request.name}' (known: {known}, or none)")
+    config_cls = cls.config_class
+    hints = typing.get_type_hints(config_cls)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    kwargs = {}
+    for key, value in request.params.items():
+        if key not in fields:
+            raise SpecError(f"unknown parameter '{key}' for {request.name} (parameters: {', '.join(sorted(fields))})")
+        kwargs[key] = _convert(value, hints[key], f"{request.name}.{key}")
+    config = config_cls(**kwargs)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise SpecError(f"bad value for {request.name}: {exc}") from None
+    return cls, config
+
+
+def resolve(requests: list[AccelRequest], family) -> list[tuple[type, object]]:
+    """Check requests against a family and each other; return (accelerator class, config) pairs."""
+    resolved, claimed = [], {}
+    for request in requests:
+        cls, config = build_config(request)
+        if family is not None and cls.name in family.unsupported:
+            raise SpecError(f"{cls.name} does not support {family.title}: {family.unsupported[cls.name]}")
+        for slot in cls.slots:
+            if slot in claimed:
+                raise SpecError(f"{claimed[slot]} and {cls.name} cannot stack: both take over {slot.replace('_', ' ')}")
+            claimed[slot] = cls.name
+        resolved.append((cls, config))
+    return resolved
+
+
+def stack_conflict(a: str, b: str) -> str | None:
+    """Why accelerators a and b cannot stack, or None if they can."""
+    shared = ACCELERATORS[a].slots & ACCELERATORS[b].slots
+    if a == b or shared:
+        return "same accelerator" if a == b else f"both take over {', '.join(sorted(shared))}"
+    return None

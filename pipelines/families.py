@@ -1,0 +1,346 @@
+"""Declarative family adapters: what genaccel needs to know about each diffusers video pipeline.
+
+An adapter recognises a loaded pipeline by its classes and says, as data, where the transformer
+blocks, attention layers and timestep embedding are, which frame counts and sizes are valid, and
+which accelerators apply. Accelerators read these fields; they never branch on the family name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from genaccel.errors import InputError
+
+# A function (block 0, its hidden_states, its timestep embedding) -> the timestep-modulated input
+# of block 0, the indicator TeaCache watches. None means "use the block's timestep embedding".
+ModulatedInputFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FamilyAdapter:
+    """Everything family-specific, in one declarative record."""
+
+    name: str
+    title: str
+    pipeline_classes: tuple[str, ...]
+    transformer_classes: tuple[str, ...]
+    # Pipeline attributes holding denoising transformers (Wan 2.2 has two experts).
+    denoisers: tuple[str, ...] = ("transformer",)
+    # Block lists in execution order; every pass runs blocks from these lists.
+    block_lists: tuple[str, ...] = ("blocks",)
+    # The contiguous run of blocks whose input and output share one layout: a skipped pass
+    # replaces it by `input + cached residual`. Written as "list.index".
+    pass_head: str = "blocks.0"
+    pass_tail: str = "blocks.-1"
+    # Attribute names of attention modules inside a block.
+    self_attention: tuple[str, ...] = ("attn1",)
+    cross_attention: tuple[str, ...] = ("attn2",)
+    timestep_embedding: str = ""  # module path in the transformer
+    temb_arg: str = "temb"  # name of the timestep embedding argument of a block's forward
+    modulated_input: ModulatedInputFn | None = None  # TeaCache indicator; None = block temb
+    # Generation constraints.
+    frames_arg: str = "num_frames"
+    frames_multiple: int = 4  # valid frame counts: frames_multiple * k + frames_offset
+    frames_offset: int = 1
+    # When set, the transformer config attribute fixing the frame count (Latte's learned
+    # temporal position embedding): valid counts are that value, or 1.
+    frames_config_attr: str = ""
+    size_multiple: int = 16
+    tensor_format: str = "BCFHW"  # latent layout given to the transformer (FasterCache needs it)
+    call_extra: dict = field(default_factory=dict)  # extra pipeline kwargs this family always needs
+    # Accelerators that do not apply, with the reason shown to users.
+    unsupported: dict[str, str] = field(default_factory=dict)
+    # Published TeaCache rescale coefficients (highest degree first), by checkpoint.
+    teacache_coefficients: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    teacache_default: str = ""  # key into teacache_coefficients used when nothing else is known
+    teacache_warmup_steps: int = 1  # steps computed fully at the start of each CFG branch
+
+    # ----------------------------------------------------------------- queries
+    def matches(self, pipe) -> bool:
+        names = {cls.__name__ for cls in type(pipe).__mro__}
+        if names & set(self.pipeline_classes):
+            transformer = getattr(pipe, self.denoisers[0], None)
+            return transformer is None or type(transformer).__name__ in self.transformer_classes
+        return False
+
+    def denoiser_modules(self, pipe) -> list[tuple[str, torch.nn.Module]]:
+        """The pipeline's denoising transformers that are present, as (attribute, module)."""
+        found = []
+        for attr in self.denoisers:
+            module = getattr(pipe, attr, None)
+            if isinstance(module, torch.nn.Module):
+                found.append((attr, module))
+        return found
+
+    def blocks(self, transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        """All transformer blocks as (qualified name, block), list by list."""
+        out = []
+        for list_name in self.block_lists:
+            for i, block in enumerate(getattr(transformer, list_name, None) or []):
+                out.append((f"{list_name}.{i}", block))
+        return out
+
+    def block_at(self, transformer: torch.nn.Module, path: str) -> torch.nn.Module:
+        list_name, index = path.rsplit(".", 1)
+        return getattr(transformer, list_name)[int(index)]
+
+    def pass_blocks(self, transformer: torch.nn.Module) -> list[torch.nn.Module]:
+        """Blocks from pass_head to pass_tail inclusive, in execution order."""
+        head = self.block_at(transformer, self.pass_head)
+        tail = self.block_at(transformer, self.pass_tail)
+        order = self.execution_order(transformer)
+        return order[order.index(head) : order.index(tail) + 1]
+
+    def execution_order(self, transformer: torch.nn.Module) -> list[torch.nn.Module]:
+        lists = [list(getattr(transformer, n, None) or []) for n in self.block_lists]
+        if self.interleaved:
+            return [b for group in zip(*lists) for b in group]
+        return [b for blocks in lists for b in blocks]
+
+    @property
+    def interleaved(self) -> bool:
+        # Latte alternates a spatial and a temporal block; other families run lists one after another.
+        return "temporal_transformer_blocks" in self.block_lists
+
+    def attention_layers(self, transformer: torch.nn.Module, kind: str = "all") -> list[tuple[str, torch.nn.Module]]:
+        """Attention modules of every block: kind is "self", "cross" or "all"."""
+        attrs = {"self": self.self_attention, "cross": self.cross_attention}.get(
+            kind, self.self_attention + self.cross_attention
+        )
+        out = []
+        for name, block in self.blocks(transformer):
+            for attr in attrs:
+                module = getattr(block, attr, None)
+                if isinstance(module, torch.nn.Module):
+                    out.append((f"{name}.{attr}", module))
+        return out
+
+    def check_frames(self, frames: int, pipe=None) -> None:
+        """Raise InputError unless `frames` is a frame count this family (and pipeline) can make."""
+        if self.frames_config_attr and pipe is not None:
+            fixed = getattr(getattr(pipe, self.denoisers[0]).config, self.frames_config_attr)
+            if frames not in (1, fixed):
+                raise InputError(f"this {self.title} model makes {fixed} frames (or 1); got {frames}")
+            return
+        if frames < 1 or (frames - self.frames_offset) % self.frames_multiple != 0:
+            rule = f"{self.frames_multiple}k+{self.frames_offset}" if self.frames_offset else f"a multiple of {self.frames_multiple}"
+            lo = self.frames_offset or self.frames_multiple
+            near = max(lo, (frames - self.frames_offset) // self.frames_multiple * self.frames_multiple + self.frames_offset)
+            raise InputError(
+                f"{self.title} needs a frame count of the form {rule} (e.g. {near} or {near + self.frames_multiple}); got {frames}"
+            )
+
+    def check_size(self, height: int, width: int) -> None:
+        for label, value in (("height", height), ("width", width)):
+            if value <= 0 or value % self.size_multiple:
+                raise InputError(f"{self.title} needs {label} to be a positive multiple of {self.size_multiple}; got {value}")
+
+
+# ---------------------------------------------------------------- modulated inputs (TeaCache indicators)
+def _shift_scale_modulated(norm: torch.nn.Module, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return norm(x.float()) * (1 + scale) + shift
+
+
+def wan_modulated_input(block, hidden_states, temb):
+    """Wan: norm1(x) * (1 + scale_msa) + shift_msa, from block 0's scale_shift_table."""
+    if temb.ndim == 4:  # per-token modulation (Wan 2.2 TI2V)
+        mod = block.scale_shift_table.unsqueeze(0) + temb.float()
+        shift, scale = mod[:, :, 0], mod[:, :, 1]
+    else:
+        shift, scale = (block.scale_shift_table + temb.float()).chunk(6, dim=1)[:2]
+    return _shift_scale_modulated(block.norm1, hidden_states, shift, scale)
+
+
+def hunyuan_modulated_input(block, hidden_states, temb):
+    """HunyuanVideo: block 0's AdaLayerNormZero applied to x (its first output)."""
+    return block.norm1(hidden_states, emb=temb)[0]
+
+
+def ltx_modulated_input(block, hidden_states, temb):
+    """LTX-Video: norm1(x) * (1 + scale_msa) + shift_msa with the block's scale_shift_table."""
+    b = hidden_states.size(0)
+    mod = block.scale_shift_table[None, None] + temb.reshape(b, temb.size(1), 6, -1)
+    shift, scale = mod[:, :, 0], mod[:, :, 1]
+    return block.norm1(hidden_states) * (1 + scale) + shift
+
+
+def latte_modulated_input(block, hidden_states, timestep):
+    """Latte (ada_norm_single): norm1(x) * (1 + scale_msa) + shift_msa."""
+    b = hidden_states.size(0)
+    shift, scale = (block.scale_shift_table[None] + timestep.reshape(b, 6, -1)).chunk(6, dim=1)[:2]
+    return block.norm1(hidden_states) * (1 + scale) + shift
+
+
+def mochi_modulated_input(block, hidden_states, temb):
+    """Mochi: block 0's MochiRMSNormZero applied to x (its first output)."""
+    return block.norm1(hidden_states, temb)[0]
+
+
+# ---------------------------------------------------------------- the families
+FAMILIES: dict[str, FamilyAdapter] = {}
+
+
+def register_family(adapter: FamilyAdapter) -> FamilyAdapter:
+    FAMILIES[adapter.name] = adapter
+    return adapter
+
+
+WAN = register_family(
+    FamilyAdapter(
+        name="wan",
+        title="Wan 2.1/2.2",
+        pipeline_classes=("WanPipeline",),
+        transformer_classes=("WanTransformer3DModel",),
+        denoisers=("transformer", "transformer_2"),
+        timestep_embedding="condition_embedder",
+        modulated_input=wan_modulated_input,
+        frames_multiple=4,
+        frames_offset=1,
+        size_multiple=16,
+        unsupported={"fastercache": "diffusers' FasterCache needs batched CFG; Wan runs cond and uncond as separate passes"},
+        teacache_coefficients={
+            "wan2.1-t2v-1.3b": (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
+            "wan2.1-t2v-14b": (-5784.54975374, 5449.50911966, -1811.16591783, 256.27178429, -13.02252404),
+        },
+        teacache_default="wan2.1-t2v-1.3b",
+    )
+)
+
+COGVIDEOX = register_family(
+    FamilyAdapter(
+        name="cogvideox",
+        title="CogVideoX",
+        pipeline_classes=("CogVideoXPipeline",),
+        transformer_classes=("CogVideoXTransformer3DModel",),
+        block_lists=("transformer_blocks",),
+        pass_head="transformer_blocks.0",
+        pass_tail="transformer_blocks.-1",
+        self_attention=("attn1",),
+        cross_attention=(),  # text and video tokens share one joint attention
+        timestep_embedding="time_embedding",
+        modulated_input=None,  # TeaCache watches the (unmodulated) time embedding
+        frames_multiple=8,
+        frames_offset=1,
+        size_multiple=16,
+        teacache_coefficients={
+            "cogvideox-2b": (-3.10658903e01, 2.54732368e01, -5.92380459e00, 1.75769064e00, -3.61568434e-03),
+            "cogvideox-5b": (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02),
+            "cogvideox1.5-5b": (2.50210439e02, -1.65061612e02, 3.57804877e01, -7.81551492e-01, 3.58559703e-02),
+        },
+        teacache_default="cogvideox-2b",
+    )
+)
+
+HUNYUANVIDEO = register_family(
+    FamilyAdapter(
+        name="hunyuanvideo",
+        title="HunyuanVideo",
+        pipeline_classes=("HunyuanVideoPipeline",),
+        transformer_classes=("HunyuanVideoTransformer3DModel",),
+        block_lists=("transformer_blocks", "single_transformer_blocks"),
+        pass_head="transformer_blocks.0",
+        pass_tail="single_transformer_blocks.-1",
+        self_attention=("attn",),
+        cross_attention=(),
+        timestep_embedding="time_text_embed",
+        modulated_input=hunyuan_modulated_input,
+        frames_multiple=4,
+        frames_offset=1,
+        size_multiple=16,
+        unsupported={"fastercache": "diffusers' FasterCache needs batched CFG; HunyuanVideo runs cond and uncond as separate passes"},
+        teacache_coefficients={
+            "hunyuanvideo": (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02),
+        },
+        teacache_default="hunyuanvideo",
+    )
+)
+
+LTX = register_family(
+    FamilyAdapter(
+        name="ltx",
+        title="LTX-Video",
+        pipeline_classes=("LTXPipeline",),
+        transformer_classes=("LTXVideoTransformer3DModel",),
+        block_lists=("transformer_blocks",),
+        pass_head="transformer_blocks.0",
+        pass_tail="transformer_blocks.-1",
+        timestep_embedding="time_embed",
+        modulated_input=ltx_modulated_input,
+        frames_multiple=8,
+        frames_offset=1,
+        size_multiple=32,
+        unsupported={"fastercache": "diffusers' FasterCache does not handle LTX-Video's packed latent layout"},
+        teacache_coefficients={
+            "ltx-video-0.9.1": (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03),
+        },
+        teacache_default="ltx-video-0.9.1",
+    )
+)
+
+LATTE = register_family(
+    FamilyAdapter(
+        name="latte",
+        title="Latte",
+        pipeline_classes=("LattePipeline",),
+        transformer_classes=("LatteTransformer3DModel",),
+        block_lists=("transformer_blocks", "temporal_transformer_blocks"),
+        # Spatial and temporal blocks alternate, with a token re-layout in between: the run that
+        # starts and ends in the spatial layout is spatial 0 .. spatial N-1; the final temporal
+        # block always runs.
+        pass_head="transformer_blocks.0",
+        pass_tail="transformer_blocks.-1",
+        timestep_embedding="adaln_single",
+        temb_arg="timestep",
+        modulated_input=latte_modulated_input,
+        frames_arg="video_length",
+        frames_multiple=1,
+        frames_offset=0,
+        frames_config_attr="video_length",
+        size_multiple=16,
+        call_extra={"clean_caption": False},
+        unsupported={
+            "fbcache": "diffusers' FirstBlockCache takes its tail from Latte's temporal blocks, whose token layout differs from the head's",
+        },
+        teacache_coefficients={
+            "latte": (-2.46434137e03, 3.08044764e02, 8.07447667e01, -4.11385132e00, 1.11001402e-01),
+        },
+        teacache_default="latte",
+    )
+)
+
+MOCHI = register_family(
+    FamilyAdapter(
+        name="mochi",
+        title="Mochi",
+        pipeline_classes=("MochiPipeline",),
+        transformer_classes=("MochiTransformer3DModel",),
+        block_lists=("transformer_blocks",),
+        pass_head="transformer_blocks.0",
+        pass_tail="transformer_blocks.-1",
+        self_attention=("attn1",),
+        cross_attention=(),
+        timestep_embedding="time_embed",
+        modulated_input=mochi_modulated_input,
+        frames_multiple=6,
+        frames_offset=1,
+        size_multiple=16,
+        teacache_coefficients={
+            "mochi": (-3.51241319e03, 8.11675948e02, -6.09400215e01, 2.42429681e00, 3.05291719e-03),
+        },
+        teacache_default="mochi",
+    )
+)
+
+
+def family_of(pipe) -> FamilyAdapter:
+    """The adapter that recognises `pipe`, or a ModelError naming the supported families."""
+    from genaccel.errors import ModelError
+
+    for adapter in FAMILIES.values():
+        if adapter.matches(pipe):
+            return adapter
+    supported = ", ".join(a.title for a in FAMILIES.values())
+    raise ModelError(f"{type(pipe).__name__} is not a supported video pipeline (supported: {supported})")
