@@ -9,6 +9,7 @@ between prompts even when the pipeline is called directly rather than through `g
 from __future__ import annotations
 
 import inspect
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +33,8 @@ class Runtime:
     timestep: float = 1000.0
     generation: int = 0  # number of generations started so far
     profile: dict = field(default_factory=dict)  # this model's calibrated profile, if any
+    first_call_start: float = 0.0  # perf_counter at the first denoiser call of this generation
+    last_call_end: float = 0.0  # perf_counter when the latest denoiser call returned
     branch_steps: dict[str, int] = field(default_factory=dict)
     _timesteps_seen: object = None
 
@@ -54,6 +57,7 @@ class Runtime:
         # Schedulers build a fresh timesteps tensor in set_timesteps(), once per generation.
         new_generation = timesteps is None or timesteps is not self._timesteps_seen
         if new_generation:
+            self.first_call_start = time.perf_counter()
             self._timesteps_seen = timesteps
             self.branch_steps.clear()
             self.generation += 1
@@ -64,6 +68,7 @@ class Runtime:
         return new_generation
 
     def reset(self) -> None:
+        self.first_call_start = self.last_call_end = 0.0
         self._timesteps_seen = None
         self.branch_steps.clear()
         self.step_index = 0
@@ -115,6 +120,7 @@ class StepTrackerHook(ModelHook):
         return args, kwargs
 
     def post_forward(self, module, output):
+        self.runtime.last_call_end = time.perf_counter()
         if self._own_context:
             _set_cache_context(module, None)
             self._own_context = False

@@ -1,0 +1,108 @@
+"""Resolving `--model`: built-in tiny pipelines, local diffusers folders, hub ids; device choice.
+
+Nothing is fetched implicitly during tests: tiny models are built in code, local folders load
+with `local_files_only=True`, and a hub id is only loaded when a user asks for one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from genaccel.errors import ModelError
+from genaccel.profiles import model_key
+
+log = logging.getLogger("genaccel")
+
+TINY_PREFIX = "tiny-"
+DEFAULT_MODEL = "tiny-wan"  # until the embedded model ships
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def builtin_models() -> dict[str, str]:
+    """Model names that need no download, with a description."""
+    from genaccel.pipelines.tiny import TINY_FAMILIES
+
+    return {f"{TINY_PREFIX}{name}": f"tiny random-weight {name} pipeline built in code (tests)" for name in TINY_FAMILIES}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` picks CUDA when available; asking for CUDA without it is an error."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ModelError(f"unknown device '{device}' (use auto, cpu or cuda)")
+    return torch.device(device)
+
+
+@lru_cache(maxsize=1)
+def _note_attention_backend(kind: str) -> None:
+    log.warning("%s", kind)
+
+
+def select_attention_backend(pipe, device: torch.device, family) -> str:
+    """Use xformers through diffusers' attention dispatch on CUDA when it is installed; else SDPA."""
+    if device.type != "cuda":
+        _note_attention_backend("CPU: xformers needs CUDA, attention runs on PyTorch SDPA")
+        return "native"
+    try:
+        import xformers  # noqa: F401
+    except ImportError:
+        _note_attention_backend("xformers is not installed (pip install 'genaccel[cuda]'): attention runs on PyTorch SDPA")
+        return "native"
+    for _, module in family.denoiser_modules(pipe):
+        if hasattr(module, "set_attention_backend"):
+            module.set_attention_backend("xformers")
+    return "xformers"
+
+
+def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.dtype | None = None):
+    """Load a pipeline by name: `tiny-<family>`, a local diffusers folder, or a hub id."""
+    from genaccel.pipelines.families import family_of
+
+    name = (model or DEFAULT_MODEL).strip()
+    target = resolve_device(device)
+    if name.startswith(TINY_PREFIX):
+        from genaccel.pipelines.tiny import TINY_FAMILIES, build_tiny_pipeline
+
+        family_name = name[len(TINY_PREFIX):]
+        if family_name not in TINY_FAMILIES:
+            raise ModelError(f"unknown model '{name}' (built-in: {', '.join(builtin_models())})")
+        from genaccel.pipelines.tiny import TINY_CALL_DEFAULTS
+
+        pipe = build_tiny_pipeline(family_name)
+        pipe._genaccel_defaults = TINY_CALL_DEFAULTS[family_name]
+        key = name
+    else:
+        path = Path(name).expanduser()
+        if path.exists():
+            if not (path / "model_index.json").is_file():
+                raise ModelError(f"{name} is not a diffusers pipeline folder (no model_index.json)")
+            source, local = str(path), True
+        elif _HUB_ID.match(name) and not name.startswith((".", "/")):
+            source, local = name, False
+        else:
+            raise ModelError(f"unknown model '{name}': not a built-in name, an existing folder, or a hub id (org/name)")
+        pipe = _from_pretrained(source, local, dtype or (torch.bfloat16 if target.type == "cuda" else torch.float32))
+        key = model_key(name)
+    pipe._genaccel_model_key = key
+    family = family_of(pipe)
+    pipe.to(target)
+    select_attention_backend(pipe, target, family)
+    return pipe
+
+
+def _from_pretrained(source: str, local: bool, dtype: torch.dtype):
+    from diffusers import DiffusionPipeline
+
+    try:
+        return DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, local_files_only=local)
+    except Exception as exc:  # diffusers/hub raise many types; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load model '{source}': {first}") from None
