@@ -221,6 +221,14 @@ def resolve(requests: list[AccelRequest], family) -> list[tuple[type, object]]:
     return resolved
 
 
+def check_spec(spec: str) -> None:
+    """Check what can be checked before a model is loaded: syntax, names, parameters, stacking."""
+    text = (spec or "none").strip()
+    if text.lower() in PRESET_NAMES:
+        return
+    resolve(parse_spec(text), family=None)
+
+
 def stack_conflict(a: str, b: str) -> str | None:
     """Why accelerators a and b cannot stack, or None if they can."""
     shared = ACCELERATORS[a].slots & ACCELERATORS[b].slots

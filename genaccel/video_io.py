@@ -29,12 +29,17 @@ def check_output_path(path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix and suffix not in VIDEO_SUFFIXES:
         raise InputError(f"unsupported output format '{suffix}' (use .mp4, .gif, .webp, or a folder for PNG frames)")
-    parent = path.parent if suffix else path.parent
-    probe = parent
-    while not probe.exists():
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise InputError(f"cannot write to {path}: {probe} is not a writable folder")
+    if not probe.is_dir():
+        raise InputError(f"cannot write to {path}: {probe} is not a folder")
+    try:  # os.access is not enough (root, read-only mounts): really try
+        fd, name = tempfile.mkstemp(prefix=".genaccel-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise InputError(f"cannot write to {path}: {exc.strerror or exc}") from None
     if path.exists() and path.is_dir() and suffix:
         raise InputError(f"cannot write to {path}: it is a folder")
     return path
