@@ -1,0 +1,33 @@
+"""genaccel: training-free acceleration of diffusers text-to-video pipelines.
+
+    import genaccel
+    pipe = genaccel.load_pipeline("tiny-wan")              # or a local folder / hub id
+    genaccel.apply(pipe, "teacache(threshold=0.1)+pab")    # or a preset: "balanced"
+    result = genaccel.generate(pipe, "a red circle moving left on a black background", seed=0)
+    genaccel.write_video(result.frames, "clip.mp4")
+    genaccel.remove(pipe)
+"""
+
+from genaccel.acceleration import Acceleration, acceleration_of, apply, remove
+from genaccel.errors import GenAccelError, InputError, ModelError, SpecError
+from genaccel.generate import GenerationRequest, GenerationResult, generate
+from genaccel.models import load_pipeline
+from genaccel.video_io import write_video
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Acceleration",
+    "GenAccelError",
+    "GenerationRequest",
+    "GenerationResult",
+    "InputError",
+    "ModelError",
+    "SpecError",
+    "acceleration_of",
+    "apply",
+    "generate",
+    "load_pipeline",
+    "remove",
+    "write_video",
+]

@@ -138,7 +138,7 @@ def parse_spec_file(path: Path) -> list[AccelRequest]:
 
 def parse_spec(spec: str, family=None, model_key: str | None = None) -> list[AccelRequest]:
     """Parse a spec string, a spec file path, or a preset name of `family`."""
-    text = (spec or "none").strip()
+    text = "none" if spec is None else spec.strip()
     if text.lower() in PRESET_NAMES:
         if family is None:
             raise SpecError(f"preset '{text}' needs a model to pick the family's preset")
@@ -223,7 +223,7 @@ def resolve(requests: list[AccelRequest], family) -> list[tuple[type, object]]:
 
 def check_spec(spec: str) -> None:
     """Check what can be checked before a model is loaded: syntax, names, parameters, stacking."""
-    text = (spec or "none").strip()
+    text = "none" if spec is None else spec.strip()
     if text.lower() in PRESET_NAMES:
         return
     resolve(parse_spec(text), family=None)

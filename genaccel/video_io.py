@@ -50,6 +50,9 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
     import imageio.v3 as iio
 
     path = check_output_path(path)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[0] < 1 or frames.shape[-1] != 3:
+        raise InputError(f"expected frames shaped (frames, height, width, 3), got {frames.shape}")
     data = to_uint8(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()

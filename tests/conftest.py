@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny pipelines (built once per session) and an isolated profile folder."""
+
+import os
+
+import pytest
+
+from genaccel.models import load_pipeline
+
+
+@pytest.fixture(autouse=True)
+def _profiles(tmp_path_factory, monkeypatch):
+    # Calibrated profiles from a user's cache must never change test results.
+    monkeypatch.setenv("GENACCEL_PROFILE_DIR", str(tmp_path_factory.getbasetemp() / "profiles"))
+
+
+_PIPES = {}
+
+
+@pytest.fixture
+def tiny():
+    """tiny("wan") -> a cached tiny pipeline with nothing applied."""
+    from genaccel.acceleration import remove
+
+    def get(family: str):
+        name = f"tiny-{family}"
+        if name not in _PIPES:
+            _PIPES[name] = load_pipeline(name, device="cpu")
+        pipe = _PIPES[name]
+        remove(pipe)
+        return pipe
+
+    yield get
+    for pipe in _PIPES.values():
+        remove(pipe)
+
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

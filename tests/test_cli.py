@@ -1,0 +1,191 @@
+"""The command line contract: generate (formats, --json), batch (resume), list, calibrate, and
+clear errors with exit status 2 and no partial output."""
+
+import json
+
+import numpy as np
+import pytest
+
+from genaccel.cli import main
+from genaccel.pipelines.families import FAMILIES
+from genaccel.video_io import read_video
+
+PROMPT = "a red circle moving left on a black background"
+JSON_KEYS = {"out", "model", "accel", "seed", "steps", "frames", "height", "width", "seconds",
+             "denoise_seconds", "decode_seconds", "transformer_calls", "skipped_calls"}
+
+
+def _json_line(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.gif", "clip.webp", "frames"])
+def test_generate_writes_each_format(tmp_path, capsys, name):
+    out = tmp_path / name
+    assert main(["generate", PROMPT, "--out", str(out), "--json", "--seed", "3"]) == 0
+    summary = _json_line(capsys)
+    assert JSON_KEYS <= set(summary)
+    assert summary["out"] == str(out) and summary["seed"] == 3 and summary["accel"] == "none"
+    assert summary["transformer_calls"] == 2 * summary["steps"] and summary["skipped_calls"] == 0
+    video = read_video(out)
+    assert video.shape[1:] == (summary["height"], summary["width"], 3)
+    if name.endswith(".mp4") or name == "frames":
+        assert video.shape[0] == summary["frames"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary files left
+
+
+@pytest.mark.parametrize("family", ["wan", "wan22", "cogvideox", "hunyuanvideo", "ltx", "latte", "mochi"])
+def test_generate_with_and_without_accel_on_every_family(tmp_path, capsys, family):
+    for accel in ("none", "fast"):
+        out = tmp_path / f"{accel}.mp4"
+        assert main(["generate", PROMPT, "--model", f"tiny-{family}", "--accel", accel, "--out", str(out), "--json"]) == 0
+        summary = _json_line(capsys)
+        assert out.is_file() and summary["model"] == f"tiny-{family}"
+        if accel == "fast":  # the preset resolves to real accelerators that save work
+            assert summary["accel"] != "none"
+            assert summary["skipped_calls"] + summary["attention_reused"] > 0
+
+
+def test_generate_overrides_settings(tmp_path, capsys):
+    out = tmp_path / "c.mp4"
+    assert main(["generate", PROMPT, "--frames", "5", "--steps", "4", "--height", "48", "--width", "64",
+                 "--guidance", "3", "--out", str(out), "--json"]) == 0
+    s = _json_line(capsys)
+    assert (s["frames"], s["steps"], s["height"], s["width"], s["guidance_scale"]) == (5, 4, 48, 64, 3.0)
+    assert read_video(out).shape == (5, 48, 64, 3)
+
+
+def test_accelerated_output_is_reported(tmp_path, capsys):
+    assert main(["generate", PROMPT, "--accel", "teacache(threshold=1e9,coefficients=identity)",
+                 "--out", str(tmp_path / "a.mp4"), "--json"]) == 0
+    s = _json_line(capsys)
+    assert s["skipped_calls"] == 12 and s["accelerator_stats"]["teacache"]["passes_skipped"] == 12
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--frames", "8"], "4k+1"),
+        (["--accel", "bogus"], "unknown accelerator"),
+        (["--accel", "teacache(threshold=x)"], "bad value"),
+        (["--accel", "teacache("], "unbalanced"),
+        (["--accel", "teacache+fbcache"], "cannot stack"),
+        (["--model", "/does/not/exist"], "unknown model"),
+        (["--model", "tiny-nothing"], "unknown model"),
+        (["--height", "30"], "multiple of 16"),
+        (["--model", "tiny-latte", "--frames", "3"], "makes 4 frames"),
+        (["--accel", "fastercache"], "does not support"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_file(tmp_path, capsys, args, message):
+    out = tmp_path / "x.mp4"
+    assert main(["generate", PROMPT, "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(message in line and line.startswith("genaccel: error:") for line in err)
+    assert "Traceback" not in "\n".join(err)
+    assert not any(tmp_path.iterdir())
+
+
+def test_empty_prompt_unwritable_path_and_bad_suffix(tmp_path, capsys):
+    assert main(["generate", "   ", "--out", str(tmp_path / "x.mp4")]) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["generate", PROMPT, "--out", str(blocker / "x.mp4")]) == 2
+    assert main(["generate", PROMPT, "--out", str(tmp_path / "x.avi")]) == 2
+    err = capsys.readouterr().err
+    assert "prompt is empty" in err and "not a folder" in err and "unsupported output format" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("argv", [["generate", PROMPT, "--steps", "0"], ["generate", PROMPT, "--steps", "-3"]])
+def test_non_positive_steps(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "must be positive" in capsys.readouterr().err
+
+
+def test_batch_txt_and_jsonl_resume(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        json.dumps({"prompt": PROMPT, "seed": 4, "accel": "teacache(threshold=1e9,coefficients=identity)"}) + "\n"
+        + json.dumps({"prompt": "a blue square moving up on a gray background", "name": "square", "frames": 5}) + "\n"
+    )
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out), "--json"]) == 0
+    assert _json_line(capsys)["done"] == 2
+    manifest = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [m["name"] for m in manifest] == ["0000-a-red-circle-moving-left-on-a-black-background", "square"]
+    assert manifest[0]["seed"] == 4 and manifest[0]["skipped_calls"] == 12 and manifest[1]["frames"] == 5
+    assert read_video(out / "square.mp4").shape[0] == 5
+    # Re-run: nothing is redone; a deleted video is redone.
+    assert main(["batch", str(prompts), "--out", str(out), "--json"]) == 0
+    assert _json_line(capsys)["skipped"] == 2
+    (out / "square.mp4").unlink()
+    assert main(["batch", str(prompts), "--out", str(out), "--json"]) == 0
+    summary = _json_line(capsys)
+    assert (summary["done"], summary["skipped"]) == (1, 1)
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
+
+    txt = tmp_path / "p.txt"
+    txt.write_text(f"{PROMPT}\n\n# a comment\na white circle standing still on a black background\n")
+    assert main(["batch", str(txt), "--out", str(tmp_path / "t"), "--format", "gif", "--json"]) == 0
+    assert _json_line(capsys)["done"] == 2 and len(list((tmp_path / "t").glob("*.gif"))) == 2
+
+
+def test_batch_rejects_bad_files_before_generating(tmp_path, capsys):
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": "x", "frames": 8}\n')
+    assert main(["batch", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "4k+1" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    bad.write_text('{"prompt": "ok", "colour": 1}\n')
+    assert main(["batch", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown option" in capsys.readouterr().err
+    bad.write_text("not json\n")
+    assert main(["batch", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "b.jsonl:1: not valid JSON" in capsys.readouterr().err
+
+
+def test_list_json_has_models_accelerators_presets_matrix(capsys):
+    assert main(["list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"tiny-wan", "tiny-mochi"} <= set(data["models"])
+    assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer"}
+    assert data["presets"]["wan"]["balanced"]
+    assert data["compatibility"]["wan"]["fastercache"] != "yes" and data["compatibility"]["wan"]["teacache"] == "yes"
+    assert data["stacking"]["teacache"]["pab"] == "yes" and data["stacking"]["teacache"]["fbcache"] != "yes"
+    assert main(["list"]) == 0
+    assert "Compatibility" in capsys.readouterr().out
+
+
+def test_calibrate_writes_a_profile_that_teacache_uses(tmp_path, capsys):
+    profile = tmp_path / "p.toml"
+    assert main(["calibrate", "--model", "tiny-ltx", "--prompt", PROMPT, "--prompt", "a blue square moving up on a gray background",
+                 "--out", str(profile), "--json"]) == 0
+    data = _json_line(capsys)
+    assert len(data["teacache"]["coefficients"]) == 5 and len(data["magcache"]["ratios"]) == data["steps"]
+    import tomllib
+
+    assert tomllib.loads(profile.read_text())["teacache"]["coefficients"] == pytest.approx(data["teacache"]["coefficients"])
+    # Written to the user profile folder by default, then picked up by coefficients=auto and magcache.
+    assert main(["calibrate", "--model", "tiny-ltx", "--json"]) == 0
+    assert main(["generate", PROMPT, "--model", "tiny-ltx", "--accel", "teacache+magcache(threshold=0)",
+                 "--out", str(tmp_path / "c.mp4"), "--json"]) == 2  # teacache and magcache both skip passes
+    assert main(["generate", PROMPT, "--model", "tiny-ltx", "--accel", "teacache(threshold=0.2)",
+                 "--out", str(tmp_path / "c.mp4"), "--json"]) == 0
+    used = _json_line(capsys)["accelerator_stats"]["teacache"]["coefficients"]
+    from genaccel.profiles import load_profile
+
+    assert used == pytest.approx(load_profile("tiny-ltx")["teacache"]["coefficients"])
+    assert used != pytest.approx(list(FAMILIES["ltx"].teacache_coefficients["ltx-video-0.9.1"]))
+
+
+def test_magcache_without_profile_is_a_clear_error(tmp_path, capsys):
+    assert main(["generate", PROMPT, "--model", "tiny-mochi", "--accel", "magcache", "--out", str(tmp_path / "m.mp4")]) == 2
+    assert "run `genaccel calibrate`" in capsys.readouterr().err
+
+
+def test_help_explains(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = capsys.readouterr().out
+    assert "--accel" in text and ".mp4, .gif, .webp" in text

@@ -1,0 +1,111 @@
+"""Per-generation state: resets between prompts, per-CFG-branch state, first/last steps, both
+Wan 2.2 experts, and the TeaCache math."""
+
+import numpy as np
+import pytest
+
+from genaccel.acceleration import acceleration_of, apply
+from genaccel.accelerators.base import PerBranchState
+from genaccel.accelerators.teacache import relative_l1, rescale
+from genaccel.generate import generate
+
+A = "a red circle moving left on a black background"
+B = "a green square standing still on a gray background"
+
+
+@pytest.mark.parametrize("spec", ["teacache(threshold=0.5,coefficients=identity)", "pab(spatial=2,window=0:1000)",
+                                  "fbcache(threshold=0.5)", "taylorseer(interval=3,warmup=2)"])
+def test_no_state_leaks_between_prompts(tiny, spec):
+    pipe = tiny("wan")
+    apply(pipe, spec)
+    first = generate(pipe, A, seed=1)
+    generate(pipe, B, seed=2)
+    again = generate(pipe, A, seed=1)
+    np.testing.assert_array_equal(first.frames, again.frames)
+    assert first.stats == again.stats
+
+
+def test_state_resets_when_the_pipeline_is_called_directly(tiny):
+    """Users may call pipe(...) themselves after apply(): a new generation still starts clean."""
+    pipe = tiny("wan")
+    acc = apply(pipe, "teacache(threshold=0.5,coefficients=identity)")
+    call = dict(prompt=A, negative_prompt="", num_frames=9, height=32, width=32, num_inference_steps=8,
+                guidance_scale=5.0, output_type="np", max_sequence_length=16)
+    import torch
+
+    outs = []
+    for prompt in (A, B, A):
+        outs.append(pipe(**{**call, "prompt": prompt, "generator": torch.Generator().manual_seed(0)}).frames)
+    np.testing.assert_array_equal(outs[0], outs[2])
+    assert acc.runtime.generation == 3
+
+
+def test_teacache_always_computes_first_and_last_step_of_each_branch(tiny):
+    pipe = tiny("wan")  # separate cond/uncond forwards, 8 steps
+    apply(pipe, "teacache(threshold=1e9,coefficients=identity)")
+    result = generate(pipe, A)
+    stats = result.stats
+    assert stats["transformer_calls"] == 16
+    assert stats["computed_calls"] == 4 and stats["skipped_calls"] == 12  # steps 0 and 7, per branch
+    assert stats["accelerators"]["teacache"]["passes_computed"] == 4
+
+
+def test_teacache_warmup_parameter(tiny):
+    pipe = tiny("wan")
+    apply(pipe, "teacache(threshold=1e9,coefficients=identity,warmup=3)")
+    assert generate(pipe, A).stats["computed_calls"] == 2 * (3 + 1)
+
+
+def test_pab_keeps_one_state_per_cfg_branch(tiny):
+    pipe = tiny("wan")
+    apply(pipe, "pab(spatial=2,window=0:1000)")
+    states = [hook.state for m in pipe.transformer.modules() if hasattr(m, "_diffusers_hook")
+              for hook in m._diffusers_hook.hooks.values() if isinstance(getattr(hook, "state", None), PerBranchState)]
+    assert len(states) == 6, "every PAB hook must use per-branch state"
+    # Block 0's self-attention sees the same latents in both branches; cross-attention does not.
+    states = [pipe.transformer.blocks[0].attn2._diffusers_hook.get_hook("pyramid_attention_broadcast").state]
+    seen = {}  # the pipeline clears hook state when it finishes: look during the last step
+    original = states[0]._factory
+
+    def factory():
+        state = original()
+        seen[acceleration_of(pipe).runtime.branch] = state
+        return state
+
+    object.__setattr__(states[0], "_factory", factory)
+    generate(pipe, A)
+    assert set(seen) == {"cond", "uncond"}
+    assert seen["cond"] is not seen["uncond"]
+    assert not np.array_equal(np.asarray(seen["cond"].cache), np.asarray(seen["uncond"].cache))
+
+
+def test_wan22_accelerates_both_experts(tiny):
+    pipe = tiny("wan22")
+    acc = apply(pipe, "teacache(threshold=1e9,coefficients=identity)")
+    result = generate(pipe, A)
+    assert len(acc._denoisers) == 2
+    # Each expert computes its own first step; the low-noise expert also the last one.
+    assert result.stats["computed_calls"] == 6 and result.stats["skipped_calls"] == 10
+
+
+def test_reapply_replaces_and_remove_is_exact(tiny):
+    pipe = tiny("cogvideox")
+    def hooks():
+        return {(n, h) for n, m in pipe.transformer.named_modules() if hasattr(m, "_diffusers_hook")
+                for h in m._diffusers_hook.hooks}
+    before = hooks()
+    apply(pipe, "teacache+pab")
+    apply(pipe, "fbcache+taylorseer")
+    assert acceleration_of(pipe).spec == "fbcache+taylorseer"
+    assert not any("teacache" in h or "pyramid" in h for _, h in hooks())
+    acceleration_of(pipe).remove()
+    assert hooks() == before and acceleration_of(pipe) is None
+
+
+def test_teacache_math():
+    assert rescale(0.5, (0.0, 0.0, 0.0, 1.0, 0.0)) == 0.5
+    assert rescale(2.0, (1.0, 0.0, 0.0, 0.0, 1.0)) == 17.0
+    import torch
+
+    prev = torch.ones(4)
+    assert relative_l1(prev * 1.5, prev) == pytest.approx(0.5)
