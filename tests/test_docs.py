@@ -1,0 +1,21 @@
+"""The README states what the code does: its compatibility matrix and quick start stay current."""
+
+import re
+from pathlib import Path
+
+from genaccel.catalog import catalog, compatibility_table
+
+README = (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def test_readme_matrix_matches_the_code():
+    block = re.search(r"<!-- compatibility:start -->\n(.*?)\n<!-- compatibility:end -->", README, re.S).group(1)
+    assert block.strip() == compatibility_table(catalog()).strip()
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
+    commands = re.findall(r"<!-- quickstart:(\w+) -->\n```\n(.+?)\n```", README)
+    assert [name for name, _ in commands] == ["generate", "test"]
+    assert "genaccel generate" in commands[0][1] and "pytest" in commands[1][1]
+    ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
+    assert "quickstart:test" in ci
