@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from genaccel.profiles import model_key
 log = logging.getLogger("genaccel")
 
 TINY_PREFIX = "tiny-"
+# Optional file in a model folder with genaccel's default call settings for it (height, width,
+# num_frames, num_inference_steps, guidance_scale, and an [extra] table of pipeline kwargs).
+MODEL_SETTINGS_FILE = "genaccel.toml"
 DEFAULT_MODEL = "tiny-wan"  # until the embedded model ships
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -91,6 +95,8 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
             raise ModelError(f"unknown model '{name}': not a built-in name, an existing folder, or a hub id (org/name)")
         pipe = _from_pretrained(source, local, dtype or (torch.bfloat16 if target.type == "cuda" else torch.float32))
         key = model_key(name)
+        if local and (path / MODEL_SETTINGS_FILE).is_file():
+            pipe._genaccel_defaults = tomllib.loads((path / MODEL_SETTINGS_FILE).read_text())
     pipe._genaccel_model_key = key
     family = family_of(pipe)
     pipe.to(target)
