@@ -18,6 +18,12 @@ from genaccel.errors import InputError
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """(F, H, W, 3) floats in [0, 1] -> uint8."""
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -61,6 +67,7 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
         try:
             for i, frame in enumerate(data):
                 iio.imwrite(tmp_dir / f"frame_{i:04d}.png", frame)
+            os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp makes it private
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp_dir, path)
@@ -84,6 +91,7 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
             iio.imwrite(tmp, data, extension=".gif", duration=int(1000 / fps), loop=0)
         else:
             _write_webp(tmp, data, fps)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

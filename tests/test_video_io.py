@@ -1,5 +1,7 @@
 """Video writing: formats, atomic writes, and path checks."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,9 @@ def test_round_trip(tmp_path, name, tolerance):
     assert back.shape == video.shape
     assert np.abs(back - video * 255).mean() <= tolerance
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == (0o777 if path.is_dir() else 0o666) & ~mask
 
 
 def test_odd_sizes_are_padded_for_mp4(tmp_path):
