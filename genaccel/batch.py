@@ -14,7 +14,7 @@ from pathlib import Path
 
 from genaccel.errors import InputError
 
-ITEM_OPTIONS = {"negative", "seed", "steps", "frames", "height", "width", "guidance", "accel", "name"}
+ITEM_OPTIONS = {"negative", "seed", "steps", "frames", "height", "width", "guidance", "accel", "name", "setting"}
 MANIFEST = "manifest.jsonl"
 
 

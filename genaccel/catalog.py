@@ -10,10 +10,10 @@ from genaccel.spec import PRESET_NAMES, stack_conflict
 
 
 def catalog() -> dict:
-    from genaccel.models import DEFAULT_MODEL, builtin_models
+    from genaccel.models import builtin_models, default_model
 
     return {
-        "default_model": DEFAULT_MODEL,
+        "default_model": default_model(),
         "models": builtin_models(),
         "families": {
             f.name: {

@@ -40,6 +40,8 @@ def _add_generation_options(p: argparse.ArgumentParser) -> None:
                    help="accelerators: 'none', a preset (quality, balanced, fast), a spec such as "
                         "'teacache(threshold=0.1)+pab(spatial=2)', or a .toml/.json spec file (default: none)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--setting", default="default", help="named defaults of the model: default, or long (the embedded "
+                   "model's benchmark setting: more frames and larger frames); --steps/--frames/--height/--width override it")
     p.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--frames", type=_positive_int, default=None, help="frame count (default: the model's; Wan needs 4k+1)")
     p.add_argument("--height", type=_positive_int, default=None, help="frame height in pixels (default: the model's)")
@@ -79,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="models, families, accelerators, presets and compatibility")
     ls.add_argument("--json", action="store_true", help="print everything as one JSON object")
 
+    sc = sub.add_parser("score", help="judge a video of the shapes grammar against its prompt (JSON verdict)",
+                        description="Read a video's shape colour, kind and motion from its frames alone and compare "
+                                    "them with a prompt of the grammar 'a {color} {shape} moving {direction} on a "
+                                    "{background} background' (or 'standing still'). Prints one JSON object.")
+    sc.add_argument("video", help="video file (.mp4, .gif, .webp) or folder of PNG frames")
+    sc.add_argument("--prompt", required=True, help="the prompt the video was made from")
+
     c = sub.add_parser("calibrate", help="fit TeaCache coefficients and MagCache ratios for a model",
                        description="Run plain generations on a few prompts, fit this model's TeaCache rescale "
                                    "polynomial and MagCache magnitude ratios, and write them to a profile file that "
@@ -110,13 +119,14 @@ def _request(args, prompt: str, overrides: dict | None = None):
         num_inference_steps=o.get("steps", args.steps),
         guidance_scale=o.get("guidance", args.guidance),
         seed=int(o.get("seed", args.seed)),
+        setting=str(o.get("setting", args.setting)),
     )
 
 
 def _load(args):
-    from genaccel.models import DEFAULT_MODEL, load_pipeline
+    from genaccel.models import default_model, load_pipeline
 
-    args.model = args.model or DEFAULT_MODEL
+    args.model = args.model or default_model()
     return load_pipeline(args.model, device=args.device)
 
 
@@ -200,7 +210,27 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate}
+def cmd_score(args) -> int:
+    from genaccel.score import score_frames
+    from genaccel.shapes import parse_prompt
+    from genaccel.video_io import read_video
+
+    try:
+        expected = parse_prompt(args.prompt)
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None
+    path = Path(args.video)
+    if not path.exists():
+        raise _user_error(f"no such video: {path}")
+    try:
+        frames = read_video(path)
+    except Exception as exc:  # imageio/PIL raise many types for unreadable files
+        raise _user_error(f"cannot read video {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    print(json.dumps({"video": str(path), **score_frames(frames, expected).to_dict()}))
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate}
 
 
 def _user_error(message: str):

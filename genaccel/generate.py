@@ -32,6 +32,7 @@ class GenerationRequest:
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     seed: int = 0
+    setting: str = "default"  # a named group of defaults of the model (e.g. "long")
 
 
 @dataclass
@@ -66,15 +67,26 @@ class GenerationResult:
         return out
 
 
-def model_defaults(pipe) -> dict[str, Any]:
-    """Default settings of a loaded pipeline (its own call defaults where genaccel has none)."""
-    return dict(getattr(pipe, "_genaccel_defaults", None) or {})
+def model_settings(pipe) -> list[str]:
+    """Names of the settings a loaded model offers ("default" always)."""
+    return ["default", *(getattr(pipe, "_genaccel_defaults", None) or {}).get("settings", {})]
+
+
+def model_defaults(pipe, setting: str = "default") -> dict[str, Any]:
+    """Call defaults of a loaded pipeline for a setting (the pipeline's own where genaccel has none)."""
+    defaults = dict(getattr(pipe, "_genaccel_defaults", None) or {})
+    settings = defaults.pop("settings", {})
+    if setting != "default":
+        if setting not in settings:
+            raise InputError(f"this model has no '{setting}' setting (settings: {', '.join(model_settings(pipe))})")
+        defaults.update(settings[setting])
+    return defaults
 
 
 def complete_request(pipe, request: GenerationRequest) -> GenerationRequest:
     """Fill unset fields from the model's defaults and validate everything; raise InputError."""
     family = family_of(pipe)
-    defaults = model_defaults(pipe)
+    defaults = model_defaults(pipe, request.setting)
     filled = GenerationRequest(**asdict(request))
     for name in ("num_frames", "height", "width", "num_inference_steps", "guidance_scale"):
         if getattr(filled, name) is None and name in defaults:
@@ -140,7 +152,7 @@ def generate(pipe, request: GenerationRequest | str, *, progress: bool = False, 
     request = complete_request(pipe, request)
     acceleration = acceleration_of(pipe) or apply(pipe, "none")
     acceleration.reset()
-    call = dict(model_defaults(pipe).get("extra", {}))
+    call = dict(model_defaults(pipe, request.setting).get("extra", {}))
     call.update(family.call_extra)
     call.update(
         prompt=request.prompt,

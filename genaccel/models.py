@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import tomllib
+from importlib import resources
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,19 +20,33 @@ from genaccel.profiles import model_key
 
 log = logging.getLogger("genaccel")
 
+EMBEDDED = "tiny"  # the embedded trained model shipped in the package (pipelines/embedded)
 TINY_PREFIX = "tiny-"
 # Optional file in a model folder with genaccel's default call settings for it (height, width,
 # num_frames, num_inference_steps, guidance_scale, and an [extra] table of pipeline kwargs).
 MODEL_SETTINGS_FILE = "genaccel.toml"
-DEFAULT_MODEL = "tiny-wan"  # until the embedded model ships
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def embedded_model_dir() -> Path:
+    """Folder of the embedded model inside the installed package."""
+    return Path(str(resources.files("genaccel.pipelines").joinpath("embedded")))
+
+
+def default_model() -> str:
+    """The embedded model when its weights are installed, else the tiny random Wan pipeline."""
+    return EMBEDDED if (embedded_model_dir() / "model_index.json").is_file() else f"{TINY_PREFIX}wan"
 
 
 def builtin_models() -> dict[str, str]:
     """Model names that need no download, with a description."""
     from genaccel.pipelines.tiny import TINY_FAMILIES
 
-    return {f"{TINY_PREFIX}{name}": f"tiny random-weight {name} pipeline built in code (tests)" for name in TINY_FAMILIES}
+    models = {}
+    if (embedded_model_dir() / "model_index.json").is_file():
+        models[EMBEDDED] = "embedded trained Wan-format text-to-video model of moving shapes (default)"
+    models.update({f"{TINY_PREFIX}{name}": f"tiny random-weight {name} pipeline built in code (tests)" for name in TINY_FAMILIES})
+    return models
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -70,7 +85,7 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
     """Load a pipeline by name: `tiny-<family>`, a local diffusers folder, or a hub id."""
     from genaccel.pipelines.families import family_of
 
-    name = (model or DEFAULT_MODEL).strip()
+    name = (model or default_model()).strip()
     target = resolve_device(device)
     if name.startswith(TINY_PREFIX):
         from genaccel.pipelines.tiny import TINY_FAMILIES, build_tiny_pipeline
@@ -84,7 +99,12 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
         pipe._genaccel_defaults = TINY_CALL_DEFAULTS[family_name]
         key = name
     else:
-        path = Path(name).expanduser()
+        if name == EMBEDDED:
+            if not (embedded_model_dir() / "model_index.json").is_file():
+                raise ModelError("the embedded model's weights are not installed in this copy of genaccel")
+            path = embedded_model_dir()
+        else:
+            path = Path(name).expanduser()
         if path.exists():
             if not (path / "model_index.json").is_file():
                 raise ModelError(f"{name} is not a diffusers pipeline folder (no model_index.json)")
