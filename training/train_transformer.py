@@ -26,7 +26,6 @@ import argparse
 import copy
 import csv
 import math
-import os
 import sys
 import time
 import tomllib
@@ -38,6 +37,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- text
@@ -147,12 +148,6 @@ def lr_at(step: int, cfg: dict) -> float:
     return t["lr"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_checkpoint(path: Path, **state) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def plot_loss(csv_path: Path, out: Path) -> None:
     import matplotlib
 
@@ -256,19 +251,18 @@ def main() -> int:
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=t["lr"], weight_decay=t["weight_decay"], betas=(0.9, 0.99))
     generator = torch.Generator().manual_seed(cfg["seed"])
     step = 0
-    ckpt_path = run_dir / "checkpoint.pt"
+    ckpt_path = run_dir / "checkpoint.safetensors"
+    exported = ROOT / cfg["resume_from"] if cfg.get("resume_from") else None
+    if args.resume and not ckpt_path.is_file() and exported is not None and exported.is_file():
+        ckpt_path = exported  # weights committed by an earlier session (no optimizer state)
     if args.resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
-        transformer.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        step = state["step"]
+        step = load_checkpoint(ckpt_path, modules={"model": transformer, "ema": ema}, optimizer=optimizer,
+                               generators={"train": generator})["step"]
         print(f"[resume] from step {step}", flush=True)
     elif ckpt_path.is_file() and not args.finalize_only:
         print(f"[start] {ckpt_path} exists: pass --resume to continue it (starting over)", flush=True)
 
-    loss_csv = run_dir / "loss.csv"
+    loss_csv = artifacts / "transformer_loss.csv"  # tracked, so the curve survives across sessions
     if step == 0 or not loss_csv.is_file():
         loss_csv.write_text("step,loss,kind,lr,seconds\n")
     last_ckpt = time.time()
@@ -306,8 +300,9 @@ def main() -> int:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if time.time() - last_ckpt > 60 * cfg["checkpoint_minutes"] or step == t["steps"]:
-            save_checkpoint(ckpt_path, model=transformer.state_dict(), ema=ema.state_dict(),
-                            optimizer=optimizer.state_dict(), generator=generator.get_state(), step=step)
+            ckpt_path = run_dir / "checkpoint.safetensors"
+            save_checkpoint(ckpt_path, modules={"model": transformer, "ema": ema}, optimizer=optimizer,
+                            generators={"train": generator}, step=step)
             last_ckpt = time.time()
     bar.close()
     if step < t["steps"]:
@@ -317,9 +312,8 @@ def main() -> int:
     if not ckpt_path.is_file():
         print("no checkpoint to finalise", file=sys.stderr)
         return 1
-    state = torch.load(ckpt_path, weights_only=False)
     final = build_transformer(cfg, cfg["text"]["d_model"])
-    final.load_state_dict(state["ema"])
+    load_checkpoint(ckpt_path, modules={"ema": final})
     final.eval()
     out = ROOT / cfg["output_dir"]
     shipped = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=final, vae=vae, scheduler=scheduler)
