@@ -46,7 +46,7 @@ class _HeadProbe(ModelHook):
     def pre_forward(self, module, *args, **kwargs):
         hidden, _ = self.io.inputs(args, kwargs)
         temb = self.io.arguments(args, kwargs)[self.family.temb_arg]
-        indicator = temb if self.family.modulated_input is None else self.family.modulated_input(module, hidden, temb)
+        indicator = self.family.teacache_indicator(module, hidden, temb)
         trace = self.traces[self.runtime.branch]
         trace.indicators.append(indicator.detach().float().clone())
         trace.inputs.append(hidden.detach().float().clone())
@@ -83,17 +83,14 @@ def calibrate(pipe, prompts: list[str], *, seeds=(0,), progress=None, **settings
     acceleration = apply(pipe, "none", profile={})
     family, runtime = acceleration.family, acceleration.runtime
     xs, ys, ratio_runs = [], [], []
-    probes = []
+    traces: dict[str, _Trace] = defaultdict(_Trace)
+    probes = []  # the blocks carrying a probe hook
     try:
         for _, denoiser in family.denoiser_modules(pipe):
-            head = family.block_at(denoiser, family.pass_head)
-            tail = family.block_at(denoiser, family.pass_tail)
-            probes.append((head, _HeadProbe, True))
-            probes.append((tail, _TailProbe, False))
-        traces: dict[str, _Trace] = defaultdict(_Trace)
-        for module, cls, is_head in probes:
-            hook = cls(traces, runtime, family) if is_head else cls(traces, runtime)
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, PROBE_HOOK)
+            for block, hook in ((family.block_at(denoiser, family.pass_head), _HeadProbe(traces, runtime, family)),
+                                (family.block_at(denoiser, family.pass_tail), _TailProbe(traces, runtime))):
+                HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, PROBE_HOOK)
+                probes.append(block)
         runs = [(p, s) for p in prompts for s in seeds]
         request = None
         for i, (prompt, seed) in enumerate(runs):
@@ -108,8 +105,8 @@ def calibrate(pipe, prompts: list[str], *, seeds=(0,), progress=None, **settings
             if progress:
                 progress(i + 1, len(runs))
     finally:
-        for module, _, _ in probes:
-            module._diffusers_hook.remove_hook(PROBE_HOOK, recurse=False)
+        for block in probes:
+            block._diffusers_hook.remove_hook(PROBE_HOOK, recurse=False)
         acceleration.remove()
     coefficients = np.polyfit(np.asarray(xs), np.asarray(ys), 4).tolist()
     length = min(len(r) for r in ratio_runs)

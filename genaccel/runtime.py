@@ -44,10 +44,6 @@ class Runtime:
         return len(timesteps) if timesteps is not None else 0
 
     @property
-    def is_first_step(self) -> bool:
-        return self.step_index == 0
-
-    @property
     def is_last_step(self) -> bool:
         return self.num_steps > 0 and self.step_index >= self.num_steps - 1
 

@@ -118,6 +118,13 @@ class FamilyAdapter:
                     out.append((f"{name}.{attr}", module))
         return out
 
+    def teacache_indicator(self, block0: torch.nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """What TeaCache watches: block 0's timestep-modulated input, or the block's temb."""
+        if self.modulated_input is None:
+            return temb
+        with torch.no_grad():
+            return self.modulated_input(block0, hidden_states, temb)
+
     def check_frames(self, frames: int, pipe=None) -> None:
         """Raise InputError unless `frames` is a frame count this family (and pipeline) can make."""
         if self.frames_config_attr and pipe is not None:

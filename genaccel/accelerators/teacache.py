@@ -90,7 +90,7 @@ class TeaCacheHeadHook(ModelHook):
         state: TeaCacheState = self.state.get_state()
         hidden, encoder = self.io.inputs(args, kwargs)
         temb = self.io.arguments(args, kwargs)[self.accel.family.temb_arg]
-        compute = self.accel.decide(state, self.accel.indicator(module, hidden, temb))
+        compute = self.accel.decide(state, self.accel.family.teacache_indicator(module, hidden, temb))
         state.should_compute = compute
         if compute:
             state.head_input = (hidden, encoder)
@@ -141,12 +141,6 @@ class TeaCache(Accelerator):
         self.warmup = config.warmup if config.warmup >= 0 else family.teacache_warmup_steps
         self.computed = 0
         self.skipped = 0
-
-    def indicator(self, block, hidden, temb) -> torch.Tensor:
-        if self.family.modulated_input is None:
-            return temb
-        with torch.no_grad():
-            return self.family.modulated_input(block, hidden, temb)
 
     @torch.compiler.disable
     def decide(self, state: TeaCacheState, indicator: torch.Tensor) -> bool:
