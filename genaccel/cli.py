@@ -102,6 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--width", type=_positive_int, default=None)
     c.add_argument("--out", default=None, help="profile path (default: the user profile folder, keyed by model)")
     c.add_argument("--json", action="store_true", help="print the profile as JSON on the last line")
+
+    bn = sub.add_parser("bench", help="measure speedup against quality, side by side with the baseline",
+                        description="Run the baseline (none) and every --accel configuration on the same prompts and "
+                                    "seeds in one process, after a warm-up, interleaved so machine noise hits all alike. "
+                                    "Writes DIR/results.jsonl (every run), summary.csv and summary.md (one row per "
+                                    "configuration), pareto.png (speedup against PSNR) and compare.mp4 (baseline | "
+                                    "accelerated | amplified difference, first prompt). Re-running with the same DIR "
+                                    "resumes.",
+                        epilog="example: genaccel bench --accel teacache --accel balanced --accel fast "
+                               "--prompts benchmarks/eval_prompts.txt --out bench-out")
+    _add_model_options(bn)
+    bn.add_argument("--accel", action="append", default=[], metavar="SPEC|PRESET",
+                    help="a configuration to measure (repeatable); the baseline 'none' is always included")
+    bn.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
+    bn.add_argument("--prompts", default=None, metavar="FILE", help="file of prompts, one per line")
+    bn.add_argument("--seeds", default="0", help="comma-separated seeds, each prompt runs with each (default: 0)")
+    bn.add_argument("--setting", default="default", help="named defaults of the model: default or long")
+    bn.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the setting's)")
+    bn.add_argument("--frames", type=_positive_int, default=None)
+    bn.add_argument("--height", type=_positive_int, default=None)
+    bn.add_argument("--width", type=_positive_int, default=None)
+    bn.add_argument("--guidance", type=float, default=None)
+    bn.add_argument("--repeat", type=_positive_int, default=1, help="timing repetitions per run; medians are reported (default: 1)")
+    bn.add_argument("--warmup", type=int, default=1, help="untimed warm-up generations before the sweep (default: 1)")
+    bn.add_argument("--out", required=True, metavar="DIR", help="output folder (re-using it resumes the sweep)")
+    bn.add_argument("--json", action="store_true", help="print the summary rows as JSON on the last line")
     return parser
 
 
@@ -181,23 +207,35 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_calibrate(args) -> int:
-    from tqdm import tqdm
-
-    from genaccel.calibrate import calibrate, write_profile
-
+def _read_prompts(args) -> list[str]:
+    """Prompts from repeated --prompt and a --prompts file (one per line, blank lines skipped)."""
     prompts = list(args.prompt or [])
     if args.prompts:
         try:
             prompts += [l.strip() for l in Path(args.prompts).read_text().splitlines() if l.strip()]
         except OSError as exc:
             raise _user_error(f"cannot read {args.prompts}: {exc.strerror}") from None
-    if not prompts:
-        prompts = [EXAMPLE_PROMPT, "a blue square moving up on a gray background", "a yellow triangle standing still on a black background"]
+    return prompts
+
+
+def _parse_seeds(text: str) -> list[int]:
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise _user_error(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+        raise _user_error(f"--seeds must be comma-separated integers, got '{text}'") from None
+    if not seeds or min(seeds) < 0:
+        raise _user_error(f"--seeds must be non-negative integers, got '{text}'")
+    return seeds
+
+
+def cmd_calibrate(args) -> int:
+    from tqdm import tqdm
+
+    from genaccel.calibrate import calibrate, write_profile
+
+    prompts = _read_prompts(args) or [
+        EXAMPLE_PROMPT, "a blue square moving up on a gray background", "a yellow triangle standing still on a black background"]
+    seeds = _parse_seeds(args.seeds)
     pipe = _load(args)
     settings = {"num_inference_steps": args.steps, "num_frames": args.frames, "height": args.height, "width": args.width}
     with tqdm(total=len(prompts) * len(seeds), desc="calibrating", disable=args.json) as bar:
@@ -230,7 +268,34 @@ def cmd_score(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate}
+def cmd_bench(args) -> int:
+    from genaccel.bench import BenchPlan, run_bench
+    from genaccel.bench.report import summary_markdown, summarize
+    from genaccel.spec import check_spec
+
+    prompts = _read_prompts(args)
+    if not prompts:
+        raise _user_error("bench needs prompts: --prompt TEXT (repeatable) or --prompts FILE")
+    for spec in args.accel:
+        check_spec(spec)
+    plan = BenchPlan(accels=args.accel, prompts=prompts, seeds=_parse_seeds(args.seeds), setting=args.setting,
+                     num_inference_steps=args.steps, num_frames=args.frames, height=args.height, width=args.width,
+                     guidance_scale=args.guidance, repeat=args.repeat, warmup=args.warmup)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _user_error(f"--out {out} is a file; bench writes a folder")
+    pipe = _load(args)
+    rows = run_bench(pipe, plan, out, progress=not args.json)
+    summary = summarize(rows, plan.accels)
+    if args.json:
+        print(json.dumps({"out": str(out), "model": args.model, "summary": summary}))
+    else:
+        print(summary_markdown(summary, plan), end="")
+        print(f"wrote {out}/results.jsonl, summary.csv, summary.md, pareto.png, compare.mp4")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate, "bench": cmd_bench}
 
 
 def _user_error(message: str):

@@ -140,18 +140,9 @@ def _frames(output) -> np.ndarray:
     return np.asarray(frames, dtype=np.float32)
 
 
-def generate(pipe, request: GenerationRequest | str, *, progress: bool = False, callback=None, **kwargs) -> GenerationResult:
-    """Run one generation on `pipe` (accelerated if `genaccel.apply` was called on it).
-
-    `request` may be a prompt string, with other fields as keyword arguments. `callback(step,
-    total)` is called after every denoising step when the pipeline supports step callbacks.
-    """
-    if isinstance(request, str):
-        request = GenerationRequest(prompt=request, **kwargs)
+def pipeline_call_kwargs(pipe, request: GenerationRequest) -> dict[str, Any]:
+    """The keyword arguments `generate` passes to the diffusers pipeline for a completed request."""
     family = family_of(pipe)
-    request = complete_request(pipe, request)
-    acceleration = acceleration_of(pipe) or apply(pipe, "none")
-    acceleration.reset()
     call = dict(model_defaults(pipe, request.setting).get("extra", {}))
     call.update(family.call_extra)
     call.update(
@@ -169,6 +160,21 @@ def generate(pipe, request: GenerationRequest | str, *, progress: bool = False, 
     ):
         if value is not None:
             call[name] = value
+    return call
+
+
+def generate(pipe, request: GenerationRequest | str, *, progress: bool = False, callback=None, **kwargs) -> GenerationResult:
+    """Run one generation on `pipe` (accelerated if `genaccel.apply` was called on it).
+
+    `request` may be a prompt string, with other fields as keyword arguments. `callback(step,
+    total)` is called after every denoising step when the pipeline supports step callbacks.
+    """
+    if isinstance(request, str):
+        request = GenerationRequest(prompt=request, **kwargs)
+    request = complete_request(pipe, request)
+    acceleration = acceleration_of(pipe) or apply(pipe, "none")
+    acceleration.reset()
+    call = pipeline_call_kwargs(pipe, request)
     if callback is not None:
         call["callback_on_step_end"] = lambda p, i, t, kw: (callback(i + 1, p._num_timesteps if hasattr(p, "_num_timesteps") else None), kw)[1]
     pipe.set_progress_bar_config(disable=not progress)

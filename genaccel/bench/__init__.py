@@ -1,0 +1,13 @@
+"""`genaccel bench`: speedup against quality, every configuration side by side with the baseline.
+
+    from genaccel.bench import BenchPlan, run_bench
+    rows = run_bench(pipe, BenchPlan(accels=["teacache", "balanced"], prompts=[...], seeds=[0, 1]), "bench-out")
+
+Modules: `runner` (the interleaved, resumable sweep), `quality` (PSNR, SSIM, temporal error,
+LPIPS), `memory` (peak memory per run), `report` (summary.csv/md, pareto.png, compare.mp4).
+"""
+
+from genaccel.bench.report import summarize
+from genaccel.bench.runner import BenchPlan, run_bench
+
+__all__ = ["BenchPlan", "run_bench", "summarize"]
