@@ -44,6 +44,12 @@ def export_weights(source: Path, target: Path) -> None:
     save_file(tensors, str(target), metadata=metadata)
 
 
+def read_meta(path: Path) -> dict:
+    """The JSON metadata of a checkpoint, without loading its tensors."""
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["meta"])
+
+
 def load_checkpoint(path: Path, *, modules: dict[str, torch.nn.Module] | None = None,
                     optimizer: torch.optim.Optimizer | None = None, generators: dict[str, torch.Generator] | None = None) -> dict:
     """Restore what `save_checkpoint` wrote into the given objects; return the metadata."""
@@ -59,8 +65,7 @@ def load_checkpoint(path: Path, *, modules: dict[str, torch.nn.Module] | None = 
         optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
     for name, generator in (generators or {}).items():
         generator.set_state(tensors[f"rng.{name}"])
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata()["meta"])
+    return read_meta(path)
 
 
 if __name__ == "__main__":

@@ -198,7 +198,7 @@ def save_sample_grid(folder: Path, out: Path, cfg: dict, seeds=(0, 1)) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "training/configs/transformer.toml"))
-    parser.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.pt if it exists")
+    parser.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.safetensors (or the committed resume_from export)")
     parser.add_argument("--steps", type=int, default=None, help="override train.steps (smoke runs)")
     parser.add_argument("--finalize-only", action="store_true", help="skip training, save the pipeline from the checkpoint")
     args = parser.parse_args()

@@ -14,7 +14,7 @@ Loss: L1 weighted up on shape pixels, on their outline and on "trail" pixels (ba
 shape is in neighbouring frames) + MSE + L1 of the mean colour inside the shape + a tiny KL; the model is
 trained on the posterior mean and through an unclamped decode (diffusers' decode clamps to [-1, 1]).
 
-The run folder holds checkpoint.pt (model, optimizer, EMA, step, RNG; written atomically every few
+The run folder holds checkpoint.safetensors (model, optimizer, EMA, step, RNG; atomically, every few
 minutes and at stage ends), loss.csv and, at the end, final/ (save_pretrained, safetensors, with
 latents_mean/latents_std measured on encoded clips). The artefacts folder gets vae_loss.png,
 vae_reconstruction.png and vae_eval.json (colour/shape/direction accuracy of decoded clips, PSNR,
@@ -45,6 +45,9 @@ sys.path.insert(0, str(REPO))
 from diffusers import AutoencoderKLWan  # noqa: E402
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample  # noqa: E402
 from tqdm import tqdm  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
 
 from genaccel.shapes import analyze_clip, parse_prompt, random_spec, render_clip  # noqa: E402
 
@@ -258,20 +261,15 @@ class ThreadGovernor:
         del hist[:-30]
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def host_rng_state(np_rng) -> dict:
+    """numpy's and Python's RNG states as JSON (torch's global generator is saved as a tensor)."""
+    return {"numpy": np_rng.bit_generator.state, "python": random.getstate()}
 
 
-def rng_state(np_rng):
-    return {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()}
-
-
-def set_rng_state(st, np_rng):
-    torch.set_rng_state(st["torch"])
-    np_rng.bit_generator.state = st["numpy"]
-    random.setstate(st["python"])
+def set_host_rng_state(state: dict, np_rng) -> None:
+    np_rng.bit_generator.state = state["numpy"]
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 # ----------------------------------------------------------------------------- evaluation and artefacts
@@ -500,7 +498,7 @@ def main(argv=None) -> None:
     run_dir = (REPO / cfg["run_dir"]).resolve()
     art_dir = (REPO / cfg["artifacts_dir"]).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / "checkpoint.pt"
+    ckpt_path = run_dir / "checkpoint.safetensors"
     csv_path = run_dir / "loss.csv"
 
     seed = int(cfg["seed"])
@@ -517,16 +515,14 @@ def main(argv=None) -> None:
     opt = make_optimizer(vae, cfg["stages"][0])
 
     if args.resume and ckpt_path.exists():
-        st = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        vae.load_state_dict(st["model"])
+        st = read_meta(ckpt_path)
         step, warm_started = st["step"], st["warm_started"]
         stage_idx = st["stage_idx"]
         opt = make_optimizer(vae, cfg["stages"][stage_idx])
-        opt.load_state_dict(st["optimizer"])
-        if st.get("ema") is not None:
-            ema = copy.deepcopy(vae)
-            ema.load_state_dict(st["ema"])
-        set_rng_state(st["rng"], np_rng)
+        ema = copy.deepcopy(vae) if st["has_ema"] else None
+        load_checkpoint(ckpt_path, modules={"model": vae, **({"ema": ema} if ema is not None else {})},
+                        optimizer=opt, generators={"torch": torch.default_generator})
+        set_host_rng_state(st["rng"], np_rng)
         print(f"[resume] from step {step} (stage {cfg['stages'][stage_idx]['name']})", flush=True)
         # Drop CSV rows logged after the checkpoint so the log matches the resumed trajectory.
         if csv_path.exists():
@@ -546,12 +542,10 @@ def main(argv=None) -> None:
           f"{len(bounds)} stages; run dir {run_dir}", flush=True)
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {
-            "model": vae.state_dict(), "optimizer": opt.state_dict(),
-            "ema": None if ema is None else ema.state_dict(),
-            "step": step, "stage_idx": stage_idx, "warm_started": warm_started, "rng": rng_state(np_rng),
-            "config": cfg,
-        })
+        save_checkpoint(ckpt_path, modules={"model": vae, **({"ema": ema} if ema is not None else {})},
+                        optimizer=opt, generators={"torch": torch.default_generator}, step=step,
+                        stage_idx=stage_idx, warm_started=warm_started, has_ema=ema is not None,
+                        rng=host_rng_state(np_rng), config=cfg)
 
     stop_at = total if args.max_steps is None else min(total, args.max_steps)
     last_ckpt = time.time()
