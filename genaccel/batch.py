@@ -35,31 +35,35 @@ class BatchItem:
 def read_items(path: Path) -> list[BatchItem]:
     """Parse a prompts file; raise InputError on anything malformed, naming the line."""
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    suffix = path.suffix.lower()
-    if suffix not in (".txt", ".jsonl"):
-        raise InputError(f"{path}: batch files must be .txt (one prompt per line) or .jsonl")
+    return parse_items(text, path.suffix.lower(), source=str(path))
+
+
+def parse_items(text: str, kind: str = ".txt", source: str = "prompts") -> list[BatchItem]:
+    """Parse prompts text: `.txt` (one prompt per line) or `.jsonl` (objects with "prompt" and options)."""
+    if kind not in (".txt", ".jsonl"):
+        raise InputError(f"{source}: batch files must be .txt (one prompt per line) or .jsonl")
     items = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        if suffix == ".txt":
+        if kind == ".txt":
             items.append(BatchItem(len(items), line.strip()))
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            raise InputError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict) or not str(obj.get("prompt", "")).strip():
-            raise InputError(f"{path}:{number}: each line needs a non-empty \"prompt\"")
+            raise InputError(f"{source}:{number}: each line needs a non-empty \"prompt\"")
         unknown = set(obj) - ITEM_OPTIONS - {"prompt"}
         if unknown:
-            raise InputError(f"{path}:{number}: unknown option(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(ITEM_OPTIONS))})")
+            raise InputError(f"{source}:{number}: unknown option(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(ITEM_OPTIONS))})")
         items.append(BatchItem(len(items), str(obj["prompt"]).strip(), {k: v for k, v in obj.items() if k != "prompt"}))
     if not items:
-        raise InputError(f"{path}: no prompts found")
+        raise InputError(f"{source}: no prompts found")
     return items
 
 
@@ -81,8 +85,14 @@ def _write_manifest(path: Path, entries: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, args, make_request) -> dict:
-    """Generate every item not already finished; return counts and the manifest path."""
+def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, make_request, accel: str = "none", fmt: str = "mp4",
+              fps: int = 8, progress: bool = True, on_item=None, step_callback=None) -> dict:
+    """Generate every item not already finished; return counts and the manifest path.
+
+    `make_request(item)` builds each item's GenerationRequest; an item's own "accel" option beats
+    `accel`. `on_item(entry, path)` is called after each video is written (entry = manifest line);
+    `step_callback(step, total)` after each denoising step (it may raise to stop the batch).
+    """
     from tqdm import tqdm
 
     from genaccel.acceleration import apply
@@ -91,7 +101,7 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, args, make_request
 
     out_dir = Path(out_dir)
     check_output_path(out_dir / "probe.mp4")
-    suffix = "" if args.format == "png" else f".{args.format}"
+    suffix = "" if fmt == "png" else f".{fmt}"
     # Validate every item before generating anything.
     requests = [complete_request(pipe, make_request(item)) for item in items]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,21 +111,24 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, args, make_request
     finished = {e["name"] for e in entries}
     applied = None
     written = skipped = 0
-    with tqdm(total=len(items), desc="batch", unit="video", disable=args.json) as bar:
+    with tqdm(total=len(items), desc="batch", unit="video", disable=not progress) as bar:
         for item, request in zip(items, requests):
             if item.name in finished:
                 skipped += 1
                 bar.update(1)
                 continue
-            accel = str(item.options.get("accel", args.accel))
-            if accel != applied:
-                apply(pipe, accel)
-                applied = accel
-            result = generate(pipe, request)
+            item_accel = str(item.options.get("accel", accel))
+            if item_accel != applied:
+                apply(pipe, item_accel)
+                applied = item_accel
+            result = generate(pipe, request, callback=step_callback)
             target = out_dir / f"{item.name}{suffix}"
-            write_video(result.frames, target, fps=args.fps)
-            entries.append({"name": item.name, "out": target.name, "index": item.index, **result.summary()})
+            write_video(result.frames, target, fps=fps)
+            entry = {"name": item.name, "out": target.name, "index": item.index, **result.summary()}
+            entries.append(entry)
             _write_manifest(manifest_path, entries)
             written += 1
             bar.update(1)
+            if on_item is not None:
+                on_item(entry, target)
     return {"out": str(out_dir), "manifest": str(manifest_path), "done": written, "skipped": skipped, "total": len(items)}

@@ -19,7 +19,7 @@ def catalog() -> dict:
             f.name: {
                 "title": f.title,
                 "pipelines": list(f.pipeline_classes),
-                "frames": f"{f.frames_multiple}k+{f.frames_offset}" if not f.frames_config_attr else "fixed by the model",
+                "frames": f.frames_rule(),
                 "size_multiple": f.size_multiple,
                 "teacache_coefficients": list(f.teacache_coefficients),
             }

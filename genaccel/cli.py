@@ -128,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--warmup", type=int, default=1, help="untimed warm-up generations before the sweep (default: 1)")
     bn.add_argument("--out", required=True, metavar="DIR", help="output folder (re-using it resumes the sweep)")
     bn.add_argument("--json", action="store_true", help="print the summary rows as JSON on the last line")
+
+    u = sub.add_parser("ui", help="start the web UI in your browser (Gradio)",
+                       description="Start the web UI: Generate, Compare (against the baseline) and Batch tabs. It "
+                                   "listens on this machine only unless --host says otherwise; one generation runs at a "
+                                   "time, other visitors see their place in the queue.")
+    _add_model_options(u)
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only; "
+                   "0.0.0.0 opens it to your network)")
+    u.add_argument("--port", type=_positive_int, default=7860, help="port (default: %(default)s)")
+    u.add_argument("--outputs", default=None, metavar="DIR", help="folder for the videos it writes (default: a new temporary folder)")
+    u.add_argument("--share", action="store_true", help="also open a public Gradio share link (off unless asked)")
     return parser
 
 
@@ -190,7 +201,8 @@ def cmd_batch(args) -> int:
     for spec in {args.accel, *(str(i.options["accel"]) for i in items if "accel" in i.options)}:
         check_spec(spec)
     pipe = _load(args)
-    summary = run_batch(pipe, items, Path(args.out), args=args, make_request=lambda item: _request(args, item.prompt, item.options))
+    summary = run_batch(pipe, items, Path(args.out), make_request=lambda item: _request(args, item.prompt, item.options),
+                        accel=args.accel, fmt=args.format, fps=args.fps, progress=not args.json)
     summary["model"] = args.model
     if args.json:
         print(json.dumps(summary))
@@ -295,7 +307,14 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate, "bench": cmd_bench}
+def cmd_ui(args) -> int:
+    from genaccel.ui.app import launch
+
+    launch(host=args.host, port=args.port, model=args.model, device=args.device, output_dir=args.outputs, share=args.share)
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate, "bench": cmd_bench, "ui": cmd_ui}
 
 
 def _user_error(message: str):

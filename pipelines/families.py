@@ -125,6 +125,14 @@ class FamilyAdapter:
         with torch.no_grad():
             return self.modulated_input(block0, hidden_states, temb)
 
+    def frames_rule(self, pipe=None) -> str:
+        """Which frame counts this family makes, in words ("4k+1", "16 (fixed by the model)")."""
+        if self.frames_config_attr:
+            if pipe is not None:
+                return f"{getattr(getattr(pipe, self.denoisers[0]).config, self.frames_config_attr)} (fixed by the model)"
+            return "fixed by the model"
+        return f"{self.frames_multiple}k+{self.frames_offset}" if self.frames_offset else f"a multiple of {self.frames_multiple}"
+
     def check_frames(self, frames: int, pipe=None) -> None:
         """Raise InputError unless `frames` is a frame count this family (and pipeline) can make."""
         if self.frames_config_attr and pipe is not None:
@@ -133,7 +141,7 @@ class FamilyAdapter:
                 raise InputError(f"this {self.title} model makes {fixed} frames (or 1); got {frames}")
             return
         if frames < 1 or (frames - self.frames_offset) % self.frames_multiple != 0:
-            rule = f"{self.frames_multiple}k+{self.frames_offset}" if self.frames_offset else f"a multiple of {self.frames_multiple}"
+            rule = self.frames_rule()
             lo = self.frames_offset or self.frames_multiple
             near = max(lo, (frames - self.frames_offset) // self.frames_multiple * self.frames_multiple + self.frames_offset)
             raise InputError(

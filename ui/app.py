@@ -1,0 +1,343 @@
+"""The Gradio app: Generate, Compare and Batch tabs over one set of model and accelerator settings.
+
+    genaccel ui [--host 127.0.0.1] [--port 7860] [--model M]
+
+The page is wiring only: `genaccel.ui.service.Studio` does the work through genaccel's Python
+API, and `genaccel.ui.controls` maps the accelerator controls to spec strings.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from genaccel.accelerators import ACCELERATORS
+from genaccel.errors import GenAccelError
+from genaccel.spec import PRESET_NAMES
+from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, default_controls, spec_from_controls
+from genaccel.ui.jobs import Cancelled
+from genaccel.ui.service import FIELD_LIMITS, RunSettings, Studio
+
+PRESETS = ["none", *PRESET_NAMES, "custom"]
+GENERATION_SLOT = "device"  # one concurrency slot shared by every generating event: one job at a time
+EXAMPLE_PROMPT = "a red circle moving left on a black background"
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "api"
+
+
+def _number(value):
+    """Empty number fields mean "the model's default"."""
+    return None if value in (None, "") else value
+
+
+def _fail(exc: Exception):
+    """A readable message in the page instead of a traceback."""
+    if isinstance(exc, Cancelled):
+        return gr.Error("Cancelled.")
+    return gr.Error(str(exc))
+
+
+def _model_summary(info: dict) -> str:
+    default = info["settings"]["default"]
+    size = f"{default.get('width', '?')}x{default.get('height', '?')}, {default.get('num_frames', '?')} frames, " \
+           f"{default.get('num_inference_steps', '?')} steps"
+    notes = "".join(f"\n- **{name}** is not available for {info['title']}: {why}" for name, why in info["unsupported"].items())
+    return (f"**{info['model']}**: {info['title']} family; frames {info['frames_rule']}; default {size}; "
+            f"settings: {', '.join(info['settings'])}." + notes)
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    """The Blocks app for a Studio (not launched)."""
+    from genaccel.models import builtin_models
+
+    models = list(dict.fromkeys([studio.default_model, *builtin_models()]))
+    first = studio.model_info(studio.default_model)
+    defaults = first["settings"]["default"]
+
+    with gr.Blocks(title="genaccel") as app:
+        gr.Markdown("# genaccel\nText-to-video with training-free acceleration, measured against the baseline.")
+        with gr.Row():
+            model = gr.Dropdown(models, value=studio.default_model, allow_custom_value=True, scale=3,
+                                label="Model", info="a built-in model, a local diffusers folder or a hub id on this machine")
+            setting = gr.Radio(list(first["settings"]), value="default", label="Setting", scale=1,
+                               info="named sizes of the model")
+        model_md = gr.Markdown(_model_summary(first), elem_id="model-info")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                with gr.Accordion("Video settings", open=True):
+                    with gr.Row():
+                        width = gr.Number(defaults.get("width"), label="Width", precision=0, minimum=FIELD_LIMITS["width"][0])
+                        height = gr.Number(defaults.get("height"), label="Height", precision=0, minimum=FIELD_LIMITS["height"][0])
+                    with gr.Row():
+                        frames = gr.Number(defaults.get("num_frames"), label="Frames", precision=0)
+                        steps = gr.Number(defaults.get("num_inference_steps"), label="Steps", precision=0)
+                    guidance = gr.Number(defaults.get("guidance_scale"), label="Guidance scale")
+                    with gr.Row():
+                        seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
+                        dice = gr.Button("🎲 random", scale=1, elem_id="random-seed")
+                with gr.Accordion("Acceleration", open=True):
+                    preset = gr.Dropdown(PRESETS, value="none", label="Preset", elem_id="preset",
+                                         info="fills the accelerators below; editing them makes it 'custom'")
+                    toggles, params, groups = {}, [], {}
+                    for name, controls in CONTROL_LAYOUT.items():
+                        why = first["unsupported"].get(name)
+                        toggles[name] = gr.Checkbox(False, label=f"{name}: {ACCELERATORS[name].summary}",
+                                                    interactive=why is None, elem_id=f"accel-{name}")
+                        with gr.Column(visible=False) as groups[name]:
+                            for c in controls:
+                                if c.kind == "bool":
+                                    params.append(gr.Checkbox(c.default, label=c.name, info=c.help))
+                                elif c.kind in ("int", "float"):
+                                    params.append(gr.Number(c.default, label=c.name, info=c.help,
+                                                            precision=0 if c.kind == "int" else None))
+                                else:
+                                    params.append(gr.Textbox(str(c.default), label=c.name, info=c.help))
+                    support_md = gr.Markdown(_support_text(first), elem_id="support-notes")
+                    spec = gr.Textbox("none", label="Spec (what runs; editable)", elem_id="spec")
+
+            with gr.Column(scale=2):
+                with gr.Tabs():
+                    with gr.Tab("Generate", id="generate"):
+                        prompt = gr.Textbox(EXAMPLE_PROMPT, label="Prompt", lines=2, elem_id="prompt")
+                        negative = gr.Textbox("", label="Negative prompt")
+                        with gr.Row():
+                            run = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                            stop = gr.Button("Cancel", elem_id="generate-cancel")
+                        video = gr.Video(label="Video", elem_id="video", autoplay=True, loop=True)
+                        download = gr.File(label="Download")
+                        stats = gr.JSON(label="Figures of this run", elem_id="figures")
+                    with gr.Tab("Compare", id="compare"):
+                        c_prompt = gr.Textbox(EXAMPLE_PROMPT, label="Prompt", lines=2, elem_id="compare-prompt")
+                        c_negative = gr.Textbox("", label="Negative prompt")
+                        with gr.Row():
+                            c_run = gr.Button("Compare with baseline", variant="primary", elem_id="compare-button")
+                            c_stop = gr.Button("Cancel")
+                        with gr.Row():
+                            c_base = gr.Video(label="Baseline", elem_id="compare-baseline", autoplay=True, loop=True)
+                            c_fast = gr.Video(label="Accelerated", elem_id="compare-accelerated", autoplay=True, loop=True)
+                            c_diff = gr.Video(label="|difference| x4", elem_id="compare-difference", autoplay=True, loop=True)
+                        c_table = gr.Dataframe(headers=["run", "accel", "seconds", "speedup", "skipped_passes", "psnr_db",
+                                                        "ssim", "adherence"], label="Speedup and quality", elem_id="compare-table")
+                    with gr.Tab("Batch", id="batch"):
+                        b_text = gr.Textbox("", label="Prompts (one per line)", lines=5, elem_id="batch-prompts")
+                        b_file = gr.File(label="...or a .txt / .jsonl file", file_types=[".txt", ".jsonl"], type="filepath")
+                        with gr.Row():
+                            b_run = gr.Button("Run batch", variant="primary", elem_id="batch-button")
+                            b_stop = gr.Button("Cancel")
+                        b_status = gr.Markdown("", elem_id="batch-status")
+                        b_gallery = gr.Gallery(label="Videos", columns=4, elem_id="batch-gallery")
+                        b_zip = gr.File(label="All videos and the manifest (zip)")
+
+        controls = [c for name in CONTROL_LAYOUT for c in (toggles[name], *params_of(name, params))]
+        settings_inputs = [model, width, height, frames, steps, guidance, seed, spec]
+
+        # ---------------------------------------------------------------- model, setting, controls
+        def on_model(model_name, setting_name, preset_name, *values):
+            try:
+                info = studio.model_info(model_name)
+            except (GenAccelError, OSError) as exc:
+                raise _fail(exc) from None
+            chosen = setting_name if setting_name in info["settings"] else "default"
+            d = info["settings"][chosen]
+            values = list(values)
+            if preset_name in PRESET_NAMES:
+                values = controls_from_spec(preset_name, _family(info), info["key"])
+            values = _drop_unsupported(values, info)
+            return [gr.update(value=_model_summary(info)), gr.update(choices=list(info["settings"]), value=chosen),
+                    d.get("width"), d.get("height"), d.get("num_frames"), d.get("num_inference_steps"),
+                    d.get("guidance_scale"), _support_text(info),
+                    *_control_updates(values, info), _safe_spec(values)]
+
+        def on_setting(model_name, setting_name):
+            try:
+                d = studio.model_info(model_name)["settings"].get(setting_name, {})
+            except (GenAccelError, OSError) as exc:
+                raise _fail(exc) from None
+            return d.get("width"), d.get("height"), d.get("num_frames"), d.get("num_inference_steps"), d.get("guidance_scale")
+
+        def on_preset(model_name, preset_name, *values):
+            if preset_name == "custom":
+                return [*[gr.update() for _ in controls], *[gr.update() for _ in CONTROL_LAYOUT], gr.update()]
+            try:
+                info = studio.model_info(model_name)
+                values = controls_from_spec(preset_name, _family(info), info["key"])
+            except (GenAccelError, OSError) as exc:
+                raise _fail(exc) from None
+            return [*_control_updates(values, info), _safe_spec(values)]
+
+        def on_control(*values):
+            groups_visible = [gr.update(visible=bool(values[i])) for i in _toggle_positions()]
+            return [*groups_visible, _safe_spec(list(values)), "custom"]
+
+        model_events = dict(fn=on_model, inputs=[model, setting, preset, *controls],
+                            outputs=[model_md, setting, width, height, frames, steps, guidance, support_md,
+                                     *controls, *groups.values(), spec])
+        model.input(**model_events, api_name="model_info")
+        setting.input(on_setting, [model, setting], [width, height, frames, steps, guidance], api_name=False)
+        preset.input(on_preset, [model, preset, *controls], [*controls, *groups.values(), spec], api_name="preset")
+        for component in controls:
+            component.input(on_control, controls, [*groups.values(), spec, preset], api_name=False)
+        dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
+
+        # ---------------------------------------------------------------- generate
+        def on_generate(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text,
+                        request: gr.Request, progress=gr.Progress()):
+            try:
+                settings = _settings(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text)
+                for kind, value in studio.generate(_session(request), settings):
+                    if kind == "progress":
+                        step, total, _ = value
+                        progress((step, total), desc="denoising", unit="steps")
+                    elif kind == "done":
+                        return value["video"], value["video"], value["figures"]
+            except (GenAccelError, Cancelled, OSError) as exc:
+                raise _fail(exc) from None
+
+        gen_event = run.click(on_generate, [prompt, negative, *settings_inputs], [video, download, stats],
+                              api_name="generate", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
+
+        # ---------------------------------------------------------------- compare
+        def on_compare(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text,
+                       request: gr.Request, progress=gr.Progress()):
+            try:
+                settings = _settings(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text)
+                for kind, value in studio.compare(_session(request), settings):
+                    if kind == "progress":
+                        step, total, label = value
+                        progress((step, total), desc=f"{label}: denoising", unit="steps")
+                    elif kind == "done":
+                        table = [[r.get(h) for h in c_table.headers] for r in value["rows"]]
+                        return value["baseline"], value["accelerated"], value["difference"], table
+            except (GenAccelError, Cancelled, OSError) as exc:
+                raise _fail(exc) from None
+
+        cmp_event = c_run.click(on_compare, [c_prompt, c_negative, *settings_inputs], [c_base, c_fast, c_diff, c_table],
+                                api_name="compare", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
+
+        # ---------------------------------------------------------------- batch
+        def on_batch(text, upload, negative_text, model_name, w, h, f, n, g, s, spec_text,
+                     request: gr.Request, progress=gr.Progress()):
+            from genaccel.batch import parse_items
+
+            try:
+                if upload:
+                    path = Path(upload)
+                    items = parse_items(path.read_text(), path.suffix.lower(), source=path.name)
+                else:
+                    items = parse_items(text or "", ".txt", source="the prompts box")
+                settings = _settings(items[0].prompt, negative_text, model_name, w, h, f, n, g, s, spec_text)
+                gallery = []
+                yield gallery, f"0 of {len(items)} done", None
+                for kind, value in studio.batch(_session(request), items, settings):
+                    if kind == "progress":
+                        step, total, _ = value
+                        progress((step, total), desc=f"video {len(gallery) + 1} of {len(items)}", unit="steps")
+                    elif kind == "item":
+                        gallery.append((value["video"], value["prompt"]))
+                        yield gallery, f"{len(gallery)} of {len(items)} done", None
+                    elif kind == "done":
+                        yield gallery, f"{value['done']} videos done; manifest and videos in the zip below.", value["zip"]
+            except (GenAccelError, Cancelled, OSError) as exc:
+                raise _fail(exc) from None
+
+        batch_event = b_run.click(on_batch, [b_text, b_file, negative, *settings_inputs], [b_gallery, b_status, b_zip],
+                                  api_name="batch", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
+
+        # ---------------------------------------------------------------- cancel
+        def on_cancel(request: gr.Request) -> bool:
+            """Stop this page's running job at its next denoising step (True if there was one)."""
+            return studio.cancel(_session(request))
+
+        for button, event in ((stop, gen_event), (c_stop, cmp_event), (b_stop, batch_event)):
+            button.click(on_cancel, None, None, cancels=[event], queue=False, api_name=False)
+        gr.api(on_cancel, api_name="cancel", queue=False)
+
+    return app
+
+
+def params_of(name: str, params: list) -> list:
+    """The parameter components of one accelerator, out of the flat list."""
+    start = 0
+    for other, controls in CONTROL_LAYOUT.items():
+        if other == name:
+            return params[start:start + len(controls)]
+        start += len(controls)
+    return []
+
+
+def _toggle_positions() -> list[int]:
+    positions, i = [], 0
+    for controls in CONTROL_LAYOUT.values():
+        positions.append(i)
+        i += 1 + len(controls)
+    return positions
+
+
+def _family(info: dict):
+    from genaccel.pipelines.families import FAMILIES
+
+    return FAMILIES[info["family"]]
+
+
+def _drop_unsupported(values: list, info: dict) -> list:
+    values = list(values)
+    for position, name in zip(_toggle_positions(), CONTROL_LAYOUT):
+        if name in info["unsupported"]:
+            values[position] = False
+    return values
+
+
+def _control_updates(values: list, info: dict) -> list:
+    """Updates for every control (toggles get interactivity from support) then every parameter group."""
+    updates, toggles = [], set(_toggle_positions())
+    names = iter(CONTROL_LAYOUT)
+    for i, value in enumerate(values):
+        if i in toggles:
+            name = next(names)
+            updates.append(gr.update(value=value, interactive=name not in info["unsupported"]))
+        else:
+            updates.append(gr.update(value=value))
+    groups = [gr.update(visible=bool(values[i])) for i in _toggle_positions()]
+    return updates + groups
+
+
+def _safe_spec(values: list) -> str:
+    try:
+        return spec_from_controls(values)
+    except GenAccelError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def _support_text(info: dict) -> str:
+    if not info["unsupported"]:
+        return f"Every accelerator works with {info['title']}."
+    return "Not available for this model: " + "; ".join(f"**{n}**: {why}" for n, why in info["unsupported"].items())
+
+
+def _settings(prompt_text, negative_text, model, width, height, frames, steps, guidance, seed, spec) -> RunSettings:
+    return RunSettings(prompt=prompt_text or "", model=model or "", spec=(spec or "none").strip() or "none",
+                       negative_prompt=negative_text or "", width=_number(width), height=_number(height),
+                       frames=_number(frames), steps=_number(steps), guidance=_number(guidance),
+                       seed=_number(seed) or 0)
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str = "auto",
+           output_dir: str | None = None, share: bool = False, block: bool = True):
+    """Start the app (blocking unless `block=False`); returns the launched Blocks."""
+    import os
+
+    output = Path(output_dir or tempfile.mkdtemp(prefix="genaccel-ui-")).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    # Gradio's own copies of uploads and results stay inside the output folder too.
+    os.environ["GRADIO_TEMP_DIR"] = str(output / ".gradio")
+    studio = Studio(output, default_model=model, device=device)
+    app = build_app(studio)
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(output)],
+               prevent_thread_lock=not block, quiet=not block)
+    return app
