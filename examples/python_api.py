@@ -5,9 +5,8 @@
 
 import argparse
 
-import numpy as np
-
 import genaccel
+import genaccel.bench.quality
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default=None, help="built-in name, local folder or hub id (default: the built-in default)")
@@ -23,8 +22,7 @@ fast = genaccel.generate(pipe, args.prompt, seed=0)
 print(acceleration, acceleration.stats())
 genaccel.remove(pipe)                                             # back to the plain pipeline
 
-mse = float(np.mean((fast.frames - baseline.frames) ** 2))
-psnr = 10 * np.log10(1.0 / max(mse, 1e-12))
+psnr = genaccel.bench.quality.psnr(baseline.frames, fast.frames)
 print(f"baseline {baseline.seconds:.3f} s, {args.accel} {fast.seconds:.3f} s "
       f"({baseline.seconds / fast.seconds:.2f}x), PSNR {psnr:.1f} dB, "
       f"passes skipped {fast.stats['skipped_calls']}/{fast.stats['transformer_calls']}")

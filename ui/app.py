@@ -46,9 +46,8 @@ def _model_summary(info: dict) -> str:
     default = info["settings"]["default"]
     size = f"{default.get('width', '?')}x{default.get('height', '?')}, {default.get('num_frames', '?')} frames, " \
            f"{default.get('num_inference_steps', '?')} steps"
-    notes = "".join(f"\n- **{name}** is not available for {info['title']}: {why}" for name, why in info["unsupported"].items())
     return (f"**{info['model']}**: {info['title']} family; frames {info['frames_rule']}; default {size}; "
-            f"settings: {', '.join(info['settings'])}." + notes)
+            f"settings: {', '.join(info['settings'])}.")
 
 
 def build_app(studio: Studio) -> gr.Blocks:
@@ -79,7 +78,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     guidance = gr.Number(defaults.get("guidance_scale"), label="Guidance scale")
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
-                        dice = gr.Button("🎲 random", scale=1, elem_id="random-seed")
+                        dice = gr.Button("Random seed", scale=1, elem_id="random-seed")
                 with gr.Accordion("Acceleration", open=True):
                     preset = gr.Dropdown(PRESETS, value="none", label="Preset", elem_id="preset",
                                          info="fills the accelerators below; editing them makes it 'custom'")
@@ -108,7 +107,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         with gr.Row():
                             run = gr.Button("Generate", variant="primary", elem_id="generate-button")
                             stop = gr.Button("Cancel", elem_id="generate-cancel")
-                        video = gr.Video(label="Video", elem_id="video", autoplay=True, loop=True)
+                        video = gr.Video(label="Video", elem_id="video", autoplay=True, loop=True, height=384)
                         download = gr.File(label="Download")
                         stats = gr.JSON(label="Figures of this run", elem_id="figures")
                     with gr.Tab("Compare", id="compare"):
@@ -118,9 +117,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                             c_run = gr.Button("Compare with baseline", variant="primary", elem_id="compare-button")
                             c_stop = gr.Button("Cancel")
                         with gr.Row():
-                            c_base = gr.Video(label="Baseline", elem_id="compare-baseline", autoplay=True, loop=True)
-                            c_fast = gr.Video(label="Accelerated", elem_id="compare-accelerated", autoplay=True, loop=True)
-                            c_diff = gr.Video(label="|difference| x4", elem_id="compare-difference", autoplay=True, loop=True)
+                            c_base = gr.Video(label="Baseline", elem_id="compare-baseline", autoplay=True, loop=True, height=256)
+                            c_fast = gr.Video(label="Accelerated", elem_id="compare-accelerated", autoplay=True, loop=True, height=256)
+                            c_diff = gr.Video(label="|difference| x4", elem_id="compare-difference", autoplay=True, loop=True, height=256)
                         c_table = gr.Dataframe(headers=["run", "accel", "seconds", "speedup", "skipped_passes", "psnr_db",
                                                         "ssim", "adherence"], label="Speedup and quality", elem_id="compare-table")
                     with gr.Tab("Batch", id="batch"):

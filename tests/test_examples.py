@@ -1,0 +1,38 @@
+"""The examples run as documented (on the tiny Wan pipeline, to stay fast)."""
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from genaccel.spec import check_spec
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def _run(script: str, *args, monkeypatch, capsys) -> str:
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_python_api_example(monkeypatch, capsys):
+    out = _run("python_api.py", "--model", "tiny-wan", "--accel", "fast", monkeypatch=monkeypatch, capsys=capsys)
+    assert "PSNR" in out and "passes skipped" in out
+
+
+def test_bench_example(monkeypatch, capsys, tmp_path):
+    out = _run("bench.py", "--model", "tiny-wan", "--out", str(tmp_path / "b"), monkeypatch=monkeypatch, capsys=capsys)
+    assert out.count("x  PSNR") == 3  # baseline and the two configurations
+    assert (tmp_path / "b" / "summary.csv").is_file() and (tmp_path / "b" / "compare.mp4").is_file()
+
+
+def test_bench_shell_example_uses_valid_specs():
+    text = (EXAMPLES / "bench.sh").read_text()
+    specs = re.findall(r'--accel "?([^"\s]+)"?', text)
+    assert len(specs) >= 7
+    for spec in specs:
+        check_spec(spec)
+    assert "--prompts benchmarks/eval_prompts.txt" in text and (EXAMPLES.parent / "benchmarks/eval_prompts.txt").is_file()

@@ -1,0 +1,142 @@
+"""The web UI in a real browser: Playwright driving Debian's Chromium headless.
+
+Each test types a prompt, picks a preset, clicks, waits for the result, checks that the video
+loads in the page and has the expected frame count, and saves a screenshot (into
+$GENACCEL_SCREENSHOTS, else the test's temporary folder; the README's images are made with
+GENACCEL_SCREENSHOTS=docs/images). Skipped when Chromium or Playwright is missing, unless
+GENACCEL_REQUIRE_BROWSER=1 (set by CI, which installs Chromium), where that is a failure.
+"""
+
+import os
+import shutil
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from genaccel.video_io import read_video
+
+CHROMIUM = os.environ.get("GENACCEL_CHROMIUM", "/usr/bin/chromium")
+TIMEOUT_MS = 240_000
+PROMPT = "a blue square moving right on a black background"
+
+
+def _browser_missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e .[test])"
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).is_file():
+        return f"no Chromium at {CHROMIUM}"
+    return None
+
+
+missing = _browser_missing()
+if missing and os.environ.get("GENACCEL_REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"browser tests required but {missing}")
+pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from genaccel.ui.app import launch
+
+    app = launch(port=_free_port(), device="cpu", output_dir=str(tmp_path_factory.mktemp("ui-browser")), block=False)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server.local_url)
+    page.wait_for_selector("#generate-button")
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("GENACCEL_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _pick_preset(page, name: str) -> None:
+    page.click("#preset input")
+    page.get_by_role("option", name=name, exact=True).click()
+    page.wait_for_function("(n) => !document.querySelector('#spec textarea, #spec input').value.startsWith('none')", arg=name)
+
+
+def _loaded_video(page, selector: str, tmp_path: Path, name: str):
+    """Wait until the <video> under `selector` has decoded data; return its frames, read back from the page's URL."""
+    page.wait_for_selector(f"{selector} video[src]")
+    page.wait_for_function(f"document.querySelector('{selector} video').readyState >= 2")
+    duration = page.eval_on_selector(f"{selector} video", "v => v.duration")
+    src = page.eval_on_selector(f"{selector} video", "v => v.currentSrc")
+    target = tmp_path / name
+    with urllib.request.urlopen(src) as response:
+        target.write_bytes(response.read())
+    return read_video(target), duration
+
+
+
+def test_generate_in_the_browser(page, shots, tmp_path):
+    page.fill("#prompt textarea", PROMPT)
+    _pick_preset(page, "balanced")
+    frames = int(page.get_by_label("Frames", exact=True).input_value())
+    page.click("#generate-button")
+    video, duration = _loaded_video(page, "#video", tmp_path, "generated.mp4")
+    assert video.shape[0] == frames and duration > 0
+    figures = page.locator("#figures").inner_text()
+    assert "skipped_calls" in figures
+    page.screenshot(path=str(shots / "ui-generate.png"), full_page=True)
+
+
+def test_compare_in_the_browser(page, shots, tmp_path):
+    page.get_by_role("tab", name="Compare").click()
+    page.fill("#compare-prompt textarea", PROMPT)
+    _pick_preset(page, "fast")
+    frames = int(page.get_by_label("Frames", exact=True).input_value())
+    page.click("#compare-button")
+    for selector in ("#compare-baseline", "#compare-accelerated", "#compare-difference"):
+        video, _ = _loaded_video(page, selector, tmp_path, selector.strip("#") + ".mp4")
+        assert video.shape[0] == frames
+    table = page.locator("#compare-table").inner_text()
+    assert "baseline" in table and "accelerated" in table
+    page.screenshot(path=str(shots / "ui-compare.png"), full_page=True)
+
+
+def test_batch_in_the_browser(page, shots):
+    page.get_by_role("tab", name="Batch").click()
+    page.fill("#batch-prompts textarea", f"{PROMPT}\na yellow circle moving up on a gray background")
+    page.click("#batch-button")
+    page.wait_for_function("document.querySelector('#batch-status') && document.querySelector('#batch-status').innerText.includes('2 videos done')")
+    assert page.locator("#batch-gallery video, #batch-gallery img").count() >= 2
+    page.screenshot(path=str(shots / "ui-batch.png"), full_page=True)
+
+
+def test_bad_input_shows_a_message_in_the_page(page):
+    page.fill("#prompt textarea", "")
+    page.click("#generate-button")
+    page.get_by_text("Please enter a prompt").first.wait_for()
