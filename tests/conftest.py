@@ -1,6 +1,7 @@
 """Shared fixtures: tiny pipelines (built once per session) and an isolated profile folder."""
 
 import os
+import socket
 
 import pytest
 
@@ -35,3 +36,10 @@ def tiny():
 
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,12 +1,12 @@
 """The web UI: its service layer in plain Python, and each tab's function through gradio_client."""
 
 import json
-import socket
 import threading
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from genaccel.errors import InputError, ModelError, SpecError
 from genaccel.pipelines.families import FAMILIES
@@ -158,12 +158,6 @@ def test_studio_rejects_bad_input_before_running(studio, settings, error, messag
 
 
 # ----------------------------------------------------------------------------- gradio_client
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     from gradio_client import Client
@@ -171,7 +165,7 @@ def client(tmp_path_factory):
     from genaccel.ui.app import launch
 
     out = tmp_path_factory.mktemp("ui-app")
-    app = launch(port=_free_port(), model="tiny-wan", device="cpu", output_dir=str(out), block=False)
+    app = launch(port=free_port(), model="tiny-wan", device="cpu", output_dir=str(out), block=False)
     assert app.server_name == "127.0.0.1"  # localhost unless asked
     yield Client(app.local_url, verbose=False), out
     app.close()

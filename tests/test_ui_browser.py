@@ -9,11 +9,11 @@ GENACCEL_REQUIRE_BROWSER=1 (set by CI, which installs Chromium), where that is a
 
 import os
 import shutil
-import socket
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from genaccel.video_io import read_video
 
@@ -38,17 +38,11 @@ if missing and os.environ.get("GENACCEL_REQUIRE_BROWSER") == "1":
 pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from genaccel.ui.app import launch
 
-    app = launch(port=_free_port(), device="cpu", output_dir=str(tmp_path_factory.mktemp("ui-browser")), block=False)
+    app = launch(port=free_port(), device="cpu", output_dir=str(tmp_path_factory.mktemp("ui-browser")), block=False)
     yield app
     app.close()
 

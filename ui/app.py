@@ -186,16 +186,9 @@ def build_app(studio: Studio) -> gr.Blocks:
         # ---------------------------------------------------------------- generate
         def on_generate(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text,
                         request: gr.Request, progress=gr.Progress()):
-            try:
-                settings = _settings(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text)
-                for kind, value in studio.generate(_session(request), settings):
-                    if kind == "progress":
-                        step, total, _ = value
-                        progress((step, total), desc="denoising", unit="steps")
-                    elif kind == "done":
-                        return value["video"], value["video"], value["figures"]
-            except (GenAccelError, Cancelled, OSError) as exc:
-                raise _fail(exc) from None
+            settings = _settings(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text)
+            done = _finish(lambda: studio.generate(_session(request), settings), progress)
+            return done["video"], done["video"], done["figures"]
 
         gen_event = run.click(on_generate, [prompt, negative, *settings_inputs], [video, download, stats],
                               api_name="generate", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
@@ -203,17 +196,10 @@ def build_app(studio: Studio) -> gr.Blocks:
         # ---------------------------------------------------------------- compare
         def on_compare(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text,
                        request: gr.Request, progress=gr.Progress()):
-            try:
-                settings = _settings(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text)
-                for kind, value in studio.compare(_session(request), settings):
-                    if kind == "progress":
-                        step, total, label = value
-                        progress((step, total), desc=f"{label}: denoising", unit="steps")
-                    elif kind == "done":
-                        table = [[r.get(h) for h in c_table.headers] for r in value["rows"]]
-                        return value["baseline"], value["accelerated"], value["difference"], table
-            except (GenAccelError, Cancelled, OSError) as exc:
-                raise _fail(exc) from None
+            settings = _settings(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text)
+            done = _finish(lambda: studio.compare(_session(request), settings), progress)
+            table = [[r.get(h) for h in c_table.headers] for r in done["rows"]]
+            return done["baseline"], done["accelerated"], done["difference"], table
 
         cmp_event = c_run.click(on_compare, [c_prompt, c_negative, *settings_inputs], [c_base, c_fast, c_diff, c_table],
                                 api_name="compare", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
@@ -257,6 +243,20 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.api(on_cancel, api_name="cancel", queue=False)
 
     return app
+
+
+def _finish(start, progress) -> dict:
+    """Run a Studio job to its end, moving the page's progress bar; errors become page messages."""
+    try:
+        for kind, value in start():
+            if kind == "progress":
+                step, total, label = value
+                progress((step, total), desc=f"{label}: denoising" if label else "denoising", unit="steps")
+            elif kind == "done":
+                return value
+    except (GenAccelError, Cancelled, OSError) as exc:
+        raise _fail(exc) from None
+    raise gr.Error("the job ended without a result")
 
 
 def params_of(name: str, params: list) -> list:
