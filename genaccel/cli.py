@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="built-in name (see `genaccel list`), local diffusers folder, or hub id "
-                   "(default: %(default)s = the built-in default model)")
+                   "(default: the embedded model, `tiny`)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
 
 
@@ -120,10 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--seeds", default="0", help="comma-separated seeds, each prompt runs with each (default: 0)")
     bn.add_argument("--setting", default="default", help="named defaults of the model: default or long")
     bn.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the setting's)")
-    bn.add_argument("--frames", type=_positive_int, default=None)
-    bn.add_argument("--height", type=_positive_int, default=None)
-    bn.add_argument("--width", type=_positive_int, default=None)
-    bn.add_argument("--guidance", type=float, default=None)
+    bn.add_argument("--frames", type=_positive_int, default=None, help="frame count (default: the setting's)")
+    bn.add_argument("--height", type=_positive_int, default=None, help="frame height (default: the setting's)")
+    bn.add_argument("--width", type=_positive_int, default=None, help="frame width (default: the setting's)")
+    bn.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the setting's)")
     bn.add_argument("--repeat", type=_positive_int, default=1, help="timing repetitions per run; medians are reported (default: 1)")
     bn.add_argument("--warmup", type=int, default=1, help="untimed warm-up generations before the sweep (default: 1)")
     bn.add_argument("--out", required=True, metavar="DIR", help="output folder (re-using it resumes the sweep)")

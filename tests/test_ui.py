@@ -183,6 +183,8 @@ def test_api_generate(client):
     path = video["video"] if isinstance(video, dict) else video
     assert read_video(path).shape[0] == 9 == figures["frames"]
     assert figures["steps"] == 4 and figures["skipped_calls"] > 0 and figures["accel"].startswith("teacache")
+    # The server wrote the video (and Gradio its served copy) inside its output folder.
+    assert list(out.glob("generate-*/video.mp4")) and list((out / ".gradio").rglob("*.mp4"))
 
 
 def test_api_compare(client):
