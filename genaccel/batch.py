@@ -85,6 +85,22 @@ def _write_manifest(path: Path, entries: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def validate_items(pipe, items: list[BatchItem], make_request, accel: str = "none") -> list:
+    """Check every item (its request, and its accelerator spec for this model) before anything runs.
+
+    Returns the completed requests; raises InputError or SpecError naming the problem.
+    """
+    from genaccel.acceleration import pipeline_model_key
+    from genaccel.generate import complete_request
+    from genaccel.pipelines.families import family_of
+    from genaccel.spec import parse_spec, resolve
+
+    family, key = family_of(pipe), pipeline_model_key(pipe)
+    for spec in {accel, *(str(i.options["accel"]) for i in items if "accel" in i.options)}:
+        resolve(parse_spec(spec, family, key), family)
+    return [complete_request(pipe, make_request(item)) for item in items]
+
+
 def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, make_request, accel: str = "none", fmt: str = "mp4",
               fps: int = 8, progress: bool = True, on_item=None, step_callback=None) -> dict:
     """Generate every item not already finished; return counts and the manifest path.
@@ -96,14 +112,13 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, make_request, acce
     from tqdm import tqdm
 
     from genaccel.acceleration import apply
-    from genaccel.generate import complete_request, generate
+    from genaccel.generate import generate
     from genaccel.video_io import check_output_path, write_video
 
     out_dir = Path(out_dir)
     check_output_path(out_dir / "probe.mp4")
     suffix = "" if fmt == "png" else f".{fmt}"
-    # Validate every item before generating anything.
-    requests = [complete_request(pipe, make_request(item)) for item in items]
+    requests = validate_items(pipe, items, make_request, accel)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST
     done = _load_manifest(manifest_path)

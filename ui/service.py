@@ -53,7 +53,7 @@ class RunSettings:
         if not (self.model or "").strip():
             raise InputError("Please choose a model.")
         for name, (low, high) in FIELD_LIMITS.items():
-            value = getattr(self, name if name != "guidance" else "guidance")
+            value = getattr(self, name)
             if value is None:
                 continue
             if isinstance(value, float) and name != "guidance":
@@ -197,11 +197,10 @@ class Studio:
 
     def batch(self, session: str, items, settings: RunSettings) -> Iterator[tuple[str, Any]]:
         """Events ("item", {"video", "prompt", "index"}) as videos finish, then ("done", {"zip", "manifest", ...})."""
-        from genaccel.batch import MANIFEST, run_batch
+        from genaccel.batch import MANIFEST, run_batch, validate_items
 
         settings.prompt = settings.prompt or items[0].prompt  # RunSettings wants one; items carry their own
         pipe, _ = self._prepare(settings)
-        folder = self._job_dir("batch")
 
         def make_request(item):
             options = item.options
@@ -213,14 +212,11 @@ class Studio:
                 setting=str(options.get("setting", "default")),
             )
 
-        for item in items:  # every item valid before anything runs
-            if "accel" in item.options:
-                from genaccel.spec import parse_spec, resolve
-
-                resolve(parse_spec(str(item.options["accel"]), family_of(pipe)), family_of(pipe))
-            complete_request(pipe, make_request(item))
+        validate_items(pipe, items, make_request, settings.spec or "none")  # errors before the job is queued
 
         def work(job: Job):
+            folder = self._job_dir("batch")
+
             def on_step(step, total):
                 job.check()  # cancellation takes effect between denoising steps
                 job.emit("progress", (step, total, "batch"))
