@@ -203,6 +203,9 @@ def register_family(adapter: FamilyAdapter) -> FamilyAdapter:
     return adapter
 
 
+BATCHED_CFG = "runs CFG as one batched pass (uncond and cond together): use fastercache's CFG cache"
+
+
 WAN = register_family(
     FamilyAdapter(
         name="wan",
@@ -245,6 +248,7 @@ COGVIDEOX = register_family(
             "cogvideox-5b": (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02),
             "cogvideox1.5-5b": (2.50210439e02, -1.65061612e02, 3.57804877e01, -7.81551492e-01, 3.58559703e-02),
         },
+        unsupported={"cfgcache": BATCHED_CFG},
         teacache_default="cogvideox-2b",
     )
 )
@@ -287,7 +291,10 @@ LTX = register_family(
         frames_multiple=8,
         frames_offset=1,
         size_multiple=32,
-        unsupported={"fastercache": "diffusers' FasterCache does not handle LTX-Video's packed latent layout"},
+        unsupported={
+            "fastercache": "diffusers' FasterCache does not handle LTX-Video's packed latent layout",
+            "cfgcache": BATCHED_CFG,
+        },
         teacache_coefficients={
             "ltx-video-0.9.1": (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03),
         },
@@ -318,6 +325,7 @@ LATTE = register_family(
         call_extra={"clean_caption": False},
         unsupported={
             "fbcache": "diffusers' FirstBlockCache takes its tail from Latte's temporal blocks, whose token layout differs from the head's",
+            "cfgcache": BATCHED_CFG,
         },
         teacache_coefficients={
             "latte": (-2.46434137e03, 3.08044764e02, 8.07447667e01, -4.11385132e00, 1.11001402e-01),
@@ -342,6 +350,7 @@ MOCHI = register_family(
         frames_multiple=6,
         frames_offset=1,
         size_multiple=16,
+        unsupported={"cfgcache": BATCHED_CFG},
         teacache_coefficients={
             "mochi": (-3.51241319e03, 8.11675948e02, -6.09400215e01, 2.42429681e00, 3.05291719e-03),
         },

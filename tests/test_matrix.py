@@ -25,6 +25,7 @@ NOOP = {
     "pab": "pab(spatial=1,temporal=1,cross=1)",
     "fastercache": "fastercache(spatial=1,cfg=1)",
     "taylorseer": "taylorseer(interval=1)",
+    "cfgcache": "cfgcache(interval=1)",
 }
 ACTIVE = {
     "teacache": "teacache(threshold=1e9,coefficients=identity)",
@@ -33,6 +34,7 @@ ACTIVE = {
     "pab": "pab(spatial=2,temporal=2,cross=2,window=0:1000)",
     "fastercache": "fastercache(spatial=2,window=-1:1000,cfg=2,cfg_window=-1:1000)",
     "taylorseer": "taylorseer(interval=3,warmup=2)",
+    "cfgcache": "cfgcache(interval=3,warmup=1)",
 }
 assert set(NOOP) == set(ACTIVE) == set(ACCELERATORS)
 

@@ -1,11 +1,12 @@
 """Per-generation state: resets between prompts, per-CFG-branch state, first/last steps, both
-Wan 2.2 experts, and the TeaCache math."""
+Wan 2.2 experts, and the TeaCache and CFG-cache math."""
 
 import numpy as np
 import pytest
 
 from genaccel.acceleration import acceleration_of, apply
 from genaccel.accelerators.base import PerBranchState
+from genaccel.accelerators.cfg_cache import should_compute_uncond
 from genaccel.accelerators.teacache import relative_l1, rescale
 from genaccel.generate import generate
 
@@ -14,7 +15,8 @@ B = "a green square standing still on a gray background"
 
 
 @pytest.mark.parametrize("spec", ["teacache(threshold=0.5,coefficients=identity)", "pab(spatial=2,window=0:1000)",
-                                  "fbcache(threshold=0.5)", "taylorseer(interval=3,warmup=2)"])
+                                  "fbcache(threshold=0.5)", "taylorseer(interval=3,warmup=2)",
+                                  "cfgcache(interval=3,warmup=1)"])
 def test_no_state_leaks_between_prompts(tiny, spec):
     pipe = tiny("wan")
     apply(pipe, spec)
@@ -109,3 +111,41 @@ def test_teacache_math():
 
     prev = torch.ones(4)
     assert relative_l1(prev * 1.5, prev) == pytest.approx(0.5)
+
+
+def test_cfgcache_skips_unconditional_passes_on_its_schedule(tiny):
+    pipe = tiny("wan")  # separate cond/uncond forwards, 8 steps
+    apply(pipe, "cfgcache(interval=3,warmup=2)")
+    stats = generate(pipe, A).stats
+    compute = [should_compute_uncond(step, 8, interval=3, warmup=2) for step in range(8)]
+    assert compute == [True, True, True, False, False, True, False, True]
+    assert stats["transformer_calls"] == 16
+    assert stats["skipped_calls"] == compute.count(False) == stats["accelerators"]["cfgcache"]["uncond_reused"]
+    assert stats["accelerators"]["cfgcache"]["uncond_computed"] == compute.count(True)
+
+
+def test_cfgcache_reused_uncond_is_cond_plus_last_difference(tiny):
+    """On a reused step the unconditional output is this step's cond output plus the last measured
+    (uncond - cond) difference; the conditional passes are untouched."""
+    pipe = tiny("wan")
+    apply(pipe, "cfgcache(interval=2,warmup=1)")
+    outputs = []
+    handle = pipe.transformer.register_forward_hook(lambda m, a, out: outputs.append(out[0].detach().clone()))
+    try:
+        generate(pipe, A)
+    finally:
+        handle.remove()
+    cond, uncond = outputs[0::2], outputs[1::2]
+    assert len(cond) == len(uncond) == 8
+    last = None
+    for step in range(8):
+        if should_compute_uncond(step, 8, interval=2, warmup=1):
+            last = step
+        else:
+            expected = cond[step] + (uncond[last] - cond[last])
+            np.testing.assert_allclose(uncond[step].numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+    assert not all(torch_equal(u, c) for u, c in zip(uncond, cond))
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())

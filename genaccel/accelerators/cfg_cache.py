@@ -1,0 +1,106 @@
+"""CFG cache: skip the unconditional pass on most steps, for pipelines that run CFG as two passes.
+
+With classifier-free guidance, each step runs the transformer twice: on the prompt (cond) and on
+the negative prompt (uncond). Their difference changes slowly from step to step, so on a reused
+step the unconditional output is taken as this step's conditional output plus the difference
+measured at the last step where both ran: uncond_t ~ cond_t + (uncond_s - cond_s). This is the
+idea behind FasterCache's CFG cache (which also splits the difference by frequency), written for
+Wan and HunyuanVideo, whose pipelines call the branches one after the other in the cache
+contexts "cond" and "uncond". Batched-CFG pipelines use `fastercache` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+from genaccel.accelerators.base import SLOT_CFG, Accelerator, AcceleratorConfig, param
+
+HOOK = "genaccel_cfg_cache"
+
+
+# ------------------------------------------------------------------------ config
+@dataclass
+class CFGCacheConfig(AcceleratorConfig):
+    interval: int = param(2, "compute the unconditional pass every N steps, reuse its difference in between (1: every step)")
+    warmup: int = param(3, "steps at the start where both passes always run")
+
+    def validate(self):
+        if self.interval < 1:
+            raise ValueError("interval must be >= 1")
+        if self.warmup < 0:
+            raise ValueError("warmup must be >= 0")
+
+
+# ------------------------------------------------------------------------ math
+def should_compute_uncond(step: int, num_steps: int, interval: int, warmup: int) -> bool:
+    """True on warm-up steps, on the last step, and every `interval` steps after the warm-up."""
+    if step < warmup or (num_steps and step >= num_steps - 1):
+        return True
+    return (step - warmup) % interval == 0
+
+
+def _sample(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output.sample
+
+
+# ------------------------------------------------------------------------ hook
+class CFGCacheHook(ModelHook):
+    """On the denoiser: remembers this step's cond output and the last uncond - cond difference."""
+
+    _is_stateful = True
+
+    def __init__(self, accelerator: "CFGCache"):
+        super().__init__()
+        self.accel = accelerator
+        self.cond: torch.Tensor | None = None
+        self.delta: torch.Tensor | None = None
+
+    def reset_state(self, module):
+        self.cond = self.delta = None
+        return module
+
+    def new_forward(self, module, *args, **kwargs):
+        branch = self.accel.runtime.branch
+        if branch == "uncond" and self.cond is not None and self.delta is not None and not self.accel.decide():
+            sample = self.cond + self.delta
+            return (sample,) if kwargs.get("return_dict", True) is False else Transformer2DModelOutput(sample=sample)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        if branch == "cond":
+            self.cond = _sample(output)
+        elif branch == "uncond":
+            self.accel.computed += 1
+            self.delta = _sample(output) - self.cond if self.cond is not None else None
+        return output
+
+
+# ------------------------------------------------------------------------ accelerator
+class CFGCache(Accelerator):
+    name = "cfgcache"
+    summary = "reuse the unconditional-minus-conditional difference; skip the uncond pass between refreshes"
+    config_class = CFGCacheConfig
+    slots = frozenset({SLOT_CFG})
+
+    def __init__(self, config: CFGCacheConfig, family, runtime):
+        super().__init__(config, family, runtime)
+        self.computed = 0
+        self.reused = 0
+
+    def decide(self) -> bool:
+        """Whether the current unconditional pass runs (counted as reused when it does not)."""
+        rt, c = self.runtime, self.config
+        compute = should_compute_uncond(rt.step_index, rt.num_steps, c.interval, c.warmup)
+        self.reused += not compute
+        return compute
+
+    def apply(self, denoiser):
+        HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(CFGCacheHook(self), HOOK)
+
+    def reset(self):
+        self.computed = self.reused = 0
+
+    def stats(self):
+        return {"uncond_computed": self.computed, "uncond_reused": self.reused}
