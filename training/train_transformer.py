@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- text
@@ -133,19 +133,35 @@ def build_latent_cache(cfg: dict, vae, run_dir: Path, kind: str) -> tuple[torch.
 
 
 # ----------------------------------------------------------------------------- training
-def sample_sigmas(batch: int, logit_normal_fraction: float, generator: torch.Generator) -> torch.Tensor:
+def sample_sigmas(batch: int, logit_normal_fraction: float, generator: torch.Generator, shift: float = 1.0) -> torch.Tensor:
+    """Noise levels: logit-normal most of the time, uniform otherwise, then shifted toward noise.
+
+    The shift is the sampler's (sigma' = shift * s / (1 + (shift - 1) * s)): with shift 3 the sampler
+    spends 13 of 30 steps above sigma 0.8, where the layout and the motion are decided, and an
+    unshifted logit-normal puts under 4% of training there.
+    """
     logit = torch.sigmoid(torch.randn(batch, generator=generator))
     uniform = torch.rand(batch, generator=generator)
     use_logit = torch.rand(batch, generator=generator) < logit_normal_fraction
-    return torch.where(use_logit, logit, uniform).clamp(1e-3, 1 - 1e-3)
+    s = torch.where(use_logit, logit, uniform)
+    s = shift * s / (1 + (shift - 1) * s)
+    return s.clamp(1e-3, 1 - 1e-3)
 
 
-def lr_at(step: int, cfg: dict) -> float:
+def lr_at(step: int, cfg: dict, rewarm_from: int | None = None) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak at train.steps.
+
+    `rewarm_from`: the step a weights-only resume started at. Its optimizer state is new, so the
+    learning rate ramps up again over `warmup` steps from there instead of jumping to the schedule.
+    """
     t = cfg["train"]
     if step < t["warmup"]:
         return t["lr"] * (step + 1) / t["warmup"]
     progress = (step - t["warmup"]) / max(1, t["steps"] - t["warmup"])
-    return t["lr"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    lr = t["lr"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    if rewarm_from is not None and step - rewarm_from < t["warmup"]:
+        lr *= (step - rewarm_from + 1) / t["warmup"]
+    return lr
 
 
 def plot_loss(csv_path: Path, out: Path) -> None:
@@ -255,10 +271,12 @@ def main() -> int:
     exported = ROOT / cfg["resume_from"] if cfg.get("resume_from") else None
     if args.resume and not ckpt_path.is_file() and exported is not None and exported.is_file():
         ckpt_path = exported  # weights committed by an earlier session (no optimizer state)
+    rewarm_from = None
     if args.resume and ckpt_path.is_file():
         step = load_checkpoint(ckpt_path, modules={"model": transformer, "ema": ema}, optimizer=optimizer,
                                generators={"train": generator})["step"]
-        print(f"[resume] from step {step}", flush=True)
+        rewarm_from = step if ckpt_path == exported else read_meta(ckpt_path).get("rewarm_from")
+        print(f"[resume] from step {step}" + (f" (learning rate re-warms from step {rewarm_from})" if rewarm_from is not None else ""), flush=True)
     elif ckpt_path.is_file() and not args.finalize_only:
         print(f"[start] {ckpt_path} exists: pass --resume to continue it (starting over)", flush=True)
 
@@ -277,13 +295,13 @@ def main() -> int:
         text = ids[pick].clone()
         text[torch.rand(batch, generator=generator) < t["caption_dropout"]] = empty_index
         noise = torch.randn(x0.shape, generator=generator)
-        sigma = sample_sigmas(batch, t["logit_normal_fraction"], generator)
+        sigma = sample_sigmas(batch, t["logit_normal_fraction"], generator, t.get("timestep_shift", 1.0))
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
         for m in masks:
             m.latent_frames = x0.shape[2]
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg, rewarm_from)
         pred = transformer(xt, sigma * 1000, embeds[text], return_dict=False)[0]
         loss = torch.nn.functional.mse_loss(pred, noise - x0)
         optimizer.zero_grad(set_to_none=True)
@@ -296,13 +314,13 @@ def main() -> int:
                 p_ema.lerp_(p, 1 - decay)
         step += 1
         with loss_csv.open("a") as f:
-            f.write(f"{step},{loss.item():.6f},{'long' if long_step else 'default'},{lr_at(step - 1, cfg):.3e},{time.perf_counter() - start:.3f}\n")
+            f.write(f"{step},{loss.item():.6f},{'long' if long_step else 'default'},{lr_at(step - 1, cfg, rewarm_from):.3e},{time.perf_counter() - start:.3f}\n")
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if time.time() - last_ckpt > 60 * cfg["checkpoint_minutes"] or step == t["steps"]:
             ckpt_path = run_dir / "checkpoint.safetensors"
             save_checkpoint(ckpt_path, modules={"model": transformer, "ema": ema}, optimizer=optimizer,
-                            generators={"train": generator}, step=step)
+                            generators={"train": generator}, step=step, rewarm_from=rewarm_from)
             last_ckpt = time.time()
     bar.close()
     if step < t["steps"]:
