@@ -63,5 +63,5 @@ def test_generated_videos_follow_their_prompts(embedded, prompt, seed):
     result = genaccel.generate(embedded, prompt, seed=seed)
     verdict = score_frames(result.frames, prompt)
     # What the current checkpoint does reliably: colour and background (100% on the 48 evaluation
-    # prompts). Shape (33%) and direction (27%) are below issue 3's targets: see BENCHMARKS.md.
+    # prompts). Shape (73%) and direction (75%) are below issue 3's targets: see BENCHMARKS.md.
     assert verdict.color_ok and verdict.background_ok, verdict

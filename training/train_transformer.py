@@ -217,6 +217,8 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.safetensors (or the committed resume_from export)")
     parser.add_argument("--steps", type=int, default=None, help="override train.steps (smoke runs)")
     parser.add_argument("--finalize-only", action="store_true", help="skip training, save the pipeline from the checkpoint")
+    parser.add_argument("--rewarm", action="store_true",
+                        help="re-warm the learning rate from the resumed step (after raising train.steps, whose cosine schedule jumps back up)")
     args = parser.parse_args()
     cfg = tomllib.loads(Path(args.config).read_text())
     if args.steps is not None:
@@ -275,7 +277,7 @@ def main() -> int:
     if args.resume and ckpt_path.is_file():
         step = load_checkpoint(ckpt_path, modules={"model": transformer, "ema": ema}, optimizer=optimizer,
                                generators={"train": generator})["step"]
-        rewarm_from = step if ckpt_path == exported else read_meta(ckpt_path).get("rewarm_from")
+        rewarm_from = step if ckpt_path == exported or args.rewarm else read_meta(ckpt_path).get("rewarm_from")
         print(f"[resume] from step {step}" + (f" (learning rate re-warms from step {rewarm_from})" if rewarm_from is not None else ""), flush=True)
     elif ckpt_path.is_file() and not args.finalize_only:
         print(f"[start] {ckpt_path} exists: pass --resume to continue it (starting over)", flush=True)
