@@ -325,7 +325,7 @@ def main() -> int:
                             generators={"train": generator}, step=step, rewarm_from=rewarm_from)
             last_ckpt = time.time()
     bar.close()
-    if step < t["steps"]:
+    if step < t["steps"] and not args.finalize_only:
         return 0
 
     # ---- assemble the shipped pipeline from the EMA weights

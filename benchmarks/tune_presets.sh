@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# How the embedded model's presets (pipelines/presets/tiny.toml) and calibrated profile
+# (pipelines/profiles/tiny.toml) are made. Tuning uses its own prompts and seeds
+# (benchmarks/tune_prompts.txt, seed 100), never the evaluation set that BENCHMARKS.md reports.
+#   bash benchmarks/tune_presets.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-bench-tune}"
+
+# 1. TeaCache rescale polynomial and MagCache ratios of this checkpoint.
+genaccel calibrate --model tiny --prompts benchmarks/tune_prompts.txt --seeds 100 \
+    --out pipelines/profiles/tiny.toml
+
+# 2. Candidates, alone and stacked, against the baseline on the tuning prompts.
+genaccel bench --model tiny --prompts benchmarks/tune_prompts.txt --seeds 100 --setting default \
+    --accel "teacache(threshold=0.05)" --accel "teacache(threshold=0.1)" \
+    --accel "teacache(threshold=0.2)" --accel "teacache(threshold=0.3)" \
+    --accel "magcache(threshold=0.1,max_skip=3)" --accel "magcache(threshold=0.25,max_skip=4)" \
+    --accel "fbcache(threshold=0.1)" --accel "taylorseer(interval=3,order=2)" --accel "pab(spatial=2,cross=4)" \
+    --accel "cfgcache(interval=2)" --accel "cfgcache(interval=3)" --accel "cfgcache(interval=5)" \
+    --accel "teacache(threshold=0.1)+cfgcache(interval=2)" \
+    --accel "teacache(threshold=0.2)+cfgcache(interval=3)" \
+    --accel "teacache(threshold=0.3)+cfgcache(interval=4)" \
+    --accel "magcache(threshold=0.25,max_skip=4)+cfgcache(interval=3)" \
+    --accel "teacache(threshold=0.2)+cfgcache(interval=3)+pab(spatial=2,cross=4)" \
+    --accel "teacache(threshold=0.3)+cfgcache(interval=6)+taylorseer(interval=2,order=2)" \
+    --out "$out"
+# 3. Pick, per preset, the fastest candidate meeting its targets in "$out/summary.md"
+#    (quality: >= 1.3x, PSNR >= 35 dB; balanced: >= 1.8x, PSNR >= 30 dB, adherence within 2 points;
+#    fast: >= 2.5x, PSNR >= 25 dB, adherence within 5 points), write it to pipelines/presets/tiny.toml,
+#    then measure the presets on the evaluation set with examples/bench.sh.
