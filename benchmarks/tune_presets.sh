@@ -16,7 +16,9 @@ genaccel bench --model tiny --prompts benchmarks/tune_prompts.txt --seeds 100 --
     --accel "teacache(threshold=0.05)" --accel "teacache(threshold=0.1)" \
     --accel "teacache(threshold=0.2)" --accel "teacache(threshold=0.3)" \
     --accel "magcache(threshold=0.1,max_skip=3)" --accel "magcache(threshold=0.25,max_skip=4)" \
-    --accel "fbcache(threshold=0.1)" --accel "taylorseer(interval=3,order=2)" --accel "pab(spatial=2,cross=4)" \
+    --accel "fbcache(threshold=0.05)" --accel "fbcache(threshold=0.1)" \
+    --accel "taylorseer(interval=2,order=2)" --accel "taylorseer(interval=3,order=2)" \
+    --accel "pab(spatial=2,cross=4)" --accel "pab(spatial=3,cross=6)" \
     --accel "cfgcache(interval=2)" --accel "cfgcache(interval=3)" --accel "cfgcache(interval=5)" \
     --accel "teacache(threshold=0.1)+cfgcache(interval=2)" \
     --accel "teacache(threshold=0.2)+cfgcache(interval=3)" \
