@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# genaccel bench from the command line: every accelerator alone and the presets against the baseline,
-# on the fixed evaluation prompts, at the embedded model's default setting. Re-running resumes.
+# genaccel bench from the command line: the embedded model's presets against the baseline on the fixed
+# evaluation prompts at the default setting (the "Presets" table of BENCHMARKS.md). Re-running resumes.
+# benchmarks/tune_presets.sh is the wider sweep (every accelerator alone at two or more settings).
 set -euo pipefail
-genaccel bench \
-    --accel "teacache(threshold=0.1)" --accel "fbcache(threshold=0.05)" --accel "pab(spatial=2,cross=4)" \
-    --accel "taylorseer(interval=3)" --accel quality --accel balanced --accel fast \
+genaccel bench --model tiny \
+    --accel quality --accel balanced --accel fast \
     --prompts benchmarks/eval_prompts.txt --seeds 0 --setting default \
     --out "${1:-bench-out}"
 # Results: bench-out/summary.md (one row per configuration), results.jsonl (every run), pareto.png, compare.mp4

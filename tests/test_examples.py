@@ -32,7 +32,21 @@ def test_bench_example(monkeypatch, capsys, tmp_path):
 def test_bench_shell_example_uses_valid_specs():
     text = (EXAMPLES / "bench.sh").read_text()
     specs = re.findall(r'--accel "?([^"\s]+)"?', text)
-    assert len(specs) >= 7
+    assert {"quality", "balanced", "fast"} <= set(specs)
     for spec in specs:
         check_spec(spec)
     assert "--prompts benchmarks/eval_prompts.txt" in text and (EXAMPLES.parent / "benchmarks/eval_prompts.txt").is_file()
+
+
+def test_preset_tuning_sweep_covers_every_wan_accelerator_at_two_settings():
+    from genaccel.accelerators import ACCELERATORS
+    from genaccel.pipelines.families import WAN
+
+    text = (EXAMPLES.parent / "benchmarks" / "tune_presets.sh").read_text()
+    specs = re.findall(r'--accel "([^"]+)"', text)
+    for spec in specs:
+        check_spec(spec)
+    alone = [s.split("(")[0] for s in specs if "+" not in s]
+    for name in set(ACCELERATORS) - set(WAN.unsupported):
+        assert alone.count(name) >= 2, name
+    assert "benchmarks/eval_prompts.txt" not in text  # tuning never sees the evaluation set
