@@ -150,10 +150,11 @@ def test_list_json_has_models_accelerators_presets_matrix(capsys):
     assert main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {"tiny-wan", "tiny-mochi"} <= set(data["models"])
-    assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer"}
+    assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer", "cfgcache"}
     assert data["presets"]["wan"]["balanced"]
     assert data["compatibility"]["wan"]["fastercache"] != "yes" and data["compatibility"]["wan"]["teacache"] == "yes"
     assert data["stacking"]["teacache"]["pab"] == "yes" and data["stacking"]["teacache"]["fbcache"] != "yes"
+    assert data["stacking"]["magcache"]["cfgcache"] == "yes" and data["stacking"]["fastercache"]["cfgcache"] != "yes"
     assert main(["list"]) == 0
     assert "Compatibility" in capsys.readouterr().out
 
