@@ -302,8 +302,9 @@ def main() -> int:
         xt = (1 - s) * x0 + s * noise
         for m in masks:
             m.latent_frames = x0.shape[2]
+        lr = lr_at(step, cfg, rewarm_from)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg, rewarm_from)
+            group["lr"] = lr
         pred = transformer(xt, sigma * 1000, embeds[text], return_dict=False)[0]
         loss = torch.nn.functional.mse_loss(pred, noise - x0)
         optimizer.zero_grad(set_to_none=True)
@@ -316,7 +317,7 @@ def main() -> int:
                 p_ema.lerp_(p, 1 - decay)
         step += 1
         with loss_csv.open("a") as f:
-            f.write(f"{step},{loss.item():.6f},{'long' if long_step else 'default'},{lr_at(step - 1, cfg, rewarm_from):.3e},{time.perf_counter() - start:.3f}\n")
+            f.write(f"{step},{loss.item():.6f},{'long' if long_step else 'default'},{lr:.3e},{time.perf_counter() - start:.3f}\n")
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if time.time() - last_ckpt > 60 * cfg["checkpoint_minutes"] or step == t["steps"]:
