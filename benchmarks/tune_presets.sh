@@ -16,6 +16,7 @@ genaccel bench --model tiny --prompts benchmarks/tune_prompts.txt --seeds 100 --
     --accel "teacache(threshold=0.05)" --accel "teacache(threshold=0.1)" \
     --accel "teacache(threshold=0.2)" --accel "teacache(threshold=0.3)" \
     --accel "magcache(threshold=0.1,max_skip=3)" --accel "magcache(threshold=0.25,max_skip=4)" \
+    --accel "magcache(threshold=0.4,max_skip=6)" --accel "magcache(threshold=0.6,max_skip=8,retention=0.1)" \
     --accel "fbcache(threshold=0.05)" --accel "fbcache(threshold=0.1)" \
     --accel "taylorseer(interval=2,order=2)" --accel "taylorseer(interval=3,order=2)" \
     --accel "pab(spatial=2,cross=4)" --accel "pab(spatial=3,cross=6)" \
@@ -24,6 +25,8 @@ genaccel bench --model tiny --prompts benchmarks/tune_prompts.txt --seeds 100 --
     --accel "teacache(threshold=0.2)+cfgcache(interval=3)" \
     --accel "teacache(threshold=0.3)+cfgcache(interval=4)" \
     --accel "magcache(threshold=0.25,max_skip=4)+cfgcache(interval=3)" \
+    --accel "magcache(threshold=0.25,max_skip=4)+pab(spatial=2,cross=4)" \
+    --accel "magcache(threshold=0.4,max_skip=6)+pab(spatial=2,cross=4)" \
     --accel "teacache(threshold=0.2)+cfgcache(interval=3)+pab(spatial=2,cross=4)" \
     --accel "teacache(threshold=0.3)+cfgcache(interval=6)+taylorseer(interval=2,order=2)" \
     --out "$out"

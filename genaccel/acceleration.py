@@ -21,7 +21,6 @@ from genaccel.runtime import (
     COUNT_INNER_HOOK,
     COUNT_OUTER_HOOK,
     TRACKER_HOOK,
-    CounterSet,
     Runtime,
     StepTrackerHook,
     register_counter,
@@ -39,7 +38,7 @@ class Acceleration:
         self.family = family
         self.spec = format_spec(requests)
         self.runtime = Runtime(scheduler=pipe.scheduler, profile=profile)
-        self.counters = CounterSet()
+        self.counters = self.runtime.counters
         self.accelerators: list[Accelerator] = []
         self._ledger = HookLedger()
         self._denoisers = [module for _, module in family.denoiser_modules(pipe)]

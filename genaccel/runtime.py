@@ -36,6 +36,7 @@ class Runtime:
     first_call_start: float = 0.0  # perf_counter at the first denoiser call of this generation
     last_call_end: float = 0.0  # perf_counter when the latest denoiser call returned
     branch_steps: dict[str, int] = field(default_factory=dict)
+    counters: "CounterSet" = field(default_factory=lambda: CounterSet())
     _timesteps_seen: object = None
 
     @property
@@ -147,9 +148,13 @@ class CounterSet:
     attention_total: list[CallCounterHook] = field(default_factory=list)
     attention_computed: list[CallCounterHook] = field(default_factory=list)
 
+    def computed_passes(self) -> int:
+        """Transformer passes whose blocks really ran (compare before and after a call)."""
+        return sum(c.calls for c in self.passes_computed)
+
     def snapshot(self) -> dict[str, int]:
         total = sum(c.calls for c in self.passes_total)
-        computed = sum(c.calls for c in self.passes_computed)
+        computed = self.computed_passes()
         attn_total = sum(c.calls for c in self.attention_total)
         attn_computed = sum(c.calls for c in self.attention_computed)
         return {

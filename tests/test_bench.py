@@ -3,6 +3,8 @@
 import csv
 import json
 import math
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,6 +149,11 @@ def test_sweep_measures_every_configuration_against_the_baseline(tiny, tmp_path)
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     compare = read_video(tmp_path / "compare.mp4")
     assert compare.shape[0] == rows[0]["frames"]
+
+    # benchmarks/compare_runs.py reads this summary: a run compared with itself differs by nothing.
+    compare_runs = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "compare_runs.py"))
+    table = compare_runs["compare"](compare_runs["read_summary"](tmp_path), compare_runs["read_summary"](tmp_path))
+    assert len(table) == 2 + 3 and all("| +0.0% |" in line for line in table[2:])
 
 
 def test_sweep_resumes_and_refuses_a_different_plan(tiny, tmp_path):

@@ -38,15 +38,18 @@ def test_bench_shell_example_uses_valid_specs():
     assert "--prompts benchmarks/eval_prompts.txt" in text and (EXAMPLES.parent / "benchmarks/eval_prompts.txt").is_file()
 
 
-def test_preset_tuning_sweep_covers_every_wan_accelerator_at_two_settings():
+@pytest.mark.parametrize("script", ["tune_presets.sh", "sweep_long.sh"])
+def test_sweeps_cover_every_wan_accelerator_at_two_settings(script):
     from genaccel.accelerators import ACCELERATORS
     from genaccel.pipelines.families import WAN
 
-    text = (EXAMPLES.parent / "benchmarks" / "tune_presets.sh").read_text()
-    specs = re.findall(r'--accel "([^"]+)"', text)
+    text = (EXAMPLES.parent / "benchmarks" / script).read_text()
+    specs = re.findall(r'--accel "?([^"\s]+)"?', text)
     for spec in specs:
         check_spec(spec)
     alone = [s.split("(")[0] for s in specs if "+" not in s]
     for name in set(ACCELERATORS) - set(WAN.unsupported):
         assert alone.count(name) >= 2, name
-    assert "benchmarks/eval_prompts.txt" not in text  # tuning never sees the evaluation set
+    assert "benchmarks/eval_prompts.txt" not in text  # sweeps never see the evaluation set
+    for prompts in re.findall(r"--prompts (\S+)", text):
+        assert (EXAMPLES.parent / prompts).is_file()

@@ -7,6 +7,14 @@ measured at the last step where both ran: uncond_t ~ cond_t + (uncond_s - cond_s
 idea behind FasterCache's CFG cache (which also splits the difference by frequency), written for
 Wan and HunyuanVideo, whose pipelines call the branches one after the other in the cache
 contexts "cond" and "uncond". Batched-CFG pipelines use `fastercache` instead.
+
+Stacked with a pass cache (MagCache, TeaCache, ...), the difference is only ever measured, and the
+unconditional pass only ever computed, on steps where both branches really ran their blocks. The
+guided prediction is cond + (scale - 1) * (cond - uncond): an approximated cond paired with an
+exact uncond (or the reverse) puts the approximation error into that difference, amplified by
+scale - 1 (5x at guidance 6). So on steps where the pass cache skipped the conditional pass, the
+unconditional output is cond + difference too, and a refresh that falls on such a step waits for
+the next step where the conditional pass computes.
 """
 
 from __future__ import annotations
@@ -49,32 +57,51 @@ def _sample(output) -> torch.Tensor:
 
 # ------------------------------------------------------------------------ hook
 class CFGCacheHook(ModelHook):
-    """On the denoiser: remembers this step's cond output and the last uncond - cond difference."""
+    """On the denoiser: remembers this step's cond output and the last uncond - cond difference
+    measured where both passes really computed."""
 
     _is_stateful = True
 
     def __init__(self, accelerator: "CFGCache"):
         super().__init__()
         self.accel = accelerator
-        self.cond: torch.Tensor | None = None
-        self.delta: torch.Tensor | None = None
+        self.reset_state(None)
 
     def reset_state(self, module):
-        self.cond = self.delta = None
+        self.cond: torch.Tensor | None = None
+        self.cond_exact = False  # whether this step's cond pass ran its blocks (no pass cache skipped it)
+        self.delta: torch.Tensor | None = None
+        self.refresh_due = False  # a scheduled refresh not yet done (its step's cond pass was skipped)
         return module
 
     def new_forward(self, module, *args, **kwargs):
-        branch = self.accel.runtime.branch
-        if branch == "uncond" and self.cond is not None and self.delta is not None and not self.accel.decide():
-            sample = self.cond + self.delta
-            return (sample,) if kwargs.get("return_dict", True) is False else Transformer2DModelOutput(sample=sample)
-        output = self.fn_ref.original_forward(*args, **kwargs)
-        if branch == "cond":
+        runtime = self.accel.runtime
+        if runtime.branch not in ("cond", "uncond"):
+            return self.fn_ref.original_forward(*args, **kwargs)
+        before = runtime.counters.computed_passes()
+        if runtime.branch == "cond":
+            output = self.fn_ref.original_forward(*args, **kwargs)
             self.cond = _sample(output)
-        elif branch == "uncond":
-            self.accel.computed += 1
-            self.delta = _sample(output) - self.cond if self.cond is not None else None
+            self.cond_exact = runtime.counters.computed_passes() > before
+            return output
+
+        self.refresh_due |= self.accel.decide()
+        if self.delta is not None and not (self.refresh_due and self.cond_exact):
+            return self._reuse(kwargs)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        exact = runtime.counters.computed_passes() > before
+        if self.delta is not None and not exact:
+            return self._reuse(kwargs)  # a pass cache approximated this uncond pass: keep the pair coherent
+        if self.cond is not None:
+            self.delta = _sample(output) - self.cond
+        self.refresh_due = False
+        self.accel.computed += 1
         return output
+
+    def _reuse(self, kwargs):
+        self.accel.reused += 1
+        sample = self.cond + self.delta
+        return (sample,) if kwargs.get("return_dict", True) is False else Transformer2DModelOutput(sample=sample)
 
 
 # ------------------------------------------------------------------------ accelerator
@@ -90,11 +117,9 @@ class CFGCache(Accelerator):
         self.reused = 0
 
     def decide(self) -> bool:
-        """Whether the current unconditional pass runs (counted as reused when it does not)."""
+        """Whether the current unconditional pass runs, by the refresh schedule."""
         rt, c = self.runtime, self.config
-        compute = should_compute_uncond(rt.step_index, rt.num_steps, c.interval, c.warmup)
-        self.reused += not compute
-        return compute
+        return should_compute_uncond(rt.step_index, rt.num_steps, c.interval, c.warmup)
 
     def apply(self, denoiser):
         HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(CFGCacheHook(self), HOOK)
