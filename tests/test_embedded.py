@@ -68,7 +68,7 @@ def test_generated_videos_follow_their_prompts(embedded, prompt, seed):
 
 EVAL_PROMPTS = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_prompts.txt"
 SUBSET = 10  # the first evaluation prompts, each with seed = its line number (as benchmarks/adherence.py)
-MIN_SHAPE_OK, MIN_DIRECTION_OK = 7, 7  # the checkpoint: 9 and 9 of 10
+MIN_SHAPE_OK, MIN_DIRECTION_OK = 8, 8  # the checkpoint: 10 and 10 of 10 (margin for other CPUs' float rounding)
 
 
 def test_shape_and_motion_follow_the_prompt_on_most_evaluation_prompts(embedded):
