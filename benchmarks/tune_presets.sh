@@ -25,11 +25,21 @@ genaccel bench --model tiny --prompts benchmarks/tune_prompts.txt --seeds 100 --
     --accel "teacache(threshold=0.2)+cfgcache(interval=3)" \
     --accel "teacache(threshold=0.3)+cfgcache(interval=4)" \
     --accel "magcache(threshold=0.25,max_skip=4)+cfgcache(interval=3)" \
+    --accel "magcache(threshold=0.4,max_skip=6)+cfgcache(interval=3)" \
     --accel "magcache(threshold=0.25,max_skip=4)+pab(spatial=2,cross=4)" \
     --accel "magcache(threshold=0.4,max_skip=6)+pab(spatial=2,cross=4)" \
     --accel "teacache(threshold=0.2)+cfgcache(interval=3)+pab(spatial=2,cross=4)" \
     --accel "teacache(threshold=0.3)+cfgcache(interval=6)+taylorseer(interval=2,order=2)" \
     --out "$out"
+# 2b. Follow-up candidates around the best stacks of step 2 (MagCache with cfgcache and/or pab).
+genaccel bench --model tiny --prompts benchmarks/tune_prompts.txt --seeds 100 --setting default \
+    --accel "magcache(threshold=0.5,max_skip=6)" \
+    --accel "magcache(threshold=0.3,max_skip=5)+cfgcache(interval=3)" \
+    --accel "magcache(threshold=0.4,max_skip=6)+cfgcache(interval=2)" \
+    --accel "magcache(threshold=0.5,max_skip=6)+cfgcache(interval=2)" \
+    --accel "magcache(threshold=0.5,max_skip=6)+pab(spatial=2,cross=4)" \
+    --accel "magcache(threshold=0.4,max_skip=6)+cfgcache(interval=2)+pab(spatial=2,cross=4)" \
+    --out "$out-extra"
 # 3. Pick, per preset, the fastest candidate meeting its targets in "$out/summary.md"
 #    (quality: >= 1.3x, PSNR >= 35 dB; balanced: >= 1.8x, PSNR >= 30 dB, adherence within 2 points;
 #    fast: >= 2.5x, PSNR >= 25 dB, adherence within 5 points), write it to pipelines/presets/tiny.toml,
