@@ -18,9 +18,11 @@ def _run(script: str, *args, monkeypatch, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_python_api_example(monkeypatch, capsys):
-    out = _run("python_api.py", "--model", "tiny-wan", "--accel", "fast", monkeypatch=monkeypatch, capsys=capsys)
+def test_python_api_example(monkeypatch, capsys, tmp_path):
+    video = tmp_path / "accelerated.mp4"
+    out = _run("python_api.py", "--model", "tiny-wan", "--accel", "fast", "--out", str(video), monkeypatch=monkeypatch, capsys=capsys)
     assert "PSNR" in out and "passes skipped" in out
+    assert video.stat().st_size > 0
 
 
 def test_bench_example(monkeypatch, capsys, tmp_path):
