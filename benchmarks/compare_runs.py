@@ -27,6 +27,14 @@ def _num(value: str) -> float | None:
     return float(value) if value not in ("", None) else None
 
 
+def _psnr(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
 def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]]) -> list[str]:
     """Markdown table rows comparing configurations found in both runs."""
     lines = [
@@ -41,11 +49,9 @@ def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]]) -> list[
         pa, pb = _num(row_a["psnr"]), _num(row_b["psnr"])
         aa, ab = _num(row_a["adherence"]), _num(row_b["adherence"])
         spread = f"{_num(row_a['speedup_p25']):.2f}–{_num(row_a['speedup_p75']):.2f}"
-        psnr = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
-        adh = lambda v: "n/a" if v is None else f"{100 * v:.0f}%"  # noqa: E731
         lines.append(
             f"| `{accel}` | {sa:.2f}x ({spread}) | {sb:.2f}x | {100 * (sb - sa) / sa:+.1f}% "
-            f"| {psnr(pa)} | {psnr(pb)} | {adh(aa)} | {adh(ab)} |"
+            f"| {_psnr(pa)} | {_psnr(pb)} | {_percent(aa)} | {_percent(ab)} |"
         )
     return lines
 

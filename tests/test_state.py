@@ -154,10 +154,16 @@ def test_cfgcache_stacked_on_a_pass_cache_never_pairs_approximated_and_exact_bra
     pipe = tiny("wan")
     acceleration = apply(pipe, f"{pass_cache}+cfgcache(interval=2,warmup=1)")
     calls = []  # (computed, output) per transformer call, cond and uncond alternating
-    pre = pipe.transformer.register_forward_pre_hook(lambda m, a: calls.append([acceleration.counters.computed_passes()]))
-    post = pipe.transformer.register_forward_hook(
-        lambda m, a, out: calls[-1].__setitem__(0, acceleration.counters.computed_passes() > calls[-1][0]) or calls[-1].append(out[0].detach().clone())
-    )
+    computed_before = []
+
+    def before_call(module, args):
+        computed_before.append(acceleration.counters.computed_passes())
+
+    def after_call(module, args, output):
+        calls.append((acceleration.counters.computed_passes() > computed_before.pop(), output[0].detach().clone()))
+
+    pre = pipe.transformer.register_forward_pre_hook(before_call)
+    post = pipe.transformer.register_forward_hook(after_call)
     try:
         generate(pipe, A)
     finally:
