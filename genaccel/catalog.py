@@ -3,7 +3,7 @@ compatibility matrix (which accelerator applies to which family, and which pairs
 
 from __future__ import annotations
 
-from genaccel.accelerators import ACCELERATORS
+from genaccel.accelerators import ACCELERATORS, unsupported_by
 from genaccel.pipelines.families import FAMILIES
 from genaccel.presets import load_presets
 from genaccel.spec import PRESET_NAMES, stack_conflict
@@ -33,7 +33,7 @@ def catalog() -> dict:
             f.name: {p: load_presets(f.name).get(p, {}).get("spec") for p in PRESET_NAMES} for f in FAMILIES.values()
         },
         "compatibility": {
-            f.name: {name: f.unsupported.get(name, "yes") for name in ACCELERATORS} for f in FAMILIES.values()
+            f.name: {**dict.fromkeys(ACCELERATORS, "yes"), **unsupported_by(f)} for f in FAMILIES.values()
         },
         "stacking": {
             a: {b: stack_conflict(a, b) or "yes" for b in ACCELERATORS if b != a} for a in ACCELERATORS

@@ -60,25 +60,44 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-@lru_cache(maxsize=1)
-def _note_attention_backend(kind: str) -> None:
-    log.warning("%s", kind)
+@lru_cache(maxsize=None)
+def _note_attention_backend(note: str) -> None:
+    log.warning("%s", note)
 
 
-def select_attention_backend(pipe, device: torch.device, family) -> str:
-    """Use xformers through diffusers' attention dispatch on CUDA when it is installed; else SDPA."""
-    if device.type != "cuda":
-        _note_attention_backend("CPU: xformers needs CUDA, attention runs on PyTorch SDPA")
-        return "native"
+def attention_backend(family, device_type: str, xformers_available: bool) -> tuple[str, str]:
+    """What computes `family`'s attention: ("xformers" or "sdpa", a one-line note saying why).
+
+    xformers runs only on CUDA, when installed, and for families whose attention goes through
+    diffusers' dispatch; the others' processors call PyTorch SDPA themselves.
+    """
+    if device_type != "cuda":
+        return "sdpa", "CPU: xformers needs CUDA, attention runs on PyTorch SDPA"
+    if not family.attention_dispatch:
+        return "sdpa", (f"{family.title}'s attention processors call PyTorch SDPA directly, not diffusers' "
+                        "attention dispatch: attention runs on PyTorch SDPA")
+    if not xformers_available:
+        return "sdpa", "xformers is not installed (pip install 'genaccel[cuda]'): attention runs on PyTorch SDPA"
+    return "xformers", "attention runs on xformers through diffusers' attention dispatch"
+
+
+def _xformers_available() -> bool:
     try:
         import xformers  # noqa: F401
     except ImportError:
-        _note_attention_backend("xformers is not installed (pip install 'genaccel[cuda]'): attention runs on PyTorch SDPA")
-        return "native"
-    for _, module in family.denoiser_modules(pipe):
-        if hasattr(module, "set_attention_backend"):
+        return False
+    return True
+
+
+def select_attention_backend(pipe, device: torch.device, family) -> str:
+    """Set xformers on the denoisers where `attention_backend` picks it; say once what runs otherwise."""
+    backend, note = attention_backend(family, device.type, device.type == "cuda" and _xformers_available())
+    if backend == "xformers":
+        for _, module in family.denoiser_modules(pipe):
             module.set_attention_backend("xformers")
-    return "xformers"
+    else:
+        _note_attention_backend(note)
+    return backend
 
 
 def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.dtype | None = None):

@@ -211,8 +211,9 @@ def resolve(requests: list[AccelRequest], family) -> list[tuple[type, object]]:
     resolved, claimed = [], {}
     for request in requests:
         cls, config = build_config(request)
-        if family is not None and cls.name in family.unsupported:
-            raise SpecError(f"{cls.name} does not support {family.title}: {family.unsupported[cls.name]}")
+        why = cls.unsupported_reason(family) if family is not None else None
+        if why:
+            raise SpecError(f"{cls.name} does not support {family.title}: {why}")
         for slot in cls.slots:
             if slot in claimed:
                 raise SpecError(f"{claimed[slot]} and {cls.name} cannot stack: both take over {slot.replace('_', ' ')}")

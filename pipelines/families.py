@@ -1,8 +1,10 @@
 """Declarative family adapters: what genaccel needs to know about each diffusers video pipeline.
 
-An adapter recognises a loaded pipeline by its classes and says, as data, where the transformer
-blocks, attention layers and timestep embedding are, which frame counts and sizes are valid, and
-which accelerators apply. Accelerators read these fields; they never branch on the family name.
+An adapter recognises a loaded pipeline by its classes and states, as data, facts about it: where
+the transformer blocks and attention layers are, how CFG runs, how attention is computed, the
+latent layout, which frame counts and sizes are valid. Accelerators read these facts and decide
+from them what they support (`genaccel.accelerators.unsupported_by`); they never branch on the
+family name.
 """
 
 from __future__ import annotations
@@ -27,10 +29,19 @@ class FamilyAdapter:
     title: str
     pipeline_classes: tuple[str, ...]
     transformer_classes: tuple[str, ...]
+    # How the pipeline runs classifier-free guidance: "separate" (cond and uncond are two
+    # transformer passes) or "batched" (one pass on the two halves of a batch).
+    cfg: str
+    # Whether the attention processors call diffusers' `dispatch_attention_fn` (so a backend set
+    # with `set_attention_backend` reaches them) rather than `F.scaled_dot_product_attention`.
+    attention_dispatch: bool
     # Pipeline attributes holding denoising transformers (Wan 2.2 has two experts).
     denoisers: tuple[str, ...] = ("transformer",)
-    # Block lists in execution order; every pass runs blocks from these lists.
+    # Block lists; every pass runs blocks from these lists.
     block_lists: tuple[str, ...] = ("blocks",)
+    # "sequential": the lists run one after another; "interleaved": one block of each list in
+    # turn, with a different token layout per list (Latte's spatial and temporal blocks).
+    block_order: str = "sequential"
     # The contiguous run of blocks whose input and output share one layout: a skipped pass
     # replaces it by `input + cached residual`. Written as "list.index".
     pass_head: str = "blocks.0"
@@ -38,7 +49,6 @@ class FamilyAdapter:
     # Attribute names of attention modules inside a block.
     self_attention: tuple[str, ...] = ("attn1",)
     cross_attention: tuple[str, ...] = ("attn2",)
-    timestep_embedding: str = ""  # module path in the transformer
     temb_arg: str = "temb"  # name of the timestep embedding argument of a block's forward
     modulated_input: ModulatedInputFn | None = None  # TeaCache indicator; None = block temb
     # Generation constraints.
@@ -49,14 +59,19 @@ class FamilyAdapter:
     # temporal position embedding): valid counts are that value, or 1.
     frames_config_attr: str = ""
     size_multiple: int = 16
-    tensor_format: str = "BCFHW"  # latent layout given to the transformer (FasterCache needs it)
+    # Layout of the latents given to the transformer: "BCFHW", "BFCHW", or "BSC" (packed tokens).
+    tensor_format: str = "BCFHW"
     call_extra: dict = field(default_factory=dict)  # extra pipeline kwargs this family always needs
-    # Accelerators that do not apply, with the reason shown to users.
-    unsupported: dict[str, str] = field(default_factory=dict)
     # Published TeaCache rescale coefficients (highest degree first), by checkpoint.
     teacache_coefficients: dict[str, tuple[float, ...]] = field(default_factory=dict)
     teacache_default: str = ""  # key into teacache_coefficients used when nothing else is known
     teacache_warmup_steps: int = 1  # steps computed fully at the start of each CFG branch
+
+    def __post_init__(self):
+        if self.cfg not in ("separate", "batched"):
+            raise ValueError(f"{self.name}: cfg must be 'separate' or 'batched', not {self.cfg!r}")
+        if self.block_order not in ("sequential", "interleaved"):
+            raise ValueError(f"{self.name}: block_order must be 'sequential' or 'interleaved', not {self.block_order!r}")
 
     # ----------------------------------------------------------------- queries
     def matches(self, pipe) -> bool:
@@ -96,14 +111,9 @@ class FamilyAdapter:
 
     def execution_order(self, transformer: torch.nn.Module) -> list[torch.nn.Module]:
         lists = [list(getattr(transformer, n, None) or []) for n in self.block_lists]
-        if self.interleaved:
+        if self.block_order == "interleaved":
             return [b for group in zip(*lists) for b in group]
         return [b for blocks in lists for b in blocks]
-
-    @property
-    def interleaved(self) -> bool:
-        # Latte alternates a spatial and a temporal block; other families run lists one after another.
-        return "temporal_transformer_blocks" in self.block_lists
 
     def attention_layers(self, transformer: torch.nn.Module, kind: str = "all") -> list[tuple[str, torch.nn.Module]]:
         """Attention modules of every block: kind is "self", "cross" or "all"."""
@@ -203,22 +213,19 @@ def register_family(adapter: FamilyAdapter) -> FamilyAdapter:
     return adapter
 
 
-BATCHED_CFG = "runs CFG as one batched pass (uncond and cond together): use fastercache's CFG cache"
-
-
 WAN = register_family(
     FamilyAdapter(
         name="wan",
         title="Wan 2.1/2.2",
         pipeline_classes=("WanPipeline",),
         transformer_classes=("WanTransformer3DModel",),
+        cfg="separate",
+        attention_dispatch=True,
         denoisers=("transformer", "transformer_2"),
-        timestep_embedding="condition_embedder",
         modulated_input=wan_modulated_input,
         frames_multiple=4,
         frames_offset=1,
         size_multiple=16,
-        unsupported={"fastercache": "diffusers' FasterCache needs batched CFG; Wan runs cond and uncond as separate passes"},
         teacache_coefficients={
             "wan2.1-t2v-1.3b": (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
             "wan2.1-t2v-14b": (-5784.54975374, 5449.50911966, -1811.16591783, 256.27178429, -13.02252404),
@@ -233,22 +240,23 @@ COGVIDEOX = register_family(
         title="CogVideoX",
         pipeline_classes=("CogVideoXPipeline",),
         transformer_classes=("CogVideoXTransformer3DModel",),
+        cfg="batched",
+        attention_dispatch=False,
         block_lists=("transformer_blocks",),
         pass_head="transformer_blocks.0",
         pass_tail="transformer_blocks.-1",
         self_attention=("attn1",),
         cross_attention=(),  # text and video tokens share one joint attention
-        timestep_embedding="time_embedding",
         modulated_input=None,  # TeaCache watches the (unmodulated) time embedding
         frames_multiple=8,
         frames_offset=1,
         size_multiple=16,
+        tensor_format="BFCHW",
         teacache_coefficients={
             "cogvideox-2b": (-3.10658903e01, 2.54732368e01, -5.92380459e00, 1.75769064e00, -3.61568434e-03),
             "cogvideox-5b": (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02),
             "cogvideox1.5-5b": (2.50210439e02, -1.65061612e02, 3.57804877e01, -7.81551492e-01, 3.58559703e-02),
         },
-        unsupported={"cfgcache": BATCHED_CFG},
         teacache_default="cogvideox-2b",
     )
 )
@@ -259,17 +267,17 @@ HUNYUANVIDEO = register_family(
         title="HunyuanVideo",
         pipeline_classes=("HunyuanVideoPipeline",),
         transformer_classes=("HunyuanVideoTransformer3DModel",),
+        cfg="separate",
+        attention_dispatch=True,
         block_lists=("transformer_blocks", "single_transformer_blocks"),
         pass_head="transformer_blocks.0",
         pass_tail="single_transformer_blocks.-1",
         self_attention=("attn",),
         cross_attention=(),
-        timestep_embedding="time_text_embed",
         modulated_input=hunyuan_modulated_input,
         frames_multiple=4,
         frames_offset=1,
         size_multiple=16,
-        unsupported={"fastercache": "diffusers' FasterCache needs batched CFG; HunyuanVideo runs cond and uncond as separate passes"},
         teacache_coefficients={
             "hunyuanvideo": (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02),
         },
@@ -283,18 +291,16 @@ LTX = register_family(
         title="LTX-Video",
         pipeline_classes=("LTXPipeline",),
         transformer_classes=("LTXVideoTransformer3DModel",),
+        cfg="batched",
+        attention_dispatch=True,
         block_lists=("transformer_blocks",),
         pass_head="transformer_blocks.0",
         pass_tail="transformer_blocks.-1",
-        timestep_embedding="time_embed",
         modulated_input=ltx_modulated_input,
         frames_multiple=8,
         frames_offset=1,
         size_multiple=32,
-        unsupported={
-            "fastercache": "diffusers' FasterCache does not handle LTX-Video's packed latent layout",
-            "cfgcache": BATCHED_CFG,
-        },
+        tensor_format="BSC",
         teacache_coefficients={
             "ltx-video-0.9.1": (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03),
         },
@@ -308,13 +314,15 @@ LATTE = register_family(
         title="Latte",
         pipeline_classes=("LattePipeline",),
         transformer_classes=("LatteTransformer3DModel",),
+        cfg="batched",
+        attention_dispatch=False,
         block_lists=("transformer_blocks", "temporal_transformer_blocks"),
         # Spatial and temporal blocks alternate, with a token re-layout in between: the run that
         # starts and ends in the spatial layout is spatial 0 .. spatial N-1; the final temporal
         # block always runs.
+        block_order="interleaved",
         pass_head="transformer_blocks.0",
         pass_tail="transformer_blocks.-1",
-        timestep_embedding="adaln_single",
         temb_arg="timestep",
         modulated_input=latte_modulated_input,
         frames_arg="video_length",
@@ -323,10 +331,6 @@ LATTE = register_family(
         frames_config_attr="video_length",
         size_multiple=16,
         call_extra={"clean_caption": False},
-        unsupported={
-            "fbcache": "diffusers' FirstBlockCache takes its tail from Latte's temporal blocks, whose token layout differs from the head's",
-            "cfgcache": BATCHED_CFG,
-        },
         teacache_coefficients={
             "latte": (-2.46434137e03, 3.08044764e02, 8.07447667e01, -4.11385132e00, 1.11001402e-01),
         },
@@ -340,17 +344,17 @@ MOCHI = register_family(
         title="Mochi",
         pipeline_classes=("MochiPipeline",),
         transformer_classes=("MochiTransformer3DModel",),
+        cfg="batched",
+        attention_dispatch=False,
         block_lists=("transformer_blocks",),
         pass_head="transformer_blocks.0",
         pass_tail="transformer_blocks.-1",
         self_attention=("attn1",),
         cross_attention=(),
-        timestep_embedding="time_embed",
         modulated_input=mochi_modulated_input,
         frames_multiple=6,
         frames_offset=1,
         size_multiple=16,
-        unsupported={"cfgcache": BATCHED_CFG},
         teacache_coefficients={
             "mochi": (-3.51241319e03, 8.11675948e02, -6.09400215e01, 2.42429681e00, 3.05291719e-03),
         },

@@ -1,8 +1,7 @@
-"""Model resolution and device placement: local folders load like hub checkpoints, and the CUDA
-paths (device choice, xformers through diffusers' attention dispatch) are checked on CPU."""
+"""Model resolution and device placement: local folders load like hub checkpoints, the CUDA device
+choice is checked on CPU, and the attention backend reported per family is what really runs."""
 
-import sys
-import types
+import inspect
 
 import numpy as np
 import pytest
@@ -10,8 +9,9 @@ import torch
 
 from genaccel.errors import ModelError
 from genaccel.generate import generate
-from genaccel.models import load_pipeline, resolve_device, select_attention_backend
-from genaccel.pipelines.families import FAMILIES
+from genaccel.models import attention_backend, load_pipeline, resolve_device
+from genaccel.pipelines.families import FAMILIES, family_of
+from genaccel.pipelines.tiny import TINY_FAMILIES
 
 
 def test_local_folder_loads_with_from_pretrained_and_accelerates(tmp_path, tiny):
@@ -54,14 +54,26 @@ def test_device_resolution(monkeypatch):
         resolve_device("tpu")
 
 
-def test_xformers_is_selected_only_on_cuda_when_installed(tiny, monkeypatch):
-    pipe = tiny("wan")
-    chosen = []
-    monkeypatch.setattr(pipe.transformer, "set_attention_backend", chosen.append, raising=False)
-    family = FAMILIES["wan"]
-    assert select_attention_backend(pipe, torch.device("cpu"), family) == "native" and chosen == []
-    monkeypatch.setitem(sys.modules, "xformers", None)  # not installed
-    assert select_attention_backend(pipe, torch.device("cuda"), family) == "native" and chosen == []
-    monkeypatch.setitem(sys.modules, "xformers", types.ModuleType("xformers"))
-    assert select_attention_backend(pipe, torch.device("cuda"), family) == "xformers"
-    assert chosen == ["xformers"]
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+@pytest.mark.parametrize("xformers", [True, False])
+def test_xformers_is_chosen_only_where_it_runs(family, device, xformers):
+    adapter = FAMILIES[family]
+    backend, note = attention_backend(adapter, device, xformers)
+    expected = "xformers" if device == "cuda" and xformers and adapter.attention_dispatch else "sdpa"
+    assert backend == expected
+    assert ("PyTorch SDPA" in note) == (backend == "sdpa")
+    if device == "cuda" and not adapter.attention_dispatch:
+        assert adapter.title in note and "xformers is not installed" not in note
+
+
+@pytest.mark.parametrize("tiny_name", TINY_FAMILIES)
+def test_declared_attention_dispatch_matches_the_installed_processor(tiny, tiny_name):
+    pipe = tiny(tiny_name)
+    adapter = family_of(pipe)
+    for _, denoiser in adapter.denoiser_modules(pipe):
+        _, attention = adapter.attention_layers(denoiser, "self")[0]
+        source = inspect.getsource(type(attention.processor))
+        assert ("dispatch_attention_fn(" in source) == adapter.attention_dispatch, type(attention.processor).__name__
+        if not adapter.attention_dispatch:
+            assert "F.scaled_dot_product_attention(" in source

@@ -6,7 +6,7 @@ import pytest
 
 from genaccel.acceleration import acceleration_of, apply
 from genaccel.accelerators.base import PerBranchState
-from genaccel.accelerators.cfg_cache import should_compute_uncond
+from genaccel.accelerators.cfgcache import should_compute_uncond
 from genaccel.accelerators.teacache import relative_l1, rescale
 from genaccel.generate import generate
 

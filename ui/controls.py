@@ -11,7 +11,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 
-from genaccel.accelerators import ACCELERATORS
+from genaccel.accelerators import ACCELERATORS, unsupported_reason
 from genaccel.errors import SpecError
 from genaccel.spec import AccelRequest, format_spec, parse_spec, parse_spec_string, resolve
 
@@ -122,4 +122,4 @@ def spec_from_controls(values: list) -> str:
 
 def support_notes(family) -> dict[str, str | None]:
     """Per accelerator: None if the family supports it, else why not."""
-    return {name: family.unsupported.get(name) for name in CONTROL_LAYOUT}
+    return {name: unsupported_reason(name, family) for name in CONTROL_LAYOUT}

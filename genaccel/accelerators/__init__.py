@@ -1,11 +1,11 @@
 """The accelerator registry: one module per technique, listed here by spec name."""
 
 from genaccel.accelerators.base import Accelerator, AcceleratorConfig
-from genaccel.accelerators.cfg_cache import CFGCache
-from genaccel.accelerators.faster_cache import FasterCache
-from genaccel.accelerators.first_block_cache import FirstBlockCache
+from genaccel.accelerators.cfgcache import CFGCache
+from genaccel.accelerators.fastercache import FasterCache
+from genaccel.accelerators.fbcache import FirstBlockCache
 from genaccel.accelerators.magcache import MagCache
-from genaccel.accelerators.pyramid_broadcast import PyramidAttentionBroadcast
+from genaccel.accelerators.pab import PyramidAttentionBroadcast
 from genaccel.accelerators.taylorseer import TaylorSeer
 from genaccel.accelerators.teacache import TeaCache
 
@@ -13,4 +13,16 @@ ACCELERATORS: dict[str, type[Accelerator]] = {
     cls.name: cls for cls in (TeaCache, FirstBlockCache, MagCache, PyramidAttentionBroadcast, FasterCache, TaylorSeer, CFGCache)
 }
 
-__all__ = ["ACCELERATORS", "Accelerator", "AcceleratorConfig"]
+
+def unsupported_reason(accel: str | type[Accelerator], family) -> str | None:
+    """Why accelerator `accel` (spec name or class) cannot run on `family`; None if it can."""
+    cls = ACCELERATORS[accel] if isinstance(accel, str) else accel
+    return cls.unsupported_reason(family)
+
+
+def unsupported_by(family) -> dict[str, str]:
+    """The accelerators that cannot run on `family`, by spec name, with the reason shown to users."""
+    return {name: reason for name, cls in ACCELERATORS.items() if (reason := cls.unsupported_reason(family))}
+
+
+__all__ = ["ACCELERATORS", "Accelerator", "AcceleratorConfig", "unsupported_by", "unsupported_reason"]

@@ -78,6 +78,11 @@ class Accelerator:
         self._ledger = HookLedger()
 
     # -- to implement
+    @classmethod
+    def unsupported_reason(cls, family) -> str | None:
+        """Why this accelerator cannot run on `family` (a FamilyAdapter), from its facts; None if it can."""
+        return None
+
     def apply(self, denoiser: torch.nn.Module) -> None:
         """Register this accelerator's hooks on one denoising transformer."""
         raise NotImplementedError

@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.hooks import MagCacheConfig, apply_mag_cache
+from diffusers.hooks import MagCacheConfig as DiffusersMagCacheConfig
+from diffusers.hooks import apply_mag_cache
 from diffusers.hooks.mag_cache import nearest_interp
 
 from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig, param
 
 
 @dataclass
-class MagCacheSettings(AcceleratorConfig):
+class MagCacheConfig(AcceleratorConfig):
     threshold: float = param(0.06, "skip while the accumulated magnitude error stays under this (0: skip nothing)")
     max_skip: int = param(2, "most consecutive steps skipped")
     retention: float = param(0.2, "fraction of initial steps always computed")
@@ -33,7 +34,7 @@ class MagCacheSettings(AcceleratorConfig):
 class MagCache(Accelerator):
     name = "magcache"
     summary = "skip passes while residual magnitudes follow their calibrated ratios (diffusers MagCache)"
-    config_class = MagCacheSettings
+    config_class = MagCacheConfig
     slots = frozenset({SLOT_PASS})
 
     def __init__(self, config, family, runtime):
@@ -42,10 +43,10 @@ class MagCache(Accelerator):
         if not ratios:
             raise ValueError("needs magnitude ratios for this model: run `genaccel calibrate` on it first")
         self.ratios = torch.tensor([float(r) for r in ratios])
-        self._configs: list[MagCacheConfig] = []
+        self._configs: list[DiffusersMagCacheConfig] = []
 
     def apply(self, denoiser):
-        config = MagCacheConfig(
+        config = DiffusersMagCacheConfig(
             threshold=self.config.threshold if self.config.threshold > 0 else -1.0,
             max_skip_steps=self.config.max_skip,
             retention_ratio=self.config.retention,

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+from diffusers.hooks import PyramidAttentionBroadcastConfig as DiffusersPyramidAttentionBroadcastConfig
+from diffusers.hooks import apply_pyramid_attention_broadcast
 from diffusers.hooks.pyramid_attention_broadcast import PyramidAttentionBroadcastHook, PyramidAttentionBroadcastState
 
 from genaccel.accelerators.base import SLOT_ATTENTION_OUTPUT, Accelerator, AcceleratorConfig, PerBranchState, param
 
 
 @dataclass
-class PABConfig(AcceleratorConfig):
+class PyramidAttentionBroadcastConfig(AcceleratorConfig):
     spatial: int = param(2, "compute self-attention every N steps inside the window (1: every step)")
     temporal: int = param(3, "compute temporal attention every N steps (families with temporal blocks)")
     cross: int = param(6, "compute cross-attention every N steps")
@@ -32,14 +33,14 @@ class PABConfig(AcceleratorConfig):
 class PyramidAttentionBroadcast(Accelerator):
     name = "pab"
     summary = "reuse attention outputs across steps in a timestep window (diffusers Pyramid Attention Broadcast)"
-    config_class = PABConfig
+    config_class = PyramidAttentionBroadcastConfig
     slots = frozenset({SLOT_ATTENTION_OUTPUT})
 
     def apply(self, denoiser):
         c = self.config
         apply_pyramid_attention_broadcast(
             denoiser,
-            PyramidAttentionBroadcastConfig(
+            DiffusersPyramidAttentionBroadcastConfig(
                 spatial_attention_block_skip_range=c.spatial,
                 temporal_attention_block_skip_range=c.temporal,
                 cross_attention_block_skip_range=c.cross,

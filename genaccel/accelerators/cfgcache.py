@@ -26,6 +26,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from genaccel.accelerators.base import SLOT_CFG, Accelerator, AcceleratorConfig, param
+from genaccel.accelerators.fastercache import FasterCache
 
 HOOK = "genaccel_cfg_cache"
 
@@ -110,6 +111,13 @@ class CFGCache(Accelerator):
     summary = "reuse the unconditional-minus-conditional difference; skip the uncond pass between refreshes"
     config_class = CFGCacheConfig
     slots = frozenset({SLOT_CFG})
+
+    @classmethod
+    def unsupported_reason(cls, family):
+        if family.cfg == "separate":
+            return None
+        reason = f"{family.title} runs CFG as one batched pass (uncond and cond together)"
+        return reason if FasterCache.unsupported_reason(family) else reason + ": use fastercache's CFG cache"
 
     def __init__(self, config: CFGCacheConfig, family, runtime):
         super().__init__(config, family, runtime)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffusers.hooks import FasterCacheConfig, apply_faster_cache
+from diffusers.hooks import FasterCacheConfig as DiffusersFasterCacheConfig
+from diffusers.hooks import apply_faster_cache
 
 from genaccel.accelerators.base import SLOT_ATTENTION_OUTPUT, SLOT_CFG, Accelerator, AcceleratorConfig, param
 
+TENSOR_FORMATS = ("BCFHW", "BFCHW", "BCHW")  # the latent layouts diffusers' FasterCache handles
+
 
 @dataclass
-class FasterCacheSettings(AcceleratorConfig):
+class FasterCacheConfig(AcceleratorConfig):
     spatial: int = param(2, "compute attention every N steps inside the window (1: every step)")
     window: tuple[int, int] = param((-1, 681), "timestep window for attention reuse, low:high")
     cfg: int = param(5, "compute the unconditional branch every N steps inside cfg_window (1: every step)")
@@ -29,15 +32,24 @@ class FasterCacheSettings(AcceleratorConfig):
 class FasterCache(Accelerator):
     name = "fastercache"
     summary = "reuse attention outputs and approximate the unconditional CFG branch (diffusers FasterCache)"
-    config_class = FasterCacheSettings
+    config_class = FasterCacheConfig
     slots = frozenset({SLOT_ATTENTION_OUTPUT, SLOT_CFG})
+
+    @classmethod
+    def unsupported_reason(cls, family):
+        if family.cfg != "batched":
+            return f"diffusers' FasterCache needs batched CFG; {family.title} runs cond and uncond as separate passes"
+        if family.tensor_format not in TENSOR_FORMATS:
+            return (f"diffusers' FasterCache does not handle {family.title}'s latent layout "
+                    f"({family.tensor_format}; it handles {', '.join(TENSOR_FORMATS)})")
+        return None
 
     def apply(self, denoiser):
         c = self.config
         never = (-2, -1)  # a window no timestep falls in
         apply_faster_cache(
             denoiser,
-            FasterCacheConfig(
+            DiffusersFasterCacheConfig(
                 spatial_attention_block_skip_range=c.spatial,
                 spatial_attention_timestep_skip_range=c.window if c.spatial > 1 else never,
                 unconditional_batch_skip_range=c.cfg,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+from diffusers.hooks import FirstBlockCacheConfig as DiffusersFirstBlockCacheConfig
+from diffusers.hooks import apply_first_block_cache
 
 from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig, param
 
 
 @dataclass
-class FBCacheConfig(AcceleratorConfig):
+class FirstBlockCacheConfig(AcceleratorConfig):
     threshold: float = param(0.05, "skip the remaining blocks while block 0's residual changes less than this (0: skip nothing)")
 
     def validate(self):
@@ -26,10 +27,18 @@ class FBCacheConfig(AcceleratorConfig):
 class FirstBlockCache(Accelerator):
     name = "fbcache"
     summary = "run block 0, skip the rest while its residual barely changes (diffusers FirstBlockCache)"
-    config_class = FBCacheConfig
+    config_class = FirstBlockCacheConfig
     slots = frozenset({SLOT_PASS})
+
+    @classmethod
+    def unsupported_reason(cls, family):
+        if family.block_order != "sequential":
+            first, last = family.block_lists[0], family.block_lists[-1]
+            return (f"diffusers' FirstBlockCache takes its tail from {family.title}'s {last}, "
+                    f"which alternate with {first} in another token layout")
+        return None
 
     def apply(self, denoiser):
         # diffusers skips when the change is <= threshold; -1 makes "0: skip nothing" exact.
         threshold = self.config.threshold if self.config.threshold > 0 else -1.0
-        apply_first_block_cache(denoiser, FirstBlockCacheConfig(threshold=threshold))
+        apply_first_block_cache(denoiser, DiffusersFirstBlockCacheConfig(threshold=threshold))
