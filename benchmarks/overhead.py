@@ -31,23 +31,24 @@ def main() -> int:
     from tqdm import tqdm
 
     import genaccel
-    from genaccel.generate import GenerationRequest, complete_request, pipeline_call_kwargs
     from genaccel.models import default_model
+    from genaccel.prepare import prepare
+    from genaccel.request import GenerationRequest
 
     model = args.model or default_model()
     pipe = genaccel.load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
-    request = complete_request(pipe, GenerationRequest(prompt=args.prompt, setting=args.setting))
+    request = prepare(pipe, GenerationRequest(prompt=args.prompt, setting=args.setting, accel="none"))
 
     def direct() -> float:
         genaccel.remove(pipe)
-        kwargs = pipeline_call_kwargs(pipe, request)  # a fresh generator with the same seed
+        kwargs = dict(request.call, generator=torch.Generator("cpu").manual_seed(request.request.seed))
         start = time.perf_counter()
         pipe(**kwargs)
         return time.perf_counter() - start
 
     def through_genaccel() -> float:
-        genaccel.apply(pipe, "none")
+        genaccel.apply(pipe, "none")  # hooks go on outside the timed call, as a user's apply() would
         start = time.perf_counter()
         genaccel.generate(pipe, request)
         return time.perf_counter() - start

@@ -27,7 +27,7 @@ plan = BenchPlan(
     seeds=[0, 1],
 )
 rows = run_bench(pipe, plan, args.out)  # writes results.jsonl, summary.csv/md, pareto.png, compare.mp4
-for row in summarize(rows, plan.accels):
+for row in summarize(rows, plan):
     psnr = "-" if row["psnr"] is None else f"{row['psnr']:.1f} dB"
     adherence = "-" if row["adherence"] is None else f"{row['adherence']:.0%}"
     print(f"{row['accel']:28s} {row['speedup']:.2f}x  PSNR {psnr:9s} adherence {adherence}")

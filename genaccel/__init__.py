@@ -6,12 +6,17 @@
     result = genaccel.generate(pipe, "a red circle moving left on a black background", seed=0)
     genaccel.write_video(result.frames, "clip.mp4")
     genaccel.remove(pipe)
+
+A request travels one path: `request_from_options` (or `GenerationRequest(...)`) -> `prepare(pipe,
+request)` (spec resolved for the model, defaults filled, checked once) -> `generate(pipe, prepared)`.
 """
 
 from genaccel.acceleration import Acceleration, acceleration_of, apply, remove
 from genaccel.errors import GenAccelError, InputError, ModelError, SpecError
-from genaccel.generate import GenerationRequest, GenerationResult, generate
+from genaccel.generate import GenerationResult, generate
 from genaccel.models import load_pipeline
+from genaccel.prepare import PreparedRequest, prepare
+from genaccel.request import GenerationRequest, request_from_options
 from genaccel.video_io import write_video
 
 __version__ = "0.1.0"
@@ -23,11 +28,14 @@ __all__ = [
     "GenerationResult",
     "InputError",
     "ModelError",
+    "PreparedRequest",
     "SpecError",
     "acceleration_of",
     "apply",
     "generate",
     "load_pipeline",
+    "prepare",
     "remove",
+    "request_from_options",
     "write_video",
 ]

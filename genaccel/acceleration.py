@@ -8,8 +8,8 @@ pipeline exactly, and several accelerators stack on one pipeline.
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from diffusers.hooks import HookRegistry
 
@@ -25,7 +25,7 @@ from genaccel.runtime import (
     StepTrackerHook,
     register_counter,
 )
-from genaccel.spec import AccelRequest, format_spec, parse_spec, resolve
+from genaccel.spec import ResolvedSpec, resolve_spec
 
 _ATTR = "_genaccel"
 
@@ -33,18 +33,17 @@ _ATTR = "_genaccel"
 class Acceleration:
     """Accelerators applied to one pipeline, with their shared runtime state and counters."""
 
-    def __init__(self, pipe, family: FamilyAdapter, requests: list[AccelRequest], profile: dict):
+    def __init__(self, pipe, family: FamilyAdapter, spec: ResolvedSpec, profile: dict):
         self.pipe = pipe
         self.family = family
-        self.spec = format_spec(requests)
+        self.spec = spec.text
         self.runtime = Runtime(scheduler=pipe.scheduler, profile=profile)
         self.counters = self.runtime.counters
         self.accelerators: list[Accelerator] = []
         self._ledger = HookLedger()
         self._denoisers = [module for _, module in family.denoiser_modules(pipe)]
         try:
-            resolved = resolve(requests, family)
-            for cls, config in resolved:
+            for cls, config in spec.accelerators:
                 try:
                     self.accelerators.append(cls(config, family, self.runtime))
                 except ValueError as exc:
@@ -78,12 +77,30 @@ class Acceleration:
 
     # ------------------------------------------------------------------ public
     def reset(self) -> None:
-        """Forget all per-generation state and figures (done automatically when a generation starts)."""
+        """Forget all per-generation state and figures."""
         self._start_generation()
         self.runtime.reset()
         self.counters.reset()
         for accelerator in self.accelerators:
             accelerator.reset()
+
+    @contextmanager
+    def generation(self) -> Iterator["Acceleration"]:
+        """Declare one generation: state and figures reset on entry, and the timesteps rule (which
+        spots a new generation when the pipeline is called directly) is off inside, so a caller
+        that sets timesteps once per chunk keeps its state across chunks (see `begin_chunk`)."""
+        self.reset()
+        self.runtime.begin_generation()
+        try:
+            yield self
+        finally:
+            self.runtime.end_generation()
+
+    def begin_chunk(self) -> int:
+        """Declare the next chunk of the current generation (a streaming generator calls this before
+        each chunk's denoising loop): step indices restart, accelerator state is kept. Returns the
+        chunk index."""
+        return self.runtime.begin_chunk()
 
     def stats(self) -> dict[str, Any]:
         """Figures since the last reset: passes computed/skipped, attention calls reused, per accelerator."""
@@ -112,18 +129,19 @@ def pipeline_model_key(pipe) -> str:
     return model_key(getattr(pipe.config, "_name_or_path", "") or type(pipe).__name__)
 
 
-def apply(pipe, spec: str | list[AccelRequest] = "none", *, profile: dict | None = None) -> Acceleration:
+def apply(pipe, spec: str | ResolvedSpec = "none", *, profile: dict | None = None) -> Acceleration:
     """Apply accelerators to a diffusers pipeline, replacing any genaccel already applied.
 
     `spec` is a spec string (`teacache(threshold=0.1)+pab`), a TOML/JSON path, a preset name
-    (`quality`, `balanced`, `fast`) or `none`. Returns the `Acceleration`; `remove(pipe)` or
-    `acceleration.remove()` restores the pipeline.
+    (`quality`, `balanced`, `fast`), `none`, or a spec already resolved for this pipeline by
+    `genaccel.prepare`. Returns the `Acceleration`; `remove(pipe)` or `acceleration.remove()`
+    restores the pipeline.
     """
-    remove(pipe)
     family = family_of(pipe)
     key = pipeline_model_key(pipe)
-    requests = spec if isinstance(spec, list) else parse_spec(spec, family, key)
-    acceleration = Acceleration(pipe, family, requests, load_profile(key) if profile is None else profile)
+    resolved = spec if isinstance(spec, ResolvedSpec) else resolve_spec(spec, family, key)
+    remove(pipe)
+    acceleration = Acceleration(pipe, family, resolved, load_profile(key) if profile is None else profile)
     setattr(pipe, _ATTR, acceleration)
     return acceleration
 

@@ -9,59 +9,79 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from genaccel.errors import InputError
+from genaccel.request import GenerationRequest, request_from_options
 
-ITEM_OPTIONS = {"negative", "seed", "steps", "frames", "height", "width", "guidance", "accel", "name", "setting"}
 MANIFEST = "manifest.jsonl"
+RESERVED_NAMES = {MANIFEST, "videos.zip"}  # files of the batch folder itself (the UI adds the zip)
 
 
 @dataclass
 class BatchItem:
+    """One line of a prompts file: its position, its output name and the request it makes."""
+
     index: int
-    prompt: str
-    options: dict = field(default_factory=dict)
+    name: str
+    request: GenerationRequest
 
     @property
-    def name(self) -> str:
-        if "name" in self.options:
-            return re.sub(r"[^\w.-]+", "-", str(self.options["name"])).strip("-") or f"{self.index:04d}"
-        slug = re.sub(r"[^a-z0-9]+", "-", self.prompt.lower()).strip("-")[:48]
-        return f"{self.index:04d}-{slug}"
+    def prompt(self) -> str:
+        return self.request.prompt
 
 
-def read_items(path: Path) -> list[BatchItem]:
+def safe_name(text: str) -> str:
+    """A file name made of word characters, dots and dashes, never hidden, '.' or '..'."""
+    return re.sub(r"[^\w.-]+", "-", text).strip(".-")[:96]
+
+
+def _item_name(index: int, prompt: str, given) -> str:
+    if given is not None:
+        return safe_name(str(given)) or f"{index:04d}"
+    return f"{index:04d}-{safe_name(prompt.lower())[:48].strip('.-')}".rstrip("-")
+
+
+def read_items(path: Path, base: GenerationRequest | None = None) -> list[BatchItem]:
     """Parse a prompts file; raise InputError on anything malformed, naming the line."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_items(text, path.suffix.lower(), source=str(path))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+    return parse_items(text, path.suffix.lower(), source=str(path), base=base)
 
 
-def parse_items(text: str, kind: str = ".txt", source: str = "prompts") -> list[BatchItem]:
-    """Parse prompts text: `.txt` (one prompt per line) or `.jsonl` (objects with "prompt" and options)."""
+def parse_items(text: str, kind: str = ".txt", source: str = "prompts", base: GenerationRequest | None = None) -> list[BatchItem]:
+    """Parse prompts text: `.txt` (one prompt per line) or `.jsonl` (objects with "prompt", an optional
+    "name" and request options by their names or aliases). Each item's options override `base`."""
     if kind not in (".txt", ".jsonl"):
         raise InputError(f"{source}: batch files must be .txt (one prompt per line) or .jsonl")
-    items = []
+    items: list[BatchItem] = []
+    lines: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        where = f"{source}:{number}: "
         if kind == ".txt":
-            items.append(BatchItem(len(items), line.strip()))
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or not str(obj.get("prompt", "")).strip():
-            raise InputError(f"{source}:{number}: each line needs a non-empty \"prompt\"")
-        unknown = set(obj) - ITEM_OPTIONS - {"prompt"}
-        if unknown:
-            raise InputError(f"{source}:{number}: unknown option(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(ITEM_OPTIONS))})")
-        items.append(BatchItem(len(items), str(obj["prompt"]).strip(), {k: v for k, v in obj.items() if k != "prompt"}))
+            options = {"prompt": line.strip()}
+        else:
+            try:
+                options = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}not valid JSON ({exc.msg})") from None
+            if not isinstance(options, dict) or not isinstance(options.get("prompt"), str):
+                raise InputError(f"{where}each line needs a \"prompt\" text")
+        request = request_from_options(options, base, source=where, ignore=("name",))
+        name = _item_name(len(items), request.prompt, options.get("name"))
+        if name in RESERVED_NAMES:
+            raise InputError(f"{where}the name '{name}' is reserved for the batch folder's own files")
+        if name in lines:
+            raise InputError(f"{where}the name '{name}' is already used by line {lines[name]}")
+        lines[name] = number
+        items.append(BatchItem(len(items), name, request))
     if not items:
         raise InputError(f"{source}: no prompts found")
     return items
@@ -85,60 +105,57 @@ def _write_manifest(path: Path, entries: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def validate_items(pipe, items: list[BatchItem], make_request, accel: str = "none") -> list:
-    """Check every item (its request, and its accelerator spec for this model) before anything runs.
+def prepare_items(pipe, items: list[BatchItem]) -> list:
+    """Every item prepared for this model (spec, settings, frame rules) before anything runs."""
+    from genaccel.prepare import prepare
 
-    Returns the completed requests; raises InputError or SpecError naming the problem.
-    """
-    from genaccel.acceleration import pipeline_model_key
-    from genaccel.generate import complete_request
-    from genaccel.pipelines.families import family_of
-    from genaccel.spec import parse_spec, resolve
-
-    family, key = family_of(pipe), pipeline_model_key(pipe)
-    for spec in {accel, *(str(i.options["accel"]) for i in items if "accel" in i.options)}:
-        resolve(parse_spec(spec, family, key), family)
-    return [complete_request(pipe, make_request(item)) for item in items]
+    return [prepare(pipe, item.request) for item in items]
 
 
-def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, make_request, accel: str = "none", fmt: str = "mp4",
-              fps: int = 8, progress: bool = True, on_item=None, step_callback=None) -> dict:
+def _targets(out_dir: Path, items: list[BatchItem], suffix: str) -> list[Path]:
+    """Each item's output path, checked: inside `out_dir`, and nothing of the user's in the way."""
+    from genaccel.video_io import check_output_path
+
+    root = out_dir.resolve()
+    targets = []
+    for item in items:
+        target = out_dir / f"{item.name}{suffix}"
+        if target.resolve().parent != root:  # names are sanitised; this holds the invariant here too
+            raise InputError(f"item {item.index}: name '{item.name}' does not stay inside {out_dir}")
+        targets.append(check_output_path(target))
+    return targets
+
+
+def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", fps: int = 8, progress: bool = True,
+              on_item=None, step_callback=None, prepared: list | None = None) -> dict:
     """Generate every item not already finished; return counts and the manifest path.
 
-    `make_request(item)` builds each item's GenerationRequest; an item's own "accel" option beats
-    `accel`. `on_item(entry, path)` is called after each video is written (entry = manifest line);
-    `step_callback(step, total)` after each denoising step (it may raise to stop the batch).
+    Every item is prepared and every target checked before the first video is made (pass
+    `prepared` from `prepare_items` if that was done already). `on_item(entry, path)` is called
+    after each video is written (entry = manifest line); `step_callback(step, total)` after each
+    denoising step (it may raise to stop the batch).
     """
     from tqdm import tqdm
 
-    from genaccel.acceleration import apply
     from genaccel.generate import generate
     from genaccel.video_io import check_output_path, write_video
 
     out_dir = Path(out_dir)
     check_output_path(out_dir / "probe.mp4")
     suffix = "" if fmt == "png" else f".{fmt}"
-    requests = validate_items(pipe, items, make_request, accel)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepared if prepared is not None else prepare_items(pipe, items)
     manifest_path = out_dir / MANIFEST
     done = _load_manifest(manifest_path)
     entries = [e for e in done.values() if (out_dir / e.get("out", "")).exists()]
     finished = {e["name"] for e in entries}
-    applied = None
-    written = skipped = 0
-    with tqdm(total=len(items), desc="batch", unit="video", disable=not progress) as bar:
-        for item, request in zip(items, requests):
-            if item.name in finished:
-                skipped += 1
-                bar.update(1)
-                continue
-            item_accel = str(item.options.get("accel", accel))
-            if item_accel != applied:
-                apply(pipe, item_accel)
-                applied = item_accel
-            result = generate(pipe, request, callback=step_callback)
-            target = out_dir / f"{item.name}{suffix}"
-            write_video(result.frames, target, fps=fps)
+    todo = [(item, ready) for item, ready in zip(items, prepared) if item.name not in finished]
+    targets = _targets(out_dir, [item for item, _ in todo], suffix)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with tqdm(total=len(items), initial=len(items) - len(todo), desc="batch", unit="video", disable=not progress) as bar:
+        for (item, ready), target in zip(todo, targets):
+            result = generate(pipe, ready, callback=step_callback)
+            write_video(result.frames, target, fps=fps, checked=True)
             entry = {"name": item.name, "out": target.name, "index": item.index, **result.summary()}
             entries.append(entry)
             _write_manifest(manifest_path, entries)
@@ -146,4 +163,5 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, make_request, acce
             bar.update(1)
             if on_item is not None:
                 on_item(entry, target)
-    return {"out": str(out_dir), "manifest": str(manifest_path), "done": written, "skipped": skipped, "total": len(items)}
+    return {"out": str(out_dir), "manifest": str(manifest_path), "done": written, "skipped": len(items) - len(todo),
+            "total": len(items)}

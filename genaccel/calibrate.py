@@ -10,18 +10,19 @@ indicator of block 0 and the input/output of the cached run of blocks. Then:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from genaccel.acceleration import apply, pipeline_model_key
 from genaccel.accelerators.block_io import BlockIO
 from genaccel.accelerators.teacache import relative_l1
-from genaccel.generate import GenerationRequest, generate
+from genaccel.generate import generate
+from genaccel.request import GenerationRequest
 from genaccel.profiles import profile_dir, save_profile
 
 PROBE_HOOK = "genaccel_calibration_probe"
@@ -78,8 +79,10 @@ def _series(trace: _Trace):
     return x, y, ratios
 
 
-def calibrate(pipe, prompts: list[str], *, seeds=(0,), progress=None, **settings) -> dict:
-    """Run plain generations with probes and return a profile dict (see module docstring)."""
+def calibrate(pipe, prompts: list[str], *, seeds=(0,), base: GenerationRequest | None = None, progress=None) -> dict:
+    """Run plain generations with probes and return a profile dict (see module docstring).
+
+    `base` holds the request fields every run shares (sizes, steps); prompt and seed vary."""
     acceleration = apply(pipe, "none", profile={})
     family, runtime = acceleration.family, acceleration.runtime
     xs, ys, ratio_runs = [], [], []
@@ -95,7 +98,7 @@ def calibrate(pipe, prompts: list[str], *, seeds=(0,), progress=None, **settings
         request = None
         for i, (prompt, seed) in enumerate(runs):
             traces.clear()
-            result = generate(pipe, GenerationRequest(prompt=prompt, seed=seed, **settings))
+            result = generate(pipe, dataclasses.replace(base or GenerationRequest(), prompt=prompt, seed=seed, accel=None))
             request = result.request
             for trace in traces.values():
                 x, y, ratios = _series(trace)

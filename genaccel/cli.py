@@ -13,8 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-EXAMPLE_PROMPT = "a red circle moving left on a black background"
+from genaccel.request import EXAMPLE_PROMPT
+
 EXIT_USER_ERROR = 2
+# Request fields each command takes as options (the prompt is positional or a list; see request.py).
+GENERATE_OPTIONS = ("accel", "seed", "setting", "num_inference_steps", "num_frames", "height", "width",
+                    "guidance_scale", "negative_prompt")
+BENCH_OPTIONS = ("setting", "num_inference_steps", "num_frames", "height", "width", "guidance_scale",
+                 "negative_prompt")
+CALIBRATE_OPTIONS = ("num_inference_steps", "num_frames", "height", "width")
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -34,20 +41,28 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
 
 
-def _add_generation_options(p: argparse.ArgumentParser) -> None:
-    _add_model_options(p)
-    p.add_argument("--accel", default="none", metavar="SPEC|PRESET",
-                   help="accelerators: 'none', a preset (quality, balanced, fast), a spec such as "
-                        "'teacache(threshold=0.1)+pab(spatial=2)', or a .toml/.json spec file (default: none)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--setting", default="default", help="named defaults of the model: default, or long (the embedded "
-                   "model's benchmark setting: more frames and larger frames); --steps/--frames/--height/--width override it")
-    p.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--frames", type=_positive_int, default=None, help="frame count (default: the model's; Wan needs 4k+1)")
-    p.add_argument("--height", type=_positive_int, default=None, help="frame height in pixels (default: the model's)")
-    p.add_argument("--width", type=_positive_int, default=None, help="frame width in pixels (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
-    p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt")
+def _add_request_options(p: argparse.ArgumentParser, names: tuple[str, ...], **defaults) -> None:
+    """One option per request field, named by its short alias; values are converted and checked by
+    `request_from_options`, so every entry point reports a bad value the same way."""
+    from genaccel.request import FIELDS, option_name
+
+    for name in names:
+        meta = FIELDS[name].metadata
+        default = defaults.get(name, FIELDS[name].default)
+        shown = "the model's" if default is None else repr(default) if isinstance(default, str) else default
+        help_text = meta["help"] if "default:" in meta["help"] else f"{meta['help']} (default: {shown})"
+        p.add_argument(f"--{option_name(name)}", dest=name, default=default, metavar=meta["metavar"], help=help_text)
+
+
+def _request_from_args(args, names: tuple[str, ...], prompt: str | None = None):
+    """The request the options describe; without a prompt, the base that batch items and bench runs share."""
+    from genaccel.request import request_from_options
+
+    options = {name: getattr(args, name) for name in names}
+    return request_from_options({"prompt": prompt, **options}, option_prefix="--", partial=prompt is None)
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=_positive_int, default=8, help="frames per second of written videos (default: 8)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the run's figures as the last line")
 
@@ -65,18 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate one video from a text prompt. The suffix of --out picks the "
                                    "format: .mp4, .gif, .webp, or no suffix for a folder of PNG frames.")
     g.add_argument("prompt", help="the text prompt")
-    g.add_argument("--out", default="clip.mp4", help="output path (default: %(default)s)")
-    _add_generation_options(g)
+    g.add_argument("--out", default="clip.mp4", help="output path: .mp4, .gif, .webp, or a new folder for PNG frames "
+                   "(default: %(default)s)")
+    _add_model_options(g)
+    _add_request_options(g, GENERATE_OPTIONS, accel="none")
+    _add_output_options(g)
 
     b = sub.add_parser("batch", help="generate one video per prompt of a file",
                        description="Generate a video for each prompt of FILE (.txt: one prompt per line; .jsonl: "
-                                   "objects with 'prompt' and optional per-item options: negative, seed, steps, frames, "
-                                   "height, width, guidance, accel, name). Writes DIR/manifest.jsonl; a re-run skips "
-                                   "items already finished.")
+                                   "objects with 'prompt', an optional 'name' and any of the options below by their "
+                                   "names: negative, seed, steps, frames, height, width, guidance, accel, setting). "
+                                   "Options given here apply to every item; an item's own beat them. Writes "
+                                   "DIR/manifest.jsonl; a re-run skips items already finished.")
     b.add_argument("file", help="prompts file (.txt or .jsonl)")
     b.add_argument("--out", required=True, metavar="DIR", help="output folder")
     b.add_argument("--format", default="mp4", choices=["mp4", "gif", "webp", "png"], help="video format (default: mp4)")
-    _add_generation_options(b)
+    _add_model_options(b)
+    _add_request_options(b, GENERATE_OPTIONS, accel="none")
+    _add_output_options(b)
 
     ls = sub.add_parser("list", help="models, families, accelerators, presets and compatibility")
     ls.add_argument("--json", action="store_true", help="print everything as one JSON object")
@@ -96,10 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prompt", action="append", default=None, help="a calibration prompt (repeatable)")
     c.add_argument("--prompts", default=None, metavar="FILE", help="file of calibration prompts, one per line")
     c.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    c.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the model's)")
-    c.add_argument("--frames", type=_positive_int, default=None)
-    c.add_argument("--height", type=_positive_int, default=None)
-    c.add_argument("--width", type=_positive_int, default=None)
+    _add_request_options(c, CALIBRATE_OPTIONS)
     c.add_argument("--out", default=None, help="profile path (default: the user profile folder, keyed by model)")
     c.add_argument("--json", action="store_true", help="print the profile as JSON on the last line")
 
@@ -118,14 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
     bn.add_argument("--prompts", default=None, metavar="FILE", help="file of prompts, one per line")
     bn.add_argument("--seeds", default="0", help="comma-separated seeds, each prompt runs with each (default: 0)")
-    bn.add_argument("--setting", default="default", help="named defaults of the model: default or long")
-    bn.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the setting's)")
-    bn.add_argument("--frames", type=_positive_int, default=None, help="frame count (default: the setting's)")
-    bn.add_argument("--height", type=_positive_int, default=None, help="frame height (default: the setting's)")
-    bn.add_argument("--width", type=_positive_int, default=None, help="frame width (default: the setting's)")
-    bn.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the setting's)")
+    _add_request_options(bn, BENCH_OPTIONS)
     bn.add_argument("--repeat", type=_positive_int, default=1, help="timing repetitions per run; medians are reported (default: 1)")
     bn.add_argument("--warmup", type=int, default=1, help="untimed warm-up generations before the sweep (default: 1)")
+    bn.add_argument("--memory", default="fresh", choices=["fresh", "off"],
+                    help="peak memory per configuration: 'fresh' measures one run of each in a fresh process on CPU "
+                         "(CUDA: max allocated during each run), 'off' skips it (default: fresh)")
     bn.add_argument("--out", required=True, metavar="DIR", help="output folder (re-using it resumes the sweep)")
     bn.add_argument("--json", action="store_true", help="print the summary rows as JSON on the last line")
 
@@ -143,23 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- commands
-def _request(args, prompt: str, overrides: dict | None = None):
-    from genaccel.generate import GenerationRequest
-
-    o = overrides or {}
-    return GenerationRequest(
-        prompt=prompt,
-        negative_prompt=o.get("negative", args.negative),
-        num_frames=o.get("frames", args.frames),
-        height=o.get("height", args.height),
-        width=o.get("width", args.width),
-        num_inference_steps=o.get("steps", args.steps),
-        guidance_scale=o.get("guidance", args.guidance),
-        seed=int(o.get("seed", args.seed)),
-        setting=str(o.get("setting", args.setting)),
-    )
-
-
 def _load(args):
     from genaccel.models import default_model, load_pipeline
 
@@ -168,25 +167,20 @@ def _load(args):
 
 
 def cmd_generate(args) -> int:
-    from genaccel.acceleration import apply
-    from genaccel.generate import complete_request, generate
-    from genaccel.spec import check_spec
+    from genaccel.generate import generate
+    from genaccel.prepare import prepare
     from genaccel.video_io import check_output_path, write_video
 
-    if not args.prompt.strip():
-        raise _user_error("the prompt is empty")
+    request = _request_from_args(args, GENERATE_OPTIONS, args.prompt)  # no model needed: fails fast
     out = check_output_path(args.out)
-    check_spec(args.accel)
     pipe = _load(args)
-    request = complete_request(pipe, _request(args, args.prompt))
-    apply(pipe, args.accel)
-    result = generate(pipe, request, progress=not args.json)
-    write_video(result.frames, out, fps=args.fps)
+    result = generate(pipe, prepare(pipe, request), progress=not args.json)
+    write_video(result.frames, out, fps=args.fps, checked=True)
     summary = {"out": str(out), "model": args.model, **result.summary()}
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"wrote {out} ({summary['frames']} frames, {summary['height']}x{summary['width']}) in "
+        print(f"wrote {out} ({summary['num_frames']} frames, {summary['height']}x{summary['width']}) in "
               f"{summary['seconds']:.2f} s; transformer passes {summary['transformer_calls']}, "
               f"skipped {summary['skipped_calls']}")
     return 0
@@ -195,14 +189,10 @@ def cmd_generate(args) -> int:
 def cmd_batch(args) -> int:
     from genaccel.batch import read_items, run_batch
 
-    from genaccel.spec import check_spec
-
-    items = read_items(Path(args.file))
-    for spec in {args.accel, *(str(i.options["accel"]) for i in items if "accel" in i.options)}:
-        check_spec(spec)
+    base = _request_from_args(args, GENERATE_OPTIONS)
+    items = read_items(Path(args.file), base)
     pipe = _load(args)
-    summary = run_batch(pipe, items, Path(args.out), make_request=lambda item: _request(args, item.prompt, item.options),
-                        accel=args.accel, fmt=args.format, fps=args.fps, progress=not args.json)
+    summary = run_batch(pipe, items, Path(args.out), fmt=args.format, fps=args.fps, progress=not args.json)
     summary["model"] = args.model
     if args.json:
         print(json.dumps(summary))
@@ -248,10 +238,10 @@ def cmd_calibrate(args) -> int:
     prompts = _read_prompts(args) or [
         EXAMPLE_PROMPT, "a blue square moving up on a gray background", "a yellow triangle standing still on a black background"]
     seeds = _parse_seeds(args.seeds)
+    base = _request_from_args(args, CALIBRATE_OPTIONS)
     pipe = _load(args)
-    settings = {"num_inference_steps": args.steps, "num_frames": args.frames, "height": args.height, "width": args.width}
     with tqdm(total=len(prompts) * len(seeds), desc="calibrating", disable=args.json) as bar:
-        profile = calibrate(pipe, prompts, seeds=seeds, progress=lambda i, n: bar.update(1), **settings)
+        profile = calibrate(pipe, prompts, seeds=seeds, base=base, progress=lambda i, n: bar.update(1))
     path = write_profile(profile, args.out, pipe)
     if args.json:
         print(json.dumps({"out": str(path), **profile}))
@@ -281,24 +271,21 @@ def cmd_score(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from genaccel.bench import BenchPlan, run_bench
+    from genaccel.bench import BenchPlan, read_memory, run_bench
     from genaccel.bench.report import summary_markdown, summarize
-    from genaccel.spec import check_spec
 
     prompts = _read_prompts(args)
     if not prompts:
         raise _user_error("bench needs prompts: --prompt TEXT (repeatable) or --prompts FILE")
-    for spec in args.accel:
-        check_spec(spec)
-    plan = BenchPlan(accels=args.accel, prompts=prompts, seeds=_parse_seeds(args.seeds), setting=args.setting,
-                     num_inference_steps=args.steps, num_frames=args.frames, height=args.height, width=args.width,
-                     guidance_scale=args.guidance, repeat=args.repeat, warmup=args.warmup)
+    plan = BenchPlan(accels=args.accel, prompts=prompts, seeds=_parse_seeds(args.seeds),
+                     request=_request_from_args(args, BENCH_OPTIONS), repeat=args.repeat,
+                     warmup=args.warmup, memory=args.memory)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise _user_error(f"--out {out} is a file; bench writes a folder")
     pipe = _load(args)
-    rows = run_bench(pipe, plan, out, progress=not args.json)
-    summary = summarize(rows, plan.accels)
+    rows = run_bench(pipe, plan, out, progress=not args.json, model=args.model, device=args.device)
+    summary = summarize(rows, plan, read_memory(out))
     if args.json:
         print(json.dumps({"out": str(out), "model": args.model, "summary": summary}))
     else:

@@ -1,109 +1,53 @@
-"""One generation: validate the request, run the pipeline, time denoising and decoding.
+"""One generation: run a prepared request through the pipeline, timing denoising and decoding.
 
-Settings left unset fall back to the model's defaults (the tiny pipelines' test sizes, or the
-pipeline's own defaults for real checkpoints). Timing excludes model loading; per-run figures
-come from the pipeline's `Acceleration` (transformer passes computed and skipped).
+`generate` accepts a prompt (with request options as keyword arguments), a `GenerationRequest`,
+or a `PreparedRequest` from `genaccel.prepare`; the first two are prepared here. Timing excludes
+model loading; per-run figures come from the pipeline's `Acceleration` (transformer passes
+computed and skipped, attention calls reused).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from genaccel.acceleration import acceleration_of, apply
-from genaccel.errors import InputError
-from genaccel.pipelines.families import family_of
-
-
-@dataclass
-class GenerationRequest:
-    """What to generate. None means "the model's default"."""
-
-    prompt: str
-    negative_prompt: str = ""
-    num_frames: int | None = None
-    height: int | None = None
-    width: int | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int = 0
-    setting: str = "default"  # a named group of defaults of the model (e.g. "long")
+from genaccel.acceleration import Acceleration, acceleration_of, apply
+from genaccel.prepare import PreparedRequest, prepare
+from genaccel.request import GenerationRequest, request_from_options
 
 
 @dataclass
 class GenerationResult:
     frames: np.ndarray  # (F, H, W, 3) float32 in [0, 1]
-    request: GenerationRequest
-    accel: str
+    request: GenerationRequest  # as run: model defaults filled, `accel` the canonical spec
     seconds: float  # whole pipeline call, model load excluded
     denoise_seconds: float
     decode_seconds: float
     stats: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready figures of this run (no frames)."""
+        """JSON-ready figures of this run (no frames), in the request's vocabulary."""
         f, h, w = self.frames.shape[:3]
-        out = {k: v for k, v in asdict(self.request).items() if k not in ("num_inference_steps", "num_frames")}
-        out.update(
-            accel=self.accel,
-            steps=self.request.num_inference_steps,
-            frames=int(f),
-            height=int(h),
-            width=int(w),
-            seconds=round(self.seconds, 4),
-            denoise_seconds=round(self.denoise_seconds, 4),
-            decode_seconds=round(self.decode_seconds, 4),
-            transformer_calls=self.stats.get("transformer_calls", 0),
-            skipped_calls=self.stats.get("skipped_calls", 0),
-            attention_calls=self.stats.get("attention_calls", 0),
-            attention_reused=self.stats.get("attention_reused", 0),
-            accelerator_stats=self.stats.get("accelerators", {}),
-        )
-        return out
-
-
-def model_settings(pipe) -> list[str]:
-    """Names of the settings a loaded model offers ("default" always)."""
-    return ["default", *(getattr(pipe, "_genaccel_defaults", None) or {}).get("settings", {})]
-
-
-def model_defaults(pipe, setting: str = "default") -> dict[str, Any]:
-    """Call defaults of a loaded pipeline for a setting (the pipeline's own where genaccel has none)."""
-    defaults = dict(getattr(pipe, "_genaccel_defaults", None) or {})
-    settings = defaults.pop("settings", {})
-    if setting != "default":
-        if setting not in settings:
-            raise InputError(f"this model has no '{setting}' setting (settings: {', '.join(model_settings(pipe))})")
-        defaults.update(settings[setting])
-    return defaults
-
-
-def complete_request(pipe, request: GenerationRequest) -> GenerationRequest:
-    """Fill unset fields from the model's defaults and validate everything; raise InputError."""
-    family = family_of(pipe)
-    defaults = model_defaults(pipe, request.setting)
-    filled = GenerationRequest(**asdict(request))
-    for name in ("num_frames", "height", "width", "num_inference_steps", "guidance_scale"):
-        if getattr(filled, name) is None and name in defaults:
-            setattr(filled, name, defaults[name])
-    if not filled.prompt or not filled.prompt.strip():
-        raise InputError("the prompt is empty")
-    if filled.num_inference_steps is not None and filled.num_inference_steps <= 0:
-        raise InputError(f"steps must be positive; got {filled.num_inference_steps}")
-    if filled.guidance_scale is not None and filled.guidance_scale < 0:
-        raise InputError(f"guidance must be >= 0; got {filled.guidance_scale}")
-    if filled.seed < 0:
-        raise InputError(f"seed must be >= 0; got {filled.seed}")
-    if filled.num_frames is not None:
-        family.check_frames(filled.num_frames, pipe)
-    if filled.height is not None or filled.width is not None:
-        family.check_size(filled.height or family.size_multiple, filled.width or family.size_multiple)
-    return filled
+        return {
+            **self.request.to_dict(),
+            "num_frames": int(f),
+            "height": int(h),
+            "width": int(w),
+            "seconds": round(self.seconds, 4),
+            "denoise_seconds": round(self.denoise_seconds, 4),
+            "decode_seconds": round(self.decode_seconds, 4),
+            "transformer_calls": self.stats.get("transformer_calls", 0),
+            "skipped_calls": self.stats.get("skipped_calls", 0),
+            "attention_calls": self.stats.get("attention_calls", 0),
+            "attention_reused": self.stats.get("attention_reused", 0),
+            "accelerator_stats": self.stats.get("accelerators", {}),
+        }
 
 
 @contextmanager
@@ -140,57 +84,53 @@ def _frames(output) -> np.ndarray:
     return np.asarray(frames, dtype=np.float32)
 
 
-def pipeline_call_kwargs(pipe, request: GenerationRequest) -> dict[str, Any]:
-    """The keyword arguments `generate` passes to the diffusers pipeline for a completed request."""
-    family = family_of(pipe)
-    call = dict(model_defaults(pipe, request.setting).get("extra", {}))
-    call.update(family.call_extra)
-    call.update(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        generator=torch.Generator("cpu").manual_seed(request.seed),
-        output_type="np",
-    )
-    for name, value in (
-        (family.frames_arg, request.num_frames),
-        ("height", request.height),
-        ("width", request.width),
-        ("num_inference_steps", request.num_inference_steps),
-        ("guidance_scale", request.guidance_scale),
-    ):
-        if value is not None:
-            call[name] = value
-    return call
+def _acceleration(pipe, prepared: PreparedRequest) -> Acceleration:
+    """The pipeline's acceleration for this request: kept when it already runs the same spec."""
+    current = acceleration_of(pipe)
+    if prepared.spec is None:
+        return current or apply(pipe, "none")
+    if current is not None and current.spec == prepared.spec.text:
+        return current
+    return apply(pipe, prepared.spec)
 
 
-def generate(pipe, request: GenerationRequest | str, *, progress: bool = False, callback=None, **kwargs) -> GenerationResult:
-    """Run one generation on `pipe` (accelerated if `genaccel.apply` was called on it).
+def generate(pipe, request: PreparedRequest | GenerationRequest | str, *, progress: bool = False, callback=None,
+             **options) -> GenerationResult:
+    """Run one generation on `pipe`, accelerated as the request's `accel` says (or as `genaccel.apply`
+    left it when `accel` is None).
 
-    `request` may be a prompt string, with other fields as keyword arguments. `callback(step,
-    total)` is called after every denoising step when the pipeline supports step callbacks.
+    `request` may be a prompt string with request options as keyword arguments (field names or
+    aliases: `seed=1, steps=20`). `callback(step, total)` is called after every denoising step when
+    the pipeline supports step callbacks.
     """
     if isinstance(request, str):
-        request = GenerationRequest(prompt=request, **kwargs)
-    request = complete_request(pipe, request)
-    acceleration = acceleration_of(pipe) or apply(pipe, "none")
-    acceleration.reset()
-    call = pipeline_call_kwargs(pipe, request)
+        request = request_from_options({"prompt": request, **options})
+    elif options:
+        raise TypeError("request options as keyword arguments go with a prompt string")
+    prepared = request if isinstance(request, PreparedRequest) else prepare(pipe, request)
+    acceleration = _acceleration(pipe, prepared)
+    call = dict(prepared.call, generator=torch.Generator("cpu").manual_seed(prepared.request.seed))
     if callback is not None:
-        call["callback_on_step_end"] = lambda p, i, t, kw: (callback(i + 1, p._num_timesteps if hasattr(p, "_num_timesteps") else None), kw)[1]
+        def on_step_end(p, i, t, kwargs):
+            callback(i + 1, getattr(p, "_num_timesteps", None))
+            return kwargs
+
+        call["callback_on_step_end"] = on_step_end
     pipe.set_progress_bar_config(disable=not progress)
     timings = {"decode": 0.0}
     runtime = acceleration.runtime
-    with torch.inference_mode(), _timed_decode(pipe, timings):
+    with torch.inference_mode(), _timed_decode(pipe, timings), acceleration.generation():
         start = time.perf_counter()
         output = pipe(**call)
         seconds = time.perf_counter() - start
     denoise = max(0.0, runtime.last_call_end - runtime.first_call_start) if runtime.first_call_start else 0.0
-    if request.num_inference_steps is None:
-        request.num_inference_steps = runtime.num_steps
+    ran = prepared.request
+    if ran.num_inference_steps is None or ran.accel != acceleration.spec:
+        ran = dataclasses.replace(ran, num_inference_steps=ran.num_inference_steps or runtime.num_steps,
+                                  accel=acceleration.spec)
     return GenerationResult(
         frames=_frames(output),
-        request=request,
-        accel=acceleration.spec,
+        request=ran,
         seconds=seconds,
         denoise_seconds=denoise,
         decode_seconds=timings["decode"],

@@ -2,8 +2,13 @@
 
 `Runtime` is the explicit state object every accelerator of one pipeline shares (in the style of
 accelerate's state objects). A `StepTrackerHook`, outermost on each denoiser, fills it on every
-transformer call and resets every stateful hook when a new generation starts, so nothing leaks
-between prompts even when the pipeline is called directly rather than through `genaccel.generate`.
+transformer call.
+
+Generation and chunk boundaries are declared by the caller: `genaccel.generate` (and a streaming
+generator) opens `Acceleration.generation()`, which resets every stateful hook, and calls
+`Acceleration.begin_chunk()` between chunks. Only for a pipeline called directly, outside such a
+declaration, does the tracker infer a new generation from the scheduler building new timesteps,
+so nothing leaks between prompts then either.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ class Runtime:
     step_index: int = 0  # index of the current step within the current CFG branch
     timestep: float = 1000.0
     generation: int = 0  # number of generations started so far
+    chunk_index: int = 0  # chunk of the current generation (streaming); 0 for a one-shot generation
+    declared: bool = False  # inside a caller-declared generation: no inference from the timesteps
     profile: dict = field(default_factory=dict)  # this model's calibrated profile, if any
     first_call_start: float = 0.0  # perf_counter at the first denoiser call of this generation
     last_call_end: float = 0.0  # perf_counter when the latest denoiser call returned
@@ -48,16 +55,39 @@ class Runtime:
     def is_last_step(self) -> bool:
         return self.num_steps > 0 and self.step_index >= self.num_steps - 1
 
+    def begin_generation(self) -> None:
+        """A caller declares that a generation starts (state was reset by the Acceleration)."""
+        self.reset()
+        self.generation += 1
+        self.declared = True
+
+    def begin_chunk(self) -> int:
+        """A caller declares the next chunk of the declared generation; step indices restart."""
+        if not self.declared:
+            raise RuntimeError("begin_chunk() needs a declared generation (Acceleration.generation())")
+        self.chunk_index += 1
+        self.branch_steps.clear()
+        self.step_index = 0
+        return self.chunk_index
+
+    def end_generation(self) -> None:
+        self.declared = False
+        # A later direct call that builds new timesteps is a new generation; one that does not is not.
+        self._timesteps_seen = getattr(self.scheduler, "timesteps", None)
+
     def observe(self, branch: str, timestep: float) -> bool:
-        """Record a denoiser call; return True if it starts a new generation."""
-        timesteps = getattr(self.scheduler, "timesteps", None)
-        # Schedulers build a fresh timesteps tensor in set_timesteps(), once per generation.
-        new_generation = timesteps is None or timesteps is not self._timesteps_seen
-        if new_generation:
+        """Record a denoiser call; return True if it starts an undeclared new generation."""
+        new_generation = False
+        if not self.declared:
+            timesteps = getattr(self.scheduler, "timesteps", None)
+            # Schedulers build a fresh timesteps tensor in set_timesteps(), once per generation.
+            new_generation = timesteps is None or timesteps is not self._timesteps_seen
+            if new_generation:
+                self.reset()
+                self._timesteps_seen = timesteps
+                self.generation += 1
+        if not self.first_call_start:
             self.first_call_start = time.perf_counter()
-            self._timesteps_seen = timesteps
-            self.branch_steps.clear()
-            self.generation += 1
         self.branch = branch
         self.step_index = self.branch_steps.get(branch, 0)
         self.branch_steps[branch] = self.step_index + 1
@@ -69,6 +99,7 @@ class Runtime:
         self._timesteps_seen = None
         self.branch_steps.clear()
         self.step_index = 0
+        self.chunk_index = 0
 
 
 def _timestep_value(value) -> float:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from genaccel.shapes import BACKGROUNDS, ClipSpec, analyze_clip, parse_prompt
+from genaccel.video_io import to_uint8
 
 
 @dataclass
@@ -43,17 +44,10 @@ def detect_background(frames: np.ndarray) -> str:
     return min(BACKGROUNDS, key=lambda name: float(np.linalg.norm(median - np.asarray(BACKGROUNDS[name]))))
 
 
-def as_uint8(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return frames[..., :3]
-
-
 def score_frames(frames: np.ndarray, prompt: str | ClipSpec) -> Verdict:
     """Judge (F, H, W, 3) frames (uint8, or floats in [0, 1]) against a grammar prompt."""
     expected = prompt if isinstance(prompt, ClipSpec) else parse_prompt(prompt)
-    clip = as_uint8(frames)
+    clip = to_uint8(frames)[..., :3]
     background = detect_background(clip)
     seen = analyze_clip(clip, background)
     if seen is None:
@@ -69,6 +63,47 @@ def score_frames(frames: np.ndarray, prompt: str | ClipSpec) -> Verdict:
         direction_ok=seen.motion == expected.motion,
         background_ok=background == expected.background,
     )
+
+
+class ShapesScorer:
+    """Adherence scorer for the shapes grammar (the embedded model's prompts), for `genaccel bench`.
+
+    A scorer has a `name`, the `columns` it checks, `applies(prompt)`, and `score(frames, prompt)`
+    returning a dict with "correct" and "<column>_ok" for each column (plus whatever it read).
+    """
+
+    name = "shapes"
+    columns = ("color", "shape", "direction")
+
+    def applies(self, prompt: str) -> bool:
+        try:
+            parse_prompt(prompt)
+        except ValueError:
+            return False
+        return True
+
+    def score(self, frames: np.ndarray, prompt: str) -> dict:
+        return score_frames(frames, prompt).to_dict()
+
+    def describe(self, verdict: dict) -> str:
+        """One phrase for a verdict: "correct", or what was read instead."""
+        if verdict["correct"]:
+            return "correct"
+        return f"read {verdict['color'] or '?'} {verdict['shape'] or '?'} {verdict['motion'] or '?'}"
+
+
+SCORERS = {"shapes": ShapesScorer()}
+
+
+def scorer_named(name: str | None):
+    """The adherence scorer called `name`; None for "none"."""
+    if name in (None, "none"):
+        return None
+    if name not in SCORERS:
+        from genaccel.errors import InputError
+
+        raise InputError(f"unknown adherence scorer '{name}' (known: {', '.join(SCORERS)}, none)")
+    return SCORERS[name]
 
 
 def accuracy(verdicts: list[Verdict]) -> dict[str, float]:

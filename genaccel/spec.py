@@ -236,3 +236,17 @@ def stack_conflict(a: str, b: str) -> str | None:
     if a == b or shared:
         return "same accelerator" if a == b else f"both take over {', '.join(sorted(shared))}"
     return None
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A spec checked against one model: its canonical text and the (accelerator class, config) pairs."""
+
+    text: str
+    accelerators: tuple[tuple[type, object], ...]
+
+
+def resolve_spec(spec: str, family, model_key: str | None = None) -> ResolvedSpec:
+    """Parse a spec (string, file or preset of this model) and check it against `family`."""
+    requests = parse_spec(spec, family, model_key)
+    return ResolvedSpec(format_spec(requests), tuple(resolve(requests, family)))

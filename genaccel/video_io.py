@@ -7,6 +7,7 @@ failed or interrupted write never leaves a partial file behind.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,6 +17,10 @@ import numpy as np
 from genaccel.errors import InputError
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")
+# A frame folder genaccel wrote holds this marker and frame_NNNN.png files, nothing else; only such
+# a folder (or an empty one) is ever replaced.
+FRAME_FOLDER_MARKER = ".genaccel-frames"
+_FRAME_NAME = re.compile(r"^frame_\d{4,}\.png$")
 
 
 def _umask() -> int:
@@ -25,12 +30,36 @@ def _umask() -> int:
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """(F, H, W, 3) floats in [0, 1] -> uint8."""
+    """Frames as uint8: floats in [0, 1] are scaled, uint8 passes through."""
+    frames = np.asarray(frames)
+    if frames.dtype == np.uint8:
+        return frames
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def is_frame_folder(path: Path) -> bool:
+    """True if `path` is a folder of PNG frames written by genaccel (marker and frames only)."""
+    if not (path / FRAME_FOLDER_MARKER).is_file():
+        return False
+    return all(p.name == FRAME_FOLDER_MARKER or (_FRAME_NAME.match(p.name) and p.is_file()) for p in path.iterdir())
+
+
+def _check_frame_folder_target(path: Path) -> None:
+    """A PNG-folder target must be new, empty, or a frame folder genaccel wrote before."""
+    if path.name in ("", ".", ".."):
+        raise InputError(f"cannot write frames to '{path}': name a new folder for them (e.g. frames/)")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise InputError(f"cannot write frames to {path}: it exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not is_frame_folder(path):
+        raise InputError(f"refusing to write frames into {path}: it holds files genaccel did not write "
+                         "(choose a new or empty folder)")
+
+
 def check_output_path(path: str | Path) -> Path:
-    """Validate an output path before any work is done: known suffix, writable parent folder."""
+    """Validate an output path before any work is done: known suffix, writable parent folder, and
+    nothing of the user's in the way (see `_check_frame_folder_target`)."""
+    if not str(path).strip():
+        raise InputError("the output path is empty")
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix and suffix not in VIDEO_SUFFIXES:
@@ -46,16 +75,22 @@ def check_output_path(path: str | Path) -> Path:
         os.unlink(name)
     except OSError as exc:
         raise InputError(f"cannot write to {path}: {exc.strerror or exc}") from None
-    if path.exists() and path.is_dir() and suffix:
+    if suffix and path.is_dir():
         raise InputError(f"cannot write to {path}: it is a folder")
+    if not suffix:
+        _check_frame_folder_target(path)
     return path
 
 
-def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
-    """Write (F, H, W, 3) frames in [0, 1]; the suffix picks the format, no suffix = PNG folder."""
+def write_video(frames: np.ndarray, path: str | Path, fps: int = 8, *, checked: bool = False) -> Path:
+    """Write (F, H, W, 3) frames in [0, 1]; the suffix picks the format, no suffix = PNG folder.
+
+    `checked=True` says `path` came from `check_output_path` already (a frame folder's target is
+    still re-checked right before it is swapped in).
+    """
     import imageio.v3 as iio
 
-    path = check_output_path(path)
+    path = Path(path) if checked else check_output_path(path)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[0] < 1 or frames.shape[-1] != 3:
         raise InputError(f"expected frames shaped (frames, height, width, 3), got {frames.shape}")
@@ -63,17 +98,7 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if not suffix:
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            for i, frame in enumerate(data):
-                iio.imwrite(tmp_dir / f"frame_{i:04d}.png", frame)
-            os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp makes it private
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp_dir, path)
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
+        _write_frame_folder(path, data)
         return path
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -97,6 +122,36 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_frame_folder(path: Path, data: np.ndarray) -> None:
+    """Write PNG frames into a temporary folder, then swap it in; an earlier genaccel frame folder
+    at `path` is moved aside and deleted only once the new one is in place."""
+    import imageio.v3 as iio
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = None
+    try:
+        for i, frame in enumerate(data):
+            iio.imwrite(tmp_dir / f"frame_{i:04d}.png", frame)
+        (tmp_dir / FRAME_FOLDER_MARKER).write_text("PNG frames written by genaccel\n")
+        os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp makes it private
+        _check_frame_folder_target(path)  # again: something may have appeared since the first check
+        if path.is_dir():
+            if any(path.iterdir()):
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+                os.replace(path, old / "frames")
+            else:
+                path.rmdir()
+        os.replace(tmp_dir, path)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old / "frames", path)  # put the earlier frames back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_webp(path: Path, data: np.ndarray, fps: int) -> None:

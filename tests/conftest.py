@@ -35,6 +35,14 @@ def tiny():
         remove(pipe)
 
 
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded trained model (genaccel's default), loaded once."""
+    from genaccel.models import EMBEDDED
+
+    return load_pipeline(EMBEDDED, device="cpu")
+
+
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 

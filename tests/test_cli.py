@@ -3,7 +3,6 @@ clear errors with exit status 2 and no partial output."""
 
 import json
 
-import numpy as np
 import pytest
 
 from genaccel.cli import main
@@ -11,7 +10,7 @@ from genaccel.pipelines.families import FAMILIES
 from genaccel.video_io import read_video
 
 PROMPT = "a red circle moving left on a black background"
-JSON_KEYS = {"out", "model", "accel", "seed", "steps", "frames", "height", "width", "seconds",
+JSON_KEYS = {"out", "model", "accel", "seed", "num_inference_steps", "num_frames", "height", "width", "seconds",
              "denoise_seconds", "decode_seconds", "transformer_calls", "skipped_calls"}
 
 
@@ -26,11 +25,11 @@ def test_generate_writes_each_format(tmp_path, capsys, name):
     summary = _json_line(capsys)
     assert JSON_KEYS <= set(summary)
     assert summary["out"] == str(out) and summary["seed"] == 3 and summary["accel"] == "none"
-    assert summary["transformer_calls"] == 2 * summary["steps"] and summary["skipped_calls"] == 0
+    assert summary["transformer_calls"] == 2 * summary["num_inference_steps"] and summary["skipped_calls"] == 0
     video = read_video(out)
     assert video.shape[1:] == (summary["height"], summary["width"], 3)
     if name.endswith(".mp4") or name == "frames":
-        assert video.shape[0] == summary["frames"]
+        assert video.shape[0] == summary["num_frames"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary files left
 
 
@@ -51,7 +50,7 @@ def test_generate_overrides_settings(tmp_path, capsys):
     assert main(["generate", PROMPT, "--frames", "5", "--steps", "4", "--height", "48", "--width", "64",
                  "--guidance", "3", "--out", str(out), "--json"]) == 0
     s = _json_line(capsys)
-    assert (s["frames"], s["steps"], s["height"], s["width"], s["guidance_scale"]) == (5, 4, 48, 64, 3.0)
+    assert (s["num_frames"], s["num_inference_steps"], s["height"], s["width"], s["guidance_scale"]) == (5, 4, 48, 64, 3.0)
     assert read_video(out).shape == (5, 48, 64, 3)
 
 
@@ -59,7 +58,7 @@ def test_accelerated_output_is_reported(tmp_path, capsys):
     assert main(["generate", PROMPT, "--accel", "teacache(threshold=1e9,coefficients=identity)",
                  "--out", str(tmp_path / "a.mp4"), "--json"]) == 0
     s = _json_line(capsys)
-    skipped = 2 * s["steps"] - 4  # every pass but the first and last step of each CFG branch
+    skipped = 2 * s["num_inference_steps"] - 4  # every pass but the first and last step of each CFG branch
     assert s["skipped_calls"] == skipped and s["accelerator_stats"]["teacache"]["passes_skipped"] == skipped
 
 
@@ -98,11 +97,67 @@ def test_empty_prompt_unwritable_path_and_bad_suffix(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-@pytest.mark.parametrize("argv", [["generate", PROMPT, "--steps", "0"], ["generate", PROMPT, "--steps", "-3"]])
-def test_non_positive_steps(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2 and "must be positive" in capsys.readouterr().err
+@pytest.mark.parametrize("value, message", [("0", "between 1 and 1000"), ("-3", "between 1 and 1000"),
+                                            ("2.5", "whole number"), ("nan", "whole number")])
+def test_bad_steps_fail_before_the_model_loads(value, message, capsys, monkeypatch):
+    import genaccel.models
+
+    monkeypatch.setattr(genaccel.models, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["generate", PROMPT, "--steps", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genaccel: error: --steps must be") and message in err
+
+
+# ----------------------------------------------------------------------------- never delete what is not ours
+def test_generate_refuses_a_folder_of_user_files(tmp_path, capsys, monkeypatch):
+    docs = tmp_path / "mydocs"
+    docs.mkdir()
+    (docs / "notes.txt").write_text("precious")
+    (tmp_path / "keep.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    for out in (str(docs), ".", "", "..", "keep.txt/"):
+        assert main(["generate", PROMPT, "--out", out]) == 2, out
+        assert capsys.readouterr().err.startswith("genaccel: error:")
+    assert (docs / "notes.txt").read_text() == "precious" and (tmp_path / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "mydocs"]
+    assert [p.name for p in docs.iterdir()] == ["notes.txt"]
+
+
+def test_generate_replaces_only_its_own_frame_folder(tmp_path, capsys):
+    frames = tmp_path / "frames"
+    assert main(["generate", PROMPT, "--out", str(frames), "--steps", "2", "--frames", "5"]) == 0
+    assert main(["generate", PROMPT, "--out", str(frames), "--steps", "2", "--frames", "9"]) == 0
+    assert read_video(frames).shape[0] == 9 and sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+    (frames / "my-edit.txt").write_text("added by the user")  # now it holds a file genaccel did not write
+    assert main(["generate", PROMPT, "--out", str(frames), "--steps", "2"]) == 2
+    assert (frames / "my-edit.txt").is_file() and read_video(frames).shape[0] == 9
+
+
+@pytest.mark.parametrize("names", [[".", ".."], ["..", "../.."], ["../escape", "/abs"]])
+def test_batch_names_stay_inside_the_output_folder(tmp_path, capsys, names):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("user file")
+    (tmp_path / "sibling.txt").write_text("user file")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": PROMPT, "name": n, "steps": 2, "frames": 5}) + "\n" for n in names))
+    assert main(["batch", str(prompts), "--out", str(out), "--format", "png", "--json"]) == 0
+    assert _json_line(capsys)["done"] == 2
+    assert (out / "earlier.txt").read_text() == "user file" and (tmp_path / "sibling.txt").read_text() == "user file"
+    written = sorted(p.name for p in out.iterdir())
+    assert "earlier.txt" in written and "manifest.jsonl" in written and len(written) == 4
+    for entry in map(json.loads, (out / "manifest.jsonl").read_text().splitlines()):
+        assert (out / entry["out"]).parent == out and read_video(out / entry["out"]).shape[0] == 5
+
+
+def test_batch_refuses_duplicate_and_reserved_names(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": PROMPT, "name": "a"}) + "\n" + json.dumps({"prompt": PROMPT, "name": "a"}) + "\n")
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "o")]) == 2
+    assert "p.jsonl:2: the name 'a' is already used by line 1" in capsys.readouterr().err
+    prompts.write_text(json.dumps({"prompt": PROMPT, "name": "manifest.jsonl"}) + "\n")
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "o"), "--format", "png"]) == 2
+    assert "reserved" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_batch_txt_and_jsonl_resume(tmp_path, capsys):
@@ -116,7 +171,7 @@ def test_batch_txt_and_jsonl_resume(tmp_path, capsys):
     assert _json_line(capsys)["done"] == 2
     manifest = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
     assert [m["name"] for m in manifest] == ["0000-a-red-circle-moving-left-on-a-black-background", "square"]
-    assert manifest[0]["seed"] == 4 and manifest[0]["skipped_calls"] == 2 * manifest[0]["steps"] - 4 and manifest[1]["frames"] == 5
+    assert manifest[0]["seed"] == 4 and manifest[0]["skipped_calls"] == 2 * manifest[0]["num_inference_steps"] - 4 and manifest[1]["num_frames"] == 5
     assert read_video(out / "square.mp4").shape[0] == 5
     # Re-run: nothing is redone; a deleted video is redone.
     assert main(["batch", str(prompts), "--out", str(out), "--json"]) == 0
@@ -191,3 +246,14 @@ def test_help_explains(capsys):
         main(["generate", "--help"])
     text = capsys.readouterr().out
     assert "--accel" in text and ".mp4, .gif, .webp" in text
+
+
+def test_request_options_are_generated_from_the_request_fields(capsys):
+    from genaccel.request import FIELDS, option_name
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = capsys.readouterr().out
+    for name, f in FIELDS.items():
+        if name != "prompt":
+            assert f"--{option_name(name)}" in text and f.metadata["help"].split(" (")[0][:30] in " ".join(text.split())

@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from genaccel.models import EMBEDDED, default_model, embedded_model_dir, load_pipeline
+from genaccel.models import EMBEDDED, default_model, embedded_model_dir
 from genaccel.score import score_frames
 
 FOLDER = embedded_model_dir()
 pytestmark = pytest.mark.skipif(not (FOLDER / "model_index.json").is_file(), reason="embedded model not trained yet")
-
-
-@pytest.fixture(scope="module")
-def embedded():
-    return load_pipeline(EMBEDDED, device="cpu")
 
 
 def test_it_is_a_wan_checkpoint_in_safetensors_within_budget():
@@ -40,7 +35,7 @@ def test_it_is_the_default_model():
 
 
 def test_settings_are_documented_and_long_has_2000_tokens(embedded):
-    from genaccel.generate import model_defaults
+    from genaccel.prepare import model_defaults
 
     default, long = model_defaults(embedded, "default"), model_defaults(embedded, "long")
     assert default["num_inference_steps"] >= 20 and long["num_inference_steps"] >= 20

@@ -57,7 +57,7 @@ def _plain_call(pipe):
     """The diffusers pipeline called directly, without genaccel, with the same settings."""
     import torch
 
-    from genaccel.generate import model_defaults
+    from genaccel.prepare import model_defaults
 
     d = model_defaults(pipe)
     family = family_of(pipe)

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from genaccel.cli import main
 from genaccel.score import accuracy, detect_background, score_frames

@@ -12,11 +12,16 @@ from genaccel.errors import InputError, ModelError, SpecError
 from genaccel.pipelines.families import FAMILIES
 from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, default_controls, spec_from_controls, support_notes
 from genaccel.ui.jobs import Cancelled, JobRunner, PipelineCache
-from genaccel.ui.service import RunSettings, Studio
+from genaccel.request import request_from_options
+from genaccel.ui.service import Studio
 from genaccel.video_io import read_video
 
 PROMPT = "a red circle moving left on a black background"
 SKIPPING = "teacache(threshold=1e9,coefficients=identity)"
+
+
+def _request(**options):
+    return request_from_options({"prompt": PROMPT, **options})
 
 
 # ----------------------------------------------------------------------------- controls
@@ -107,31 +112,36 @@ def _inside(path, root) -> bool:
 
 
 def test_studio_generate_writes_inside_its_folder(studio):
-    events = list(studio.generate("s", RunSettings(prompt=PROMPT, model="tiny-wan", spec=SKIPPING, seed=1)))
+    events = list(studio.generate("s", "tiny-wan", _request(accel=SKIPPING, seed=1)))
     progress = [v for k, v in events if k == "progress"]
     kind, done = events[-1]
     assert kind == "done" and _inside(done["video"], studio.output_dir)
-    steps = done["figures"]["steps"]
+    steps = done["figures"]["num_inference_steps"]
     assert [p[0] for p in progress] == list(range(1, steps + 1))
-    assert read_video(done["video"]).shape[0] == done["figures"]["frames"]
+    assert read_video(done["video"]).shape[0] == done["figures"]["num_frames"]
     assert done["figures"]["skipped_calls"] > 0
 
 
 def test_studio_compare_reports_speedup_and_quality(studio):
-    done = list(studio.compare("s", RunSettings(prompt=PROMPT, model="tiny-wan", spec=SKIPPING)))[-1][1]
+    done = list(studio.compare("s", "tiny-wan", _request(accel=SKIPPING)))[-1][1]
     base, fast = done["rows"]
     assert base["run"] == "baseline" and base["speedup"] == 1.0 and fast["accel"].startswith("teacache")
     assert isinstance(fast["psnr_db"], float) and 0 < fast["ssim"] <= 1
     assert base["adherence"] is not None  # a grammar prompt is scored
-    for key in ("baseline", "accelerated", "difference", "side_by_side"):
+    for key in ("baseline", "accelerated", "side_by_side"):
         assert _inside(done[key], studio.output_dir) and read_video(done[key]).shape[0] > 0
+    # The bench made it: its results and summary are in the compare folder, with the same figures.
+    folder = Path(done["side_by_side"]).parent
+    assert (folder / "results.jsonl").is_file() and (folder / "summary.csv").is_file()
+    with pytest.raises(InputError, match="Choose accelerators"):
+        list(studio.compare("s", "tiny-wan", _request(accel="none")))
 
 
 def test_studio_batch_yields_items_and_a_zip(studio):
     from genaccel.batch import parse_items
 
     items = parse_items(f"{PROMPT}\na blue square moving up on a gray background\n")
-    events = list(studio.batch("s", items, RunSettings(prompt="", model="tiny-wan")))
+    events = list(studio.batch("s", "tiny-wan", items))
     videos = [v for k, v in events if k == "item"]
     done = events[-1][1]
     assert len(videos) == 2 and done["done"] == 2
@@ -141,19 +151,21 @@ def test_studio_batch_yields_items_and_a_zip(studio):
     assert names == {"manifest.jsonl", *(m["out"] for m in manifest)} and len(manifest) == 2
 
 
-@pytest.mark.parametrize("settings, error, message", [
+@pytest.mark.parametrize("options, error, message", [
     (dict(prompt="  "), InputError, "prompt"),
     (dict(frames=6), InputError, r"4k\+1"),
     (dict(steps=0), InputError, "steps"),
     (dict(guidance=99.0), InputError, "guidance"),
     (dict(width=31), InputError, "multiple"),
-    (dict(spec="fastercache"), SpecError, "fastercache"),
+    (dict(accel="fastercache"), SpecError, "fastercache"),
+    (dict(setting="huge"), InputError, "no 'huge' setting"),
     (dict(model="/no/such/folder"), ModelError, "no/such"),
 ])
-def test_studio_rejects_bad_input_before_running(studio, settings, error, message):
+def test_studio_rejects_bad_input_before_running(studio, options, error, message):
     before = set(studio.output_dir.iterdir())
+    model = options.pop("model", "tiny-wan")
     with pytest.raises(error, match=message):
-        list(studio.generate("s", RunSettings(**{"prompt": PROMPT, "model": "tiny-wan", **settings})))
+        list(studio.generate("s", model, request_from_options({"prompt": PROMPT, **options})))
     assert set(studio.output_dir.iterdir()) == before  # nothing half-written
 
 
@@ -172,27 +184,28 @@ def client(tmp_path_factory):
 
 
 def _settings(**overrides):
-    values = dict(model="tiny-wan", width=32, height=32, frames=9, steps=4, guidance=5.0, seed=0, spec="none")
+    values = dict(model="tiny-wan", setting="default", width=32, height=32, frames=9, steps=4, guidance=5.0, seed=0,
+                  spec="none")
     values.update(overrides)
-    return [values[k] for k in ("model", "width", "height", "frames", "steps", "guidance", "seed", "spec")]
+    return [values[k] for k in ("model", "setting", "width", "height", "frames", "steps", "guidance", "seed", "spec")]
 
 
 def test_api_generate(client):
     c, out = client
     video, download, figures = c.predict(PROMPT, "", *_settings(spec=SKIPPING), api_name="/generate")
     path = video["video"] if isinstance(video, dict) else video
-    assert read_video(path).shape[0] == 9 == figures["frames"]
-    assert figures["steps"] == 4 and figures["skipped_calls"] > 0 and figures["accel"].startswith("teacache")
+    assert read_video(path).shape[0] == 9 == figures["num_frames"]
+    assert figures["num_inference_steps"] == 4 and figures["skipped_calls"] > 0 and figures["accel"].startswith("teacache")
     # The server wrote the video (and Gradio its served copy) inside its output folder.
     assert list(out.glob("generate-*/video.mp4")) and list((out / ".gradio").rglob("*.mp4"))
 
 
 def test_api_compare(client):
     c, _ = client
-    base, fast, diff, table = c.predict(PROMPT, "", *_settings(spec=SKIPPING), api_name="/compare")
+    base, fast, side, table = c.predict(PROMPT, "", *_settings(spec=SKIPPING), api_name="/compare")
     rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
     assert set(rows) == {"baseline", "accelerated"} and float(rows["accelerated"]["ssim"]) <= 1
-    for v in (base, fast, diff):
+    for v in (base, fast, side):
         assert read_video(v["video"] if isinstance(v, dict) else v).shape[0] == 9
 
 
@@ -223,7 +236,7 @@ def test_api_errors_are_readable_and_the_server_survives(client, overrides, prom
     with pytest.raises(Exception, match=message):
         c.predict(prompt, "", *_settings(**overrides), api_name="/generate")
     video, _, figures = c.predict(PROMPT, "", *_settings(), api_name="/generate")  # still serving
-    assert figures["frames"] == 9
+    assert figures["num_frames"] == 9
 
 
 def test_api_cancel_stops_a_running_job_and_the_app_keeps_working(client):
@@ -240,4 +253,4 @@ def test_api_cancel_stops_a_running_job_and_the_app_keeps_working(client):
     with pytest.raises(Exception, match="Cancelled"):
         job.result(timeout=60)
     video, _, figures = c.predict(PROMPT, "", *_settings(), api_name="/generate")
-    assert figures["frames"] == 9
+    assert figures["num_frames"] == 9

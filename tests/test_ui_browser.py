@@ -133,4 +133,4 @@ def test_batch_in_the_browser(page, shots):
 def test_bad_input_shows_a_message_in_the_page(page):
     page.fill("#prompt textarea", "")
     page.click("#generate-button")
-    page.get_by_text("Please enter a prompt").first.wait_for()
+    page.get_by_text("the prompt is empty").first.wait_for()

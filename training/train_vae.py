@@ -28,7 +28,6 @@ import copy
 import csv
 import json
 import math
-import os
 import random
 import sys
 import time

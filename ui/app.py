@@ -16,14 +16,14 @@ import gradio as gr
 
 from genaccel.accelerators import ACCELERATORS
 from genaccel.errors import GenAccelError
+from genaccel.request import EXAMPLE_PROMPT, GenerationRequest, field_limits, request_from_options
 from genaccel.spec import PRESET_NAMES
-from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, default_controls, spec_from_controls
+from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, spec_from_controls
 from genaccel.ui.jobs import Cancelled
-from genaccel.ui.service import FIELD_LIMITS, RunSettings, Studio
+from genaccel.ui.service import COMPARE_COLUMNS, Studio
 
 PRESETS = ["none", *PRESET_NAMES, "custom"]
 GENERATION_SLOT = "device"  # one concurrency slot shared by every generating event: one job at a time
-EXAMPLE_PROMPT = "a red circle moving left on a black background"
 
 
 def _session(request: gr.Request | None) -> str:
@@ -70,8 +70,8 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Column(scale=1, min_width=320):
                 with gr.Accordion("Video settings", open=True):
                     with gr.Row():
-                        width = gr.Number(defaults.get("width"), label="Width", precision=0, minimum=FIELD_LIMITS["width"][0])
-                        height = gr.Number(defaults.get("height"), label="Height", precision=0, minimum=FIELD_LIMITS["height"][0])
+                        width = gr.Number(defaults.get("width"), label="Width", precision=0, minimum=field_limits("width")[0])
+                        height = gr.Number(defaults.get("height"), label="Height", precision=0, minimum=field_limits("height")[0])
                     with gr.Row():
                         frames = gr.Number(defaults.get("num_frames"), label="Frames", precision=0)
                         steps = gr.Number(defaults.get("num_inference_steps"), label="Steps", precision=0)
@@ -119,9 +119,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                         with gr.Row():
                             c_base = gr.Video(label="Baseline", elem_id="compare-baseline", autoplay=True, loop=True, height=256)
                             c_fast = gr.Video(label="Accelerated", elem_id="compare-accelerated", autoplay=True, loop=True, height=256)
-                            c_diff = gr.Video(label="|difference| x4", elem_id="compare-difference", autoplay=True, loop=True, height=256)
-                        c_table = gr.Dataframe(headers=["run", "accel", "seconds", "speedup", "skipped_passes", "psnr_db",
-                                                        "ssim", "adherence"], label="Speedup and quality", elem_id="compare-table")
+                        c_side = gr.Video(label="baseline | accelerated | |difference| x4 (the bench's compare video)",
+                                          elem_id="compare-difference", autoplay=True, loop=True, height=256)
+                        c_table = gr.Dataframe(headers=COMPARE_COLUMNS, label="Speedup and quality (genaccel bench)",
+                                               elem_id="compare-table")
                     with gr.Tab("Batch", id="batch"):
                         b_text = gr.Textbox("", label="Prompts (one per line)", lines=5, elem_id="batch-prompts")
                         b_file = gr.File(label="...or a .txt / .jsonl file", file_types=[".txt", ".jsonl"], type="filepath")
@@ -133,7 +134,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         b_zip = gr.File(label="All videos and the manifest (zip)")
 
         controls = [c for name in CONTROL_LAYOUT for c in (toggles[name], *params_of(name, params))]
-        settings_inputs = [model, width, height, frames, steps, guidance, seed, spec]
+        request_inputs = [model, setting, width, height, frames, steps, guidance, seed, spec]
 
         # ---------------------------------------------------------------- model, setting, controls
         def on_model(model_name, setting_name, preset_name, *values):
@@ -184,41 +185,41 @@ def build_app(studio: Studio) -> gr.Blocks:
         dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
 
         # ---------------------------------------------------------------- generate
-        def on_generate(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text,
+        def on_generate(prompt_text, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text,
                         request: gr.Request, progress=gr.Progress()):
-            settings = _settings(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text)
-            done = _finish(lambda: studio.generate(_session(request), settings), progress)
+            done = _finish(lambda: studio.generate(_session(request), model_name, _request(
+                prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text)), progress)
             return done["video"], done["video"], done["figures"]
 
-        gen_event = run.click(on_generate, [prompt, negative, *settings_inputs], [video, download, stats],
+        gen_event = run.click(on_generate, [prompt, negative, *request_inputs], [video, download, stats],
                               api_name="generate", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
 
         # ---------------------------------------------------------------- compare
-        def on_compare(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text,
+        def on_compare(prompt_text, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text,
                        request: gr.Request, progress=gr.Progress()):
-            settings = _settings(prompt_text, negative_text, model_name, w, h, f, n, g, s, spec_text)
-            done = _finish(lambda: studio.compare(_session(request), settings), progress)
-            table = [[r.get(h) for h in c_table.headers] for r in done["rows"]]
-            return done["baseline"], done["accelerated"], done["difference"], table
+            done = _finish(lambda: studio.compare(_session(request), model_name, _request(
+                prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text)), progress)
+            table = [[r.get(h) for h in COMPARE_COLUMNS] for r in done["rows"]]
+            return done["baseline"], done["accelerated"], done["side_by_side"], table
 
-        cmp_event = c_run.click(on_compare, [c_prompt, c_negative, *settings_inputs], [c_base, c_fast, c_diff, c_table],
+        cmp_event = c_run.click(on_compare, [c_prompt, c_negative, *request_inputs], [c_base, c_fast, c_side, c_table],
                                 api_name="compare", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
 
         # ---------------------------------------------------------------- batch
-        def on_batch(text, upload, negative_text, model_name, w, h, f, n, g, s, spec_text,
+        def on_batch(text, upload, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text,
                      request: gr.Request, progress=gr.Progress()):
             from genaccel.batch import parse_items
 
             try:
+                base = _request(None, negative_text, setting_name, w, h, f, n, g, s, spec_text)
                 if upload:
                     path = Path(upload)
-                    items = parse_items(path.read_text(), path.suffix.lower(), source=path.name)
+                    items = parse_items(path.read_text(), path.suffix.lower(), source=path.name, base=base)
                 else:
-                    items = parse_items(text or "", ".txt", source="the prompts box")
-                settings = _settings(items[0].prompt, negative_text, model_name, w, h, f, n, g, s, spec_text)
+                    items = parse_items(text or "", ".txt", source="the prompts box", base=base)
                 gallery = []
                 yield gallery, f"0 of {len(items)} done", None
-                for kind, value in studio.batch(_session(request), items, settings):
+                for kind, value in studio.batch(_session(request), model_name, items):
                     if kind == "progress":
                         step, total, _ = value
                         progress((step, total), desc=f"video {len(gallery) + 1} of {len(items)}", unit="steps")
@@ -230,7 +231,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             except (GenAccelError, Cancelled, OSError) as exc:
                 raise _fail(exc) from None
 
-        batch_event = b_run.click(on_batch, [b_text, b_file, negative, *settings_inputs], [b_gallery, b_status, b_zip],
+        batch_event = b_run.click(on_batch, [b_text, b_file, negative, *request_inputs], [b_gallery, b_status, b_zip],
                                   api_name="batch", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
 
         # ---------------------------------------------------------------- cancel
@@ -318,11 +319,13 @@ def _support_text(info: dict) -> str:
     return "Not available for this model: " + "; ".join(f"**{n}**: {why}" for n, why in info["unsupported"].items())
 
 
-def _settings(prompt_text, negative_text, model, width, height, frames, steps, guidance, seed, spec) -> RunSettings:
-    return RunSettings(prompt=prompt_text or "", model=model or "", spec=(spec or "none").strip() or "none",
-                       negative_prompt=negative_text or "", width=_number(width), height=_number(height),
-                       frames=_number(frames), steps=_number(steps), guidance=_number(guidance),
-                       seed=_number(seed) or 0)
+def _request(prompt, negative, setting, width, height, frames, steps, guidance, seed, spec) -> GenerationRequest:
+    """The page's fields as a request (empty numbers mean the model's default); without a prompt, the
+    base every batch item shares."""
+    options = {"prompt": prompt, "negative": negative or "", "setting": setting or "default", "width": _number(width),
+               "height": _number(height), "frames": _number(frames), "steps": _number(steps),
+               "guidance": _number(guidance), "seed": _number(seed) or 0, "accel": (spec or "none").strip() or "none"}
+    return request_from_options(options, partial=prompt is None)
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str = "auto",

@@ -9,76 +9,28 @@ from __future__ import annotations
 import json
 import uuid
 import zipfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import numpy as np
+from typing import Any, Iterator
 
 from genaccel.errors import InputError
-from genaccel.generate import GenerationRequest, GenerationResult, complete_request, model_defaults, model_settings
+from genaccel.generate import GenerationResult
 from genaccel.pipelines.families import family_of
+from genaccel.prepare import PreparedRequest, model_defaults, model_settings, prepare
+from genaccel.request import GenerationRequest
 
 from genaccel.ui.jobs import Cancelled, Job, JobRunner, PipelineCache
 
-FIELD_LIMITS = {  # what the page accepts (a 2-core CPU and a big GPU alike); families add their own rules
-    "width": (8, 4096),
-    "height": (8, 4096),
-    "frames": (1, 1024),
-    "steps": (1, 1000),
-    "guidance": (0.0, 50.0),
-    "seed": (0, 2**32 - 1),
-}
-
-
-@dataclass
-class RunSettings:
-    """One request from the page. None for size/frames/steps/guidance means the model's default."""
-
-    prompt: str
-    model: str
-    spec: str = "none"
-    negative_prompt: str = ""
-    width: int | None = None
-    height: int | None = None
-    frames: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    seed: int = 0
-
-    def checked(self) -> "RunSettings":
-        """Range checks that need no model; raises InputError with a readable message."""
-        if not (self.prompt or "").strip():
-            raise InputError("Please enter a prompt.")
-        if not (self.model or "").strip():
-            raise InputError("Please choose a model.")
-        for name, (low, high) in FIELD_LIMITS.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, float) and name != "guidance":
-                if not value.is_integer():
-                    raise InputError(f"{name} must be a whole number; got {value}")
-                setattr(self, name, int(value))
-                value = int(value)
-            if not low <= value <= high:
-                raise InputError(f"{name} must be between {low} and {high}; got {value}")
-        return self
-
-    def request(self) -> GenerationRequest:
-        return GenerationRequest(
-            prompt=self.prompt.strip(), negative_prompt=self.negative_prompt or "", num_frames=self.frames,
-            height=self.height, width=self.width, num_inference_steps=self.steps, guidance_scale=self.guidance,
-            seed=int(self.seed),
-        )
+# What the page shows of a run's summary (GenerationResult.summary keys).
+FIGURES = ("accel", "seconds", "denoise_seconds", "decode_seconds", "transformer_calls", "skipped_calls",
+           "attention_calls", "attention_reused", "num_frames", "height", "width", "num_inference_steps", "seed",
+           "accelerator_stats")
+COMPARE_COLUMNS = ["run", "accel", "seconds", "speedup", "skipped_passes", "psnr_db", "ssim", "adherence"]
 
 
 def figures(result: GenerationResult) -> dict[str, Any]:
     """The run's figures as the page shows them."""
-    s = result.summary()
-    keep = ("accel", "seconds", "denoise_seconds", "decode_seconds", "transformer_calls", "skipped_calls",
-            "attention_calls", "attention_reused", "frames", "height", "width", "steps", "seed", "accelerator_stats")
-    return {k: s[k] for k in keep}
+    summary = result.summary()
+    return {k: summary[k] for k in FIGURES}
 
 
 class Studio:
@@ -97,6 +49,8 @@ class Studio:
 
     # ------------------------------------------------------------------ models
     def pipeline(self, model: str):
+        if not (model or "").strip():
+            raise InputError("Please choose a model.")
         return self.pipelines.get(model.strip(), self.device)
 
     def model_info(self, model: str) -> dict[str, Any]:
@@ -121,111 +75,82 @@ class Studio:
         path.mkdir(parents=True)
         return path
 
-    # ------------------------------------------------------------------ generation
-    def _generate(self, job: Job, pipe, request: GenerationRequest, spec: str, label: str = "") -> GenerationResult:
-        from genaccel.acceleration import apply
-        from genaccel.generate import generate
+    def _prepare(self, model: str, request: GenerationRequest) -> tuple[Any, PreparedRequest]:
+        """Load (or reuse) the model and prepare the request: every error before a job is queued."""
+        pipe = self.pipeline(model)
+        return pipe, prepare(pipe, request)
 
-        apply(pipe, spec)
-
+    @staticmethod
+    def _step_reporter(job: Job, label: str):
         def on_step(step: int, total: int | None) -> None:
-            job.check()
+            job.check()  # cancellation takes effect between denoising steps
             job.emit("progress", (step, total, label))
 
-        return generate(pipe, request, callback=on_step)
+        return on_step
 
-    def _prepare(self, settings: RunSettings):
-        from genaccel.acceleration import pipeline_model_key
-        from genaccel.spec import parse_spec, resolve
-
-        settings.checked()
-        pipe = self.pipeline(settings.model)
-        family = family_of(pipe)
-        resolve(parse_spec(settings.spec or "none", family, pipeline_model_key(pipe)), family)
-        request = complete_request(pipe, settings.request())
-        return pipe, request
-
-    def generate(self, session: str, settings: RunSettings) -> Iterator[tuple[str, Any]]:
+    # ------------------------------------------------------------------ generation
+    def generate(self, session: str, model: str, request: GenerationRequest) -> Iterator[tuple[str, Any]]:
         """Events ("progress", (step, total, label)) then ("done", {"video", "figures"})."""
+        from genaccel.generate import generate
         from genaccel.video_io import write_video
 
-        pipe, request = self._prepare(settings)
+        pipe, prepared = self._prepare(model, request)
 
         def work(job: Job):
-            result = self._generate(job, pipe, request, settings.spec or "none")
+            result = generate(pipe, prepared, callback=self._step_reporter(job, ""))
             video = write_video(result.frames, self._job_dir("generate") / "video.mp4")
             return {"video": str(video), "figures": figures(result)}
 
         yield from self.jobs.run(session, self.device, work)
 
-    def compare(self, session: str, settings: RunSettings) -> Iterator[tuple[str, Any]]:
-        """Baseline and accelerated runs with the same seed; ("done", {videos, rows}) at the end."""
-        from genaccel.bench.quality import psnr, ssim
-        from genaccel.bench.report import compare_frames
-        from genaccel.video_io import to_uint8, write_video
+    def compare(self, session: str, model: str, request: GenerationRequest) -> Iterator[tuple[str, Any]]:
+        """The bench on one prompt and seed: baseline and the request's accelerators; ("done", {"baseline",
+        "accelerated", "side_by_side", "rows"}) at the end, rows as COMPARE_COLUMNS."""
+        from genaccel.bench import BenchPlan, run_bench, summarize
+        from genaccel.score import scorer_named
 
-        pipe, request = self._prepare(settings)
+        pipe, prepared = self._prepare(model, request)
+        if prepared.spec is None or prepared.spec.text == "none":
+            raise InputError("Choose accelerators (a preset or the toggles) to compare with the baseline.")
+        plan = BenchPlan(accels=[request.accel], prompts=[request.prompt], seeds=[request.seed], request=request,
+                         warmup=0, memory="off")
 
         def work(job: Job):
-            base = self._generate(job, pipe, request, "none", label="baseline")
-            fast = self._generate(job, pipe, request, settings.spec or "none", label="accelerated")
             folder = self._job_dir("compare")
-            diff = np.clip(np.abs(fast.frames - base.frames) * 4.0, 0, 1)
-            paths = {
-                "baseline": write_video(base.frames, folder / "baseline.mp4"),
-                "accelerated": write_video(fast.frames, folder / "accelerated.mp4"),
-                "difference": write_video(diff, folder / "difference.mp4"),
-            }
-            side = compare_frames(request.prompt, [("baseline", base.frames), (fast.accel, fast.frames)])
-            paths["side_by_side"] = write_video(side.astype(np.float32) / 255.0, folder / "compare.mp4")
-            rows = []
-            for name, result in (("baseline", base), ("accelerated", fast)):
-                row = {"run": name, "accel": result.accel, "seconds": round(result.seconds, 3),
-                       "speedup": round(base.seconds / result.seconds, 3) if result.seconds else None,
-                       "skipped_passes": f"{result.stats.get('skipped_calls', 0)}/{result.stats.get('transformer_calls', 0)}"}
-                if name == "baseline":
-                    row.update(psnr_db=None, ssim=None)
-                else:
-                    value = psnr(to_uint8(base.frames), to_uint8(result.frames))
-                    row.update(psnr_db="identical" if value == float("inf") else round(value, 2),
-                               ssim=round(ssim(base.frames, result.frames), 4))
-                row["adherence"] = _adherence(result.frames, request.prompt)
-                rows.append(row)
-            return {**{k: str(v) for k, v in paths.items()}, "rows": rows}
+            rows = run_bench(pipe, plan, folder, progress=False, callback=self._step_reporter(job, "compare"),
+                             save_videos=True)
+            scorer = scorer_named(plan.scorer)
+            table = []
+            for row, summary in zip(sorted(rows, key=lambda r: r["config"]), summarize(rows, plan)):
+                baseline = row["config"] == 0
+                table.append({
+                    "run": "baseline" if baseline else "accelerated", "accel": row["resolved"],
+                    "seconds": round(row["seconds"], 3), "speedup": round(summary["speedup"], 3),
+                    "skipped_passes": f"{row['skipped_calls']}/{row['transformer_calls']}",
+                    "psnr_db": None if baseline else "identical" if row["identical"] else round(row["psnr"], 2),
+                    "ssim": None if baseline else round(row["ssim"], 4),
+                    "adherence": scorer.describe(row["adherence"]) if row["adherence"] else None,
+                })
+            return {"baseline": str(folder / "videos" / "0.mp4"), "accelerated": str(folder / "videos" / "1.mp4"),
+                    "side_by_side": str(folder / "compare.mp4"), "rows": table}
 
         yield from self.jobs.run(session, self.device, work)
 
-    def batch(self, session: str, items, settings: RunSettings) -> Iterator[tuple[str, Any]]:
+    def batch(self, session: str, model: str, items) -> Iterator[tuple[str, Any]]:
         """Events ("item", {"video", "prompt", "index"}) as videos finish, then ("done", {"zip", "manifest", ...})."""
-        from genaccel.batch import MANIFEST, run_batch, validate_items
+        from genaccel.batch import MANIFEST, prepare_items, run_batch
 
-        settings.prompt = settings.prompt or items[0].prompt  # RunSettings wants one; items carry their own
-        pipe, _ = self._prepare(settings)
-
-        def make_request(item):
-            options = item.options
-            return GenerationRequest(
-                prompt=item.prompt, negative_prompt=str(options.get("negative", settings.negative_prompt or "")),
-                num_frames=options.get("frames", settings.frames), height=options.get("height", settings.height),
-                width=options.get("width", settings.width), num_inference_steps=options.get("steps", settings.steps),
-                guidance_scale=options.get("guidance", settings.guidance), seed=int(options.get("seed", settings.seed)),
-                setting=str(options.get("setting", "default")),
-            )
-
-        validate_items(pipe, items, make_request, settings.spec or "none")  # errors before the job is queued
+        pipe = self.pipeline(model)
+        prepared = prepare_items(pipe, items)  # errors before the job is queued
 
         def work(job: Job):
             folder = self._job_dir("batch")
 
-            def on_step(step, total):
-                job.check()  # cancellation takes effect between denoising steps
-                job.emit("progress", (step, total, "batch"))
-
             def on_item(entry, path):
                 job.emit("item", {"video": str(path), "prompt": entry["prompt"], "index": entry["index"]})
 
-            summary = run_batch(pipe, items, folder, make_request=make_request, accel=settings.spec or "none",
-                                progress=False, on_item=on_item, step_callback=on_step)
+            summary = run_batch(pipe, items, folder, progress=False, on_item=on_item, prepared=prepared,
+                                step_callback=self._step_reporter(job, "batch"))
             archive = folder / "videos.zip"
             with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
                 for line in (folder / MANIFEST).read_text().splitlines():
@@ -239,19 +164,4 @@ class Studio:
         return self.jobs.cancel(session)
 
 
-def _adherence(frames: np.ndarray, prompt: str) -> str | None:
-    """'correct' or what the scorer read instead, for prompts of the embedded model's grammar."""
-    from genaccel.score import score_frames
-    from genaccel.shapes import parse_prompt
-
-    try:
-        parse_prompt(prompt)
-    except ValueError:
-        return None
-    verdict = score_frames(frames, prompt)
-    if verdict.correct:
-        return "correct"
-    return f"read {verdict.color or '?'} {verdict.shape or '?'} {verdict.motion or '?'}"
-
-
-__all__ = ["Cancelled", "RunSettings", "Studio", "figures"]
+__all__ = ["COMPARE_COLUMNS", "Cancelled", "Studio", "figures"]

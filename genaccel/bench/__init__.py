@@ -8,6 +8,6 @@ LPIPS), `memory` (peak memory per run), `report` (summary.csv/md, pareto.png, co
 """
 
 from genaccel.bench.report import summarize
-from genaccel.bench.runner import BenchPlan, run_bench
+from genaccel.bench.runner import BenchPlan, read_memory, run_bench
 
-__all__ = ["BenchPlan", "run_bench", "summarize"]
+__all__ = ["BenchPlan", "read_memory", "run_bench", "summarize"]

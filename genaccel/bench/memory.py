@@ -1,94 +1,205 @@
-"""Peak memory of one run: CUDA max allocated on a GPU, the process's peak RSS growth on CPU.
+"""Peak memory of one generation: what a run needs, measured two ways.
 
-On Linux the kernel's RSS high-water mark (VmHWM) can be reset by writing "5" to
-/proc/self/clear_refs, which makes a per-run peak exact and free. Where that is not allowed, a
-background thread samples the RSS every few milliseconds instead.
+- CPU, method `rss_fresh_process`: the peak resident set size (the kernel's high-water mark,
+  VmHWM; `ru_maxrss` where there is no /proc) of a fresh Python process that imports genaccel,
+  loads the model, applies the configuration and makes one video. It counts everything the run
+  holds at its worst moment (interpreter and libraries, weights, activations, caches), and nothing
+  left over from earlier runs, so the same configuration reads the same number in every table.
+  `generation_peak` runs one such process; `fresh_process_peak` is the primitive under it (any
+  `module:function` in a child process).
+- CUDA, method `cuda_max_allocated`: `torch.cuda.max_memory_allocated` after
+  `reset_peak_memory_stats`, in process (`CudaPeakMemory`). The peak is reset to what is allocated
+  when the block starts (the weights), so it counts the weights plus the run's largest
+  allocations; tensors PyTorch frees are returned to its caching allocator, so one run does not
+  inflate the next. `generation_peak` on a CUDA device reports this figure, taken in the child.
 """
 
 from __future__ import annotations
 
-import threading
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
+from genaccel.errors import GenAccelError
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
+FRESH_PROCESS = "rss_fresh_process"
+CUDA_MAX_ALLOCATED = "cuda_max_allocated"
+UNAVAILABLE = "unavailable"
 
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def current_rss_bytes() -> int | None:
-    kib = _status_kib("VmRSS")
-    return None if kib is None else kib * 1024
-
-
-def _reset_high_water_mark() -> bool:
-    try:
-        _CLEAR_REFS.write_text("5")
-        return True
-    except OSError:
-        return False
+_CHILD = "from genaccel.bench.memory import _child_main; _child_main()"
+# Libraries' warnings, log lines and progress bars kept out of the child's stderr, so that its
+# last line is the error when it fails.
+_QUIET_ENV = {
+    "PYTHONWARNINGS": "ignore",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
-class PeakMemory:
-    """Context manager measuring the peak memory of the code it wraps.
+class MemoryMeasureError(GenAccelError):
+    """A memory measurement whose child process failed; the message is one line."""
 
-    `peak_bytes` is, on CUDA, `torch.cuda.max_memory_allocated` during the block; on CPU, the peak
-    resident set size during the block minus the resident size at its start. `method` says which
-    way it was measured (or "unavailable").
+
+@dataclass(frozen=True)
+class MemoryMeasure:
+    peak_bytes: int
+    method: str  # FRESH_PROCESS or CUDA_MAX_ALLOCATED
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+class CudaPeakMemory:
+    """Context manager: `torch.cuda.max_memory_allocated` over the block, on a CUDA device.
+
+    On any other device it measures nothing (`peak_bytes` None, `method` "unavailable"): a CPU
+    run's peak is measured by `generation_peak`, in a fresh process.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", sample_seconds: float = 0.005):
-        self.device = torch.device(device)
-        self.sample_seconds = sample_seconds
-        self.peak_bytes: int | None = None
-        self.method = "unavailable"
-        self._baseline = None
-        self._sampled_peak = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, device: Any = "cpu"):
+        import torch
 
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
+        self.device = torch.device(device)
+        self.peak_bytes: int | None = None
+        self.method = CUDA_MAX_ALLOCATED if self.device.type == "cuda" else UNAVAILABLE
+
+    def __enter__(self) -> "CudaPeakMemory":
+        if self.method == CUDA_MAX_ALLOCATED:
+            import torch
+
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self.method = "cuda_max_allocated"
-            return self
-        self._baseline = current_rss_bytes()
-        if self._baseline is None:
-            return self
-        if _reset_high_water_mark():
-            self.method = "rss_high_water_mark"
-        else:
-            self.method = "rss_sampled"
-            self._sampled_peak = self._baseline
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
         return self
 
-    def _sample(self) -> None:
-        while not self._stop.wait(self.sample_seconds):
-            rss = current_rss_bytes() or 0
-            self._sampled_peak = max(self._sampled_peak, rss)
-
     def __exit__(self, *exc) -> None:
-        if self.method == "cuda_max_allocated":
+        if self.method == CUDA_MAX_ALLOCATED:
+            import torch
+
             torch.cuda.synchronize(self.device)
             self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
-        elif self.method == "rss_high_water_mark":
-            peak = (_status_kib("VmHWM") or 0) * 1024
-            self.peak_bytes = max(0, peak - self._baseline)
-        elif self.method == "rss_sampled":
-            self._stop.set()
-            self._thread.join()
-            self._sampled_peak = max(self._sampled_peak, current_rss_bytes() or 0)
-            self.peak_bytes = max(0, self._sampled_peak - self._baseline)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far, in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB elsewhere
+
+
+def _run_fresh(target: str, payload: dict, env: dict | None, timeout: float | None, label: str | None = None) -> dict:
+    """Run `target(payload)` in a fresh interpreter; its {"peak_rss_bytes", "result"}."""
+    label = label or target
+    if ":" not in target:
+        raise ValueError(f"target must be 'module:function'; got {target!r}")
+    child_env = {**(os.environ if env is None else env), **_QUIET_ENV}
+    with tempfile.TemporaryDirectory(prefix="genaccel-memory-") as tmp:
+        out = Path(tmp) / "result.json"
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _CHILD, target, str(out)],
+                input=json.dumps(payload), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                text=True, env=child_env, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise MemoryMeasureError(f"memory measurement of {label} timed out after {timeout:g} s") from None
+        if proc.returncode != 0 or not out.is_file():
+            lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+            if proc.returncode < 0:
+                why = f"killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9 else "")
+            else:
+                why = lines[-1] if lines else f"exit status {proc.returncode}, nothing on stderr"
+            error = MemoryMeasureError(f"memory measurement of {label} failed: {why}")
+            error.stderr = proc.stderr
+            raise error
+        return json.loads(out.read_text())
+
+
+def fresh_process_peak(target: str, payload: dict, *, env: dict | None = None, timeout: float | None = None) -> int:
+    """Peak RSS, in bytes, of a fresh Python process that calls `module:function`(payload).
+
+    `payload` must be JSON-serializable; the child gets it as a dict. `env` replaces the child's
+    environment (default: this process's), e.g. to put a folder on its PYTHONPATH. A child that
+    fails raises `MemoryMeasureError` with its last line of stderr.
+    """
+    return int(_run_fresh(target, payload, env, timeout)["peak_rss_bytes"])
+
+
+def generation_peak(model: str, device: str, request: dict, accel: str, *,
+                    env: dict | None = None, timeout: float | None = None) -> MemoryMeasure:
+    """The peak memory of one generation with `accel`, in a fresh process.
+
+    `request` holds `GenerationRequest` fields (prompt, seed, num_frames, ...). On CPU the figure
+    is the child's peak RSS (model load included); on CUDA, `torch.cuda.max_memory_allocated`
+    over the generation (weights included).
+    """
+    payload = {"model": model, "device": device, "request": request, "accel": accel}
+    report = _run_fresh(f"{__name__}:_generate_once", payload, env, timeout, label=f"{model} with {accel!r}")
+    cuda_peak = (report.get("result") or {}).get("cuda_peak_bytes")
+    if cuda_peak is not None:
+        return MemoryMeasure(int(cuda_peak), CUDA_MAX_ALLOCATED)
+    return MemoryMeasure(int(report["peak_rss_bytes"]), FRESH_PROCESS)
+
+
+def _generate_once(payload: dict) -> dict:
+    """Child side of `generation_peak`: load, apply, generate once."""
+    import genaccel
+
+    pipe = genaccel.load_pipeline(payload["model"], device=payload["device"])
+    genaccel.apply(pipe, payload["accel"])
+    with CudaPeakMemory(getattr(pipe, "device", "cpu")) as cuda:
+        genaccel.generate(pipe, genaccel.GenerationRequest(**payload["request"]))
+    return {"cuda_peak_bytes": cuda.peak_bytes}
+
+
+def _quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    for name in ("diffusers", "transformers"):
+        try:
+            module = __import__(f"{name}.utils.logging", fromlist=["set_verbosity_error"])
+            module.set_verbosity_error()
+            module.disable_progress_bar()
+        except (ImportError, AttributeError):
+            pass
+
+
+def _child_main() -> None:
+    """`python -c ... TARGET RESULT_PATH` with the payload on stdin (see `_run_fresh`)."""
+    import importlib
+
+    target, result_path = sys.argv[1], sys.argv[2]
+    payload = json.loads(sys.stdin.read())
+    try:
+        _quiet_libraries()
+        module_name, _, function_name = target.partition(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        result = function(payload)
+    except BaseException as exc:  # noqa: BLE001 - the parent reports it in one line
+        import traceback
+
+        traceback.print_exc()
+        message = " ".join(str(exc).split()) or "(no message)"
+        print(f"{type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    tmp = Path(result_path + ".tmp")
+    tmp.write_text(json.dumps({"peak_rss_bytes": peak_rss_bytes(), "result": result}))
+    os.replace(tmp, result_path)

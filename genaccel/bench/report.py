@@ -19,11 +19,17 @@ from typing import Any
 import numpy as np
 
 PSNR_CAP = 100.0
-CSV_COLUMNS = [
-    "accel", "resolved", "runs", "seconds", "speedup", "speedup_p25", "speedup_p75", "denoise_speedup",
-    "psnr", "ssim", "temporal_error", "lpips", "adherence", "adherence_color", "adherence_shape",
-    "adherence_direction", "peak_memory_bytes", "skipped_fraction", "attention_reused_fraction",
-]
+
+
+def csv_columns(plan) -> list[str]:
+    """Summary columns: timing, quality, the plan's scorer's adherence columns, memory, work skipped."""
+    from genaccel.score import scorer_named
+
+    scorer = scorer_named(plan.scorer)
+    adherence = ["adherence", *(f"adherence_{c}" for c in scorer.columns)] if scorer else []
+    return ["accel", "resolved", "runs", "seconds", "speedup", "speedup_p25", "speedup_p75", "denoise_speedup",
+            "psnr", "ssim", "temporal_error", "lpips", *adherence, "peak_memory_bytes", "skipped_fraction",
+            "attention_reused_fraction", "adherence_delta_points"]
 
 
 def _median_by_item(rows: list[dict], field: str) -> dict[int, float]:
@@ -42,8 +48,22 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def summarize(rows: list[dict], accels: list[str]) -> list[dict[str, Any]]:
-    """One summary row per configuration, baseline first."""
+def _peak_memory(runs: list[dict], spec: str, memory: dict) -> int | None:
+    """A configuration's peak: its fresh-process measure, else the largest in-process (CUDA) one."""
+    if spec in memory:
+        return memory[spec]["peak_memory_bytes"]
+    peaks = [r["peak_memory_bytes"] for r in runs if r.get("peak_memory_bytes") is not None]
+    return max(peaks) if peaks else None
+
+
+def summarize(rows: list[dict], plan, memory: dict | None = None) -> list[dict[str, Any]]:
+    """One summary row per configuration, baseline first. `memory` maps a spec to its fresh-process
+    peak (DIR/memory.json)."""
+    from genaccel.score import scorer_named
+
+    scorer = scorer_named(plan.scorer)
+    columns = scorer.columns if scorer else ()
+    memory = memory or {}
     by_config = defaultdict(list)
     for r in rows:
         by_config[r["config"]].append(r)
@@ -51,7 +71,7 @@ def summarize(rows: list[dict], accels: list[str]) -> list[dict[str, Any]]:
     base_denoise = _median_by_item(by_config[0], "denoise_seconds")
     base_adherence = None
     out = []
-    for config, spec in enumerate(accels):
+    for config, spec in enumerate(plan.accels):
         runs = by_config.get(config, [])
         if not runs:
             continue
@@ -62,8 +82,9 @@ def summarize(rows: list[dict], accels: list[str]) -> list[dict[str, Any]]:
         first = {r["item"]: r for r in runs if r["repeat"] == 0}.values()  # quality is the same every repetition
         psnrs = [PSNR_CAP if r.get("identical") else r["psnr"] for r in first] if config else []
         verdicts = [r["adherence"] for r in first if r.get("adherence")]
-        adherence = {k: (sum(v[f"{k}_ok"] if k != "all" else v["correct"] for v in verdicts) / len(verdicts))
-                     for k in ("color", "shape", "direction", "all")} if verdicts else {}
+        adherence = {k: sum(v[f"{k}_ok"] for v in verdicts) / len(verdicts) for k in columns} if verdicts else {}
+        if verdicts:
+            adherence["all"] = sum(v["correct"] for v in verdicts) / len(verdicts)
         calls = sum(r["transformer_calls"] for r in runs)  # every call, computed or skipped
         attention = sum(r["attention_calls"] for r in runs)
         row = {
@@ -80,10 +101,8 @@ def summarize(rows: list[dict], accels: list[str]) -> list[dict[str, Any]]:
             "temporal_error": _mean([r["temporal_error"] for r in first]) if config else None,
             "lpips": _mean([r["lpips"] for r in first]) if config else None,
             "adherence": adherence.get("all"),
-            "adherence_color": adherence.get("color"),
-            "adherence_shape": adherence.get("shape"),
-            "adherence_direction": adherence.get("direction"),
-            "peak_memory_bytes": max((r["peak_memory_bytes"] or 0) for r in runs) if any(r["peak_memory_bytes"] is not None for r in runs) else None,
+            **{f"adherence_{k}": adherence.get(k) for k in columns},
+            "peak_memory_bytes": _peak_memory(runs, spec, memory),
             "skipped_fraction": sum(r["skipped_calls"] for r in runs) / calls if calls else 0.0,
             "attention_reused_fraction": sum(r["attention_reused"] for r in runs) / attention if attention else 0.0,
         }
@@ -132,7 +151,7 @@ def write_summary(out_dir: Path, summary: list[dict], plan) -> None:
     import io
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS + ["adherence_delta_points"], extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=csv_columns(plan), extrasaction="ignore")
     writer.writeheader()
     for row in summary:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -180,12 +199,12 @@ def write_pareto(path: Path, summary: list[dict], title: str = "") -> bool:
     return True
 
 
-def write_report(out_dir: Path, rows: list[dict], plan) -> list[dict]:
-    summary = summarize(rows, plan.accels)
+def write_report(out_dir: Path, rows: list[dict], plan, memory: dict | None = None) -> list[dict]:
+    summary = summarize(rows, plan, memory)
     write_summary(out_dir, summary, plan)
-    setting = plan.setting if not (plan.height or plan.width or plan.num_frames or plan.num_inference_steps) else "custom"
+    setting = "custom" if plan.custom_size else plan.request.setting
     write_pareto(out_dir / "pareto.png", summary, title=f"genaccel bench ({rows[0]['width']}x{rows[0]['height']}x"
-                 f"{rows[0]['frames']}, {rows[0]['steps']} steps, setting {setting})" if rows else "")
+                 f"{rows[0]['num_frames']}, {rows[0]['num_inference_steps']} steps, setting {setting})" if rows else "")
     return summary
 
 

@@ -11,41 +11,45 @@ write once it is complete, so an interrupted sweep resumes at the first unfinish
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from tqdm import tqdm
 
-from genaccel.bench.memory import PeakMemory
 from genaccel.bench.quality import compare_videos
 from genaccel.errors import InputError
+from genaccel.request import GenerationRequest
 
 RESULTS = "results.jsonl"
 PLAN = "bench.json"
+MEMORY = "memory.json"
 BASELINE = "none"
+# Request fields that vary within a sweep; every other field is the plan's, shared by all runs.
+PER_RUN = ("prompt", "seed", "accel")
 
 
 @dataclass
 class BenchPlan:
-    """What one sweep runs. Unset sizes/steps fall back to the model's `setting`."""
+    """What one sweep runs: every configuration on every (prompt, seed), with `request`'s other
+    fields (setting, sizes, steps, guidance, negative prompt) shared by all runs."""
 
     accels: list[str]
     prompts: list[str]
     seeds: list[int] = field(default_factory=lambda: [0])
-    setting: str = "default"
-    num_inference_steps: int | None = None
-    num_frames: int | None = None
-    height: int | None = None
-    width: int | None = None
-    guidance_scale: float | None = None
+    request: GenerationRequest = field(default_factory=GenerationRequest)
     repeat: int = 1
     warmup: int = 1
+    scorer: str = "shapes"  # adherence scorer (genaccel.score.SCORERS), or "none"
+    memory: str = "fresh"  # "fresh": peak memory of each configuration in a fresh process (CPU); "off"
 
     def __post_init__(self):
+        from genaccel.score import scorer_named
+        from genaccel.spec import check_spec
+
         configs = [BASELINE] + [a.strip() for a in self.accels if a.strip().lower() != BASELINE]
         self.accels = list(dict.fromkeys(configs))  # baseline first, no duplicates, order kept
         if not self.prompts or any(not p.strip() for p in self.prompts):
@@ -58,6 +62,11 @@ class BenchPlan:
             raise InputError(f"--repeat must be at least 1; got {self.repeat}")
         if self.warmup < 0:
             raise InputError(f"--warmup must be >= 0; got {self.warmup}")
+        if self.memory not in ("fresh", "off"):
+            raise InputError(f"memory must be 'fresh' or 'off'; got '{self.memory}'")
+        scorer_named(self.scorer)
+        for spec in self.accels:
+            check_spec(spec)  # what needs no model: syntax, names, parameters, stacking
 
     def items(self) -> list[tuple[str, int]]:
         """(prompt, seed) pairs, prompt-major."""
@@ -73,29 +82,20 @@ class BenchPlan:
         start = round_index % n
         return [(start + k) % n for k in range(n)]
 
+    def run_request(self, prompt: str, seed: int, accel: str) -> GenerationRequest:
+        return dataclasses.replace(self.request, prompt=prompt, seed=seed, accel=accel)
+
+    @property
+    def custom_size(self) -> bool:
+        """True when sizes, frames or steps were set explicitly instead of by the setting."""
+        r = self.request
+        return any(v is not None for v in (r.height, r.width, r.num_frames, r.num_inference_steps))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _request(plan: BenchPlan, prompt: str, seed: int):
-    from genaccel.generate import GenerationRequest
-
-    return GenerationRequest(
-        prompt=prompt, seed=seed, setting=plan.setting, num_inference_steps=plan.num_inference_steps,
-        num_frames=plan.num_frames, height=plan.height, width=plan.width, guidance_scale=plan.guidance_scale,
-    )
-
-
-def _adherence(frames: np.ndarray, prompt: str) -> dict | None:
-    """The scorer's verdict for prompts of the shapes grammar (the embedded model's), else None."""
-    from genaccel.score import score_frames
-    from genaccel.shapes import parse_prompt
-
-    try:
-        parse_prompt(prompt)
-    except ValueError:
-        return None
-    return score_frames(frames, prompt).to_dict()
+        """What identifies the sweep (a resumed sweep must match it); memory does not change the runs."""
+        shared = {k: v for k, v in self.request.to_dict().items() if k not in PER_RUN}
+        return {"accels": self.accels, "prompts": self.prompts, "seeds": self.seeds, "request": shared,
+                "repeat": self.repeat, "warmup": self.warmup, "scorer": self.scorer}
 
 
 def _finite(value: float | None) -> float | None:
@@ -113,6 +113,12 @@ def _load_done(out_dir: Path) -> set[tuple[int, int]]:
     return done
 
 
+def _atomic_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def _check_or_write_plan(out_dir: Path, meta: dict) -> None:
     path = out_dir / PLAN
     if path.is_file():
@@ -122,35 +128,37 @@ def _check_or_write_plan(out_dir: Path, meta: dict) -> None:
             raise InputError(f"{out_dir} holds a different sweep (differs in: {', '.join(changed)}); "
                              "use another --out or delete it")
         return
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp, path)
+    _atomic_json(path, meta)
 
 
 def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = True,
-              on_round: Callable[[list[dict]], None] | None = None) -> list[dict]:
+              on_round: Callable[[list[dict]], None] | None = None, callback=None, model: str | None = None,
+              device: str = "auto", save_videos: bool = False) -> list[dict]:
     """Run (or resume) a sweep on a loaded pipeline; write DIR/results.jsonl and the report.
 
-    Returns every result row of the sweep (earlier rows included when resuming).
+    `callback(step, total)` is passed to every generation (it may raise to stop the sweep).
+    `model` (the name `pipe` was loaded by) lets CPU peak memory be measured in a fresh process per
+    configuration. `save_videos` also writes each configuration's video of the first prompt to
+    DIR/videos/<config>.mp4. Returns every result row of the sweep (earlier rows included when
+    resuming).
     """
-    from genaccel.acceleration import apply, pipeline_model_key, remove
+    from genaccel.acceleration import pipeline_model_key, remove
+    from genaccel.bench.memory import CudaPeakMemory
     from genaccel.bench.report import write_compare_video, write_report
-    from genaccel.generate import complete_request, generate
-    from genaccel.spec import parse_spec, resolve
-    from genaccel.pipelines.families import family_of
+    from genaccel.generate import generate
+    from genaccel.prepare import prepare
+    from genaccel.score import scorer_named
+    from genaccel.video_io import write_video
 
-    family = family_of(pipe)
-    key = pipeline_model_key(pipe)
-    for spec in plan.accels:  # every spec must be valid for this model before anything runs
-        resolve(parse_spec(spec, family, key), family)
     items = plan.items()
-    for prompt, seed in items[:1]:
-        complete_request(pipe, _request(plan, prompt, seed))
+    first = [prepare(pipe, plan.run_request(*items[0], spec)) for spec in plan.accels]  # errors before any work
+    family, key = first[0].family, pipeline_model_key(pipe)
+    scorer = scorer_named(plan.scorer)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = str(getattr(pipe, "device", "cpu"))
-    _check_or_write_plan(out_dir, {"model": key, "family": family.name, "device": device, **plan.to_dict()})
+    pipe_device = str(getattr(pipe, "device", "cpu"))
+    _check_or_write_plan(out_dir, {"model": key, "family": family.name, "device": pipe_device, **plan.to_dict()})
     done = _load_done(out_dir)
     rounds = plan.rounds()
     todo = [(k, rnd) for k, rnd in enumerate(rounds) if rnd not in done]
@@ -161,21 +169,20 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
         if todo:
             for _ in range(plan.warmup):
                 bar.set_postfix_str("warm-up")
-                apply(pipe, BASELINE)
-                generate(pipe, _request(plan, *items[todo[0][1][0]]))
+                generate(pipe, prepare(pipe, plan.run_request(*items[todo[0][1][0]], BASELINE)), callback=callback)
         for round_index, (item, repetition) in todo:
             prompt, seed = items[item]
             frames, rows = {}, {}
             for position, config in enumerate(plan.order(round_index)):
                 spec = plan.accels[config]
                 bar.set_postfix_str(spec[:40])
-                acceleration = apply(pipe, spec)
-                with PeakMemory(device) as memory:
-                    result = generate(pipe, _request(plan, prompt, seed))
+                prepared = prepare(pipe, plan.run_request(prompt, seed, spec))
+                with CudaPeakMemory(pipe_device) as memory:
+                    result = generate(pipe, prepared, callback=callback)
                 frames[config] = result.frames
                 rows[config] = {
-                    "config": config, "accel": spec, "resolved": acceleration.spec, "item": item,
-                    "repeat": repetition, "position": position, **result.summary(),
+                    **result.summary(), "config": config, "accel": spec, "resolved": result.request.accel,
+                    "item": item, "repeat": repetition, "position": position,
                     "peak_memory_bytes": memory.peak_bytes, "memory_method": memory.method,
                 }
                 bar.update(1)
@@ -183,7 +190,7 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
             for config, row in rows.items():
                 quality = compare_videos(baseline, frames[config]) if config else dict.fromkeys(("psnr", "ssim", "temporal_error", "lpips"))
                 row.update(quality, psnr=_finite(quality["psnr"]), identical=bool(config) and quality["psnr"] == float("inf"))
-                row["adherence"] = _adherence(frames[config], prompt)
+                row["adherence"] = scorer.score(frames[config], prompt) if scorer and scorer.applies(prompt) else None
             round_rows = [rows[c] for c in range(n_configs)]
             with (out_dir / RESULTS).open("a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in round_rows))
@@ -191,11 +198,42 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
                 os.fsync(f.fileno())
             if item == 0 and repetition == 0:
                 write_compare_video(out_dir / "compare.mp4", prompt, [(plan.accels[c], frames[c]) for c in range(n_configs)])
+                if save_videos:
+                    for c in range(n_configs):
+                        write_video(frames[c], out_dir / "videos" / f"{c}.mp4")
             if on_round is not None:
                 on_round(round_rows)
     finally:
         bar.close()
         remove(pipe)
+    memory = _fresh_process_memory(out_dir, plan, model, device, progress) if plan.memory == "fresh" else {}
     rows = [json.loads(line) for line in (out_dir / RESULTS).read_text().splitlines() if line.strip()]
-    write_report(out_dir, rows, plan)
+    write_report(out_dir, rows, plan, memory)
     return rows
+
+
+def read_memory(out_dir: str | Path) -> dict:
+    """The fresh-process peak memory of each configuration of a sweep (DIR/memory.json), if measured."""
+    path = Path(out_dir) / MEMORY
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _fresh_process_memory(out_dir: Path, plan: BenchPlan, model: str | None, device: str, progress: bool) -> dict:
+    """CPU peak memory of each configuration: one run of the first prompt in a fresh process (the
+    only figure that says what a run needs: a warm process holds memory freed by earlier runs).
+    Kept in DIR/memory.json, so a resumed sweep measures only what is missing."""
+    from genaccel.bench.memory import generation_peak
+    from genaccel.models import resolve_device
+
+    if model is None or resolve_device(device).type == "cuda":
+        return {}  # no loadable name, or CUDA, where every run's peak was measured in-process
+    path = out_dir / MEMORY
+    measured = read_memory(out_dir)
+    todo = [spec for spec in plan.accels if spec not in measured]
+    prompt, seed = plan.items()[0]
+    for spec in tqdm(todo, desc="peak memory (fresh process)", unit="config", disable=not progress or not todo):
+        request = {k: v for k, v in plan.run_request(prompt, seed, spec).to_dict().items() if k != "accel"}
+        result = generation_peak(model, "cpu", request, spec)
+        measured[spec] = {"peak_memory_bytes": result.peak_bytes, "method": result.method}
+        _atomic_json(path, measured)
+    return measured

@@ -1,0 +1,145 @@
+"""The generation request: one type, in diffusers' argument names, built from options in one place.
+
+Every entry point (the CLI, batch JSONL lines, the web UI, the bench) describes a generation as a
+`GenerationRequest` made by `request_from_options`, which accepts the field names and the short
+aliases of `ALIASES` (`frames`, `steps`, `guidance`, `negative`) and runs every check that needs no
+model. The checks that need the model (frame rules, settings, presets) run once, in
+`genaccel.prepare.prepare`. The CLI's options are generated from the fields below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from genaccel.errors import InputError
+
+EXAMPLE_PROMPT = "a red circle moving left on a black background"
+
+
+def _field(default, help: str, *, alias: str | None = None, low=None, high=None, metavar: str | None = None):
+    return field(default=default, metadata={"help": help, "alias": alias, "low": low, "high": high, "metavar": metavar})
+
+
+@dataclass
+class GenerationRequest:
+    """What to generate. None means "the model's default" (for `accel`: keep what is applied)."""
+
+    prompt: str = _field("", "the text prompt")
+    negative_prompt: str = _field("", "negative prompt", alias="negative", metavar="TEXT")
+    num_frames: int | None = _field(None, "frame count (default: the model's; Wan needs 4k+1)", alias="frames",
+                                    low=1, high=1024)
+    height: int | None = _field(None, "frame height in pixels (default: the model's)", low=8, high=4096)
+    width: int | None = _field(None, "frame width in pixels (default: the model's)", low=8, high=4096)
+    num_inference_steps: int | None = _field(None, "denoising steps (default: the model's)", alias="steps",
+                                             low=1, high=1000)
+    guidance_scale: float | None = _field(None, "classifier-free guidance scale (default: the model's)",
+                                          alias="guidance", low=0.0, high=50.0)
+    seed: int = _field(0, "random seed", low=0, high=2**32 - 1)
+    setting: str = _field("default", "named defaults of the model: default, or long (the embedded model's benchmark "
+                          "setting: more and larger frames); explicit sizes, frames and steps override it")
+    accel: str | None = _field(None, "accelerators: 'none', a preset (quality, balanced, fast), a spec such as "
+                               "'teacache(threshold=0.1)+pab(spatial=2)', or a .toml/.json spec file",
+                               metavar="SPEC|PRESET")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(GenerationRequest)}
+_HINTS = typing.get_type_hints(GenerationRequest)
+# Short names accepted by the CLI, batch JSONL and the UI, mapped to the field names.
+ALIASES: dict[str, str] = {f.metadata["alias"]: name for name, f in FIELDS.items() if f.metadata["alias"]}
+
+
+def option_name(name: str) -> str:
+    """The short name of a field where it has one (`num_frames` -> `frames`)."""
+    return FIELDS[name].metadata["alias"] or name
+
+
+def field_kind(name: str) -> type:
+    """int, float or str: the value type of a field (None aside)."""
+    hint = _HINTS[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def field_limits(name: str) -> tuple[Any, Any]:
+    meta = FIELDS[name].metadata
+    return meta["low"], meta["high"]
+
+
+def _convert(name: str, value: Any, label: str) -> Any:
+    """One option value converted to its field's type and range-checked; None stays None."""
+    if value is None:
+        if FIELDS[name].default is None:
+            return None
+        raise InputError(f"{label} needs a value")
+    kind = field_kind(name)
+    if kind is str:
+        if not isinstance(value, str):
+            raise InputError(f"{label} must be text; got {value!r}")
+        return value
+    if isinstance(value, bool):
+        raise InputError(f"{label} must be a number; got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value) if kind is float else int(value.strip())
+        except ValueError:
+            expected = "a number" if kind is float else "a whole number"
+            raise InputError(f"{label} must be {expected}; got '{value}'") from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{label} must be a finite number; got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise InputError(f"{label} must be a whole number; got {value}")
+        value = int(value)
+    else:
+        value = float(value)
+    low, high = field_limits(name)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InputError(f"{label} must be between {low} and {high}; got {value}")
+    return value
+
+
+def request_from_options(options: Mapping[str, Any], base: GenerationRequest | None = None, *,
+                         source: str = "", ignore: tuple[str, ...] = (), partial: bool = False,
+                         option_prefix: str = "") -> GenerationRequest:
+    """A request from `options` (field names or aliases) over `base`, checked as far as no model is needed.
+
+    Options whose value is None leave `base` as it is. `source` prefixes error messages (e.g.
+    "prompts.jsonl:3: "); keys in `ignore` are skipped (e.g. a batch line's "name"); `partial`
+    builds a base for other requests, whose prompt may be empty; `option_prefix` is how messages
+    write an option's name ("--" on the command line). Raises InputError naming the option.
+    """
+    from genaccel.errors import SpecError
+    from genaccel.spec import check_spec
+
+    values = (base or GenerationRequest()).to_dict()
+    given = set()
+    for key, value in options.items():
+        if key in ignore:
+            continue
+        name = ALIASES.get(key, key)
+        if name not in FIELDS:
+            allowed = ", ".join(sorted(option_name(n) for n in FIELDS) + list(ignore))
+            raise InputError(f"{source}unknown option '{key}' (allowed: {allowed})")
+        if name in given:
+            raise InputError(f"{source}option '{option_name(name)}' given twice")
+        given.add(name)
+        if value is None:
+            continue
+        values[name] = _convert(name, value, f"{source}{option_prefix}{option_name(name)}")
+    values["prompt"] = values["prompt"].strip()
+    if not values["prompt"] and not partial:
+        raise InputError(f"{source}the prompt is empty")
+    if values["accel"] is not None:
+        values["accel"] = values["accel"].strip() or "none"
+        try:
+            check_spec(values["accel"])
+        except SpecError as exc:
+            raise SpecError(f"{source}{exc}") from None
+    return GenerationRequest(**values)

@@ -1,0 +1,99 @@
+"""Peak memory of one generation: a fresh process per measure on CPU, CUDA's allocator on a GPU."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from genaccel.bench.memory import (
+    CUDA_MAX_ALLOCATED, FRESH_PROCESS, UNAVAILABLE, CudaPeakMemory, MemoryMeasureError, fresh_process_peak,
+    generation_peak,
+)
+from genaccel.errors import GenAccelError
+
+TESTS = str(Path(__file__).resolve().parent)
+REQUEST = {"prompt": "a red circle moving left on a black background", "seed": 0}
+BUFFER = 300 * 2**20
+
+
+def _env():
+    """This process's environment with tests/ on PYTHONPATH, for targets in tests/memory_targets.py."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": TESTS + (os.pathsep + path if path else "")}
+
+
+def test_fresh_process_peak_sees_a_buffer_allocated_inside_the_run():
+    baseline = generation_peak("tiny-wan", "cpu", REQUEST, "none", timeout=300)
+    assert baseline.method == FRESH_PROCESS
+    assert 50 * 2**20 < baseline.peak_bytes < 8 * 2**30  # interpreter, torch, diffusers and the model
+    payload = {"model": "tiny-wan", "device": "cpu", "request": REQUEST, "accel": "none", "buffer_bytes": BUFFER}
+    with_buffer = fresh_process_peak("memory_targets:generate_holding_buffer", payload, env=_env(), timeout=300)
+    assert abs((with_buffer - baseline.peak_bytes) - BUFFER) < 0.1 * BUFFER, (with_buffer, baseline)
+
+
+def test_a_failing_child_gives_a_one_line_error():
+    with pytest.raises(MemoryMeasureError) as info:
+        fresh_process_peak("memory_targets:fail", {}, env=_env(), timeout=120)
+    message = str(info.value)
+    assert isinstance(info.value, GenAccelError)
+    assert "\n" not in message
+    assert "memory_targets:fail" in message and "ValueError: the target failed on purpose" in message
+    assert "Traceback" in info.value.stderr  # the whole traceback stays available
+
+
+def test_target_must_name_a_function():
+    with pytest.raises(ValueError, match="module:function"):
+        fresh_process_peak("memory_targets", {})
+
+
+def test_cuda_peak_measures_nothing_off_cuda():
+    with CudaPeakMemory("cpu") as meter:
+        torch.ones(1024)
+    assert meter.peak_bytes is None and meter.method == UNAVAILABLE
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_peak_sees_a_buffer_allocated_inside_the_block():
+    device = torch.device("cuda")
+    with CudaPeakMemory(device) as empty:
+        pass
+    with CudaPeakMemory(device) as meter:
+        block = torch.ones(BUFFER, dtype=torch.uint8, device=device)
+        del block
+    assert meter.method == CUDA_MAX_ALLOCATED
+    assert abs((meter.peak_bytes - empty.peak_bytes) - BUFFER) < 0.1 * BUFFER
+
+
+def test_remeasure_script_reads_old_and_new_plans_and_writes_memory_csv(tmp_path, monkeypatch, capsys):
+    import csv
+    import json
+    import runpy
+
+    from genaccel.bench.memory import MemoryMeasure
+
+    script = runpy.run_path(str(Path(TESTS).parent / "benchmarks" / "remeasure_memory.py"))
+    calls = []
+
+    def fake_peak(model, device, request, accel, timeout=None):  # the measure itself is tested above
+        calls.append((model, device, request, accel))
+        return MemoryMeasure(100 * 2**20 + len(calls), FRESH_PROCESS)
+
+    monkeypatch.setitem(script["remeasure"].__globals__, "generation_peak", fake_peak)
+    old = {"model": "tiny", "device": "cpu", "accels": ["none", "fast"], "prompts": ["p1", "p2"], "seeds": [3, 4],
+           "setting": "long", "num_frames": None, "height": 32, "repeat": 1}
+    new = {**old, "setting": None, "height": None, "request": {"setting": "long", "height": 32, "accel": "x"}}
+    for plan in (old, new):
+        calls.clear()
+        (tmp_path / "bench.json").write_text(json.dumps(plan))
+        assert script["main"]([str(tmp_path), "--no-progress"]) == 0
+        request = {"prompt": "p1", "seed": 3, "setting": "long", "height": 32}
+        assert calls == [("tiny", "cpu", request, "none"), ("tiny", "cpu", request, "fast")]
+        with (tmp_path / "memory.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert [(r["accel"], int(r["peak_memory_bytes"]), r["peak_memory_mb"], r["method"]) for r in rows] == [
+            ("none", 100 * 2**20 + 1, "100.0", FRESH_PROCESS), ("fast", 100 * 2**20 + 2, "100.0", FRESH_PROCESS)]
+        assert "| none | 100 | rss_fresh_process |" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "memory.csv"]  # no temporary left
+    assert script["main"]([str(tmp_path / "missing")]) == 2
+    assert "no bench.json" in capsys.readouterr().err
