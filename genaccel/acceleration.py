@@ -16,7 +16,7 @@ from diffusers.hooks import HookRegistry
 from genaccel.accelerators.base import Accelerator, HookLedger
 from genaccel.errors import SpecError
 from genaccel.pipelines.families import FamilyAdapter, family_of
-from genaccel.profiles import load_profile, model_key
+from genaccel.profiles import load_profile, pipeline_model_key
 from genaccel.runtime import (
     COUNT_INNER_HOOK,
     COUNT_OUTER_HOOK,
@@ -86,9 +86,10 @@ class Acceleration:
 
     @contextmanager
     def generation(self) -> Iterator["Acceleration"]:
-        """Declare one generation: state and figures reset on entry, and the timesteps rule (which
-        spots a new generation when the pipeline is called directly) is off inside, so a caller
-        that sets timesteps once per chunk keeps its state across chunks (see `begin_chunk`)."""
+        """Declare one generation: figures reset on entry, state set up at its first denoiser call
+        (after the pipeline set its timesteps), and the timesteps rule (which spots a new generation
+        when the pipeline is called directly) is off inside, so a caller that sets timesteps once
+        per chunk keeps its state across chunks (see `begin_chunk`)."""
         self.reset()
         self.runtime.begin_generation()
         try:
@@ -119,14 +120,6 @@ class Acceleration:
 
     def __repr__(self) -> str:
         return f"Acceleration({self.family.name}: {self.spec})"
-
-
-def pipeline_model_key(pipe) -> str:
-    """The profile/preset key of a loaded pipeline (set by genaccel's loader, else its name_or_path)."""
-    key = getattr(pipe, "_genaccel_model_key", None)
-    if key:
-        return key
-    return model_key(getattr(pipe.config, "_name_or_path", "") or type(pipe).__name__)
 
 
 def apply(pipe, spec: str | ResolvedSpec = "none", *, profile: dict | None = None) -> Acceleration:

@@ -15,8 +15,7 @@ from pathlib import Path
 from genaccel.errors import InputError
 from genaccel.request import GenerationRequest, request_from_options
 
-MANIFEST = "manifest.jsonl"
-RESERVED_NAMES = {MANIFEST, "videos.zip"}  # files of the batch folder itself (the UI adds the zip)
+MANIFEST = "manifest.jsonl"  # item names have no dot, so no item can be named like this (or the UI's videos.zip)
 
 
 @dataclass
@@ -26,6 +25,7 @@ class BatchItem:
     index: int
     name: str
     request: GenerationRequest
+    where: str = ""  # "file:line: ", the prefix of errors about this item
 
     @property
     def prompt(self) -> str:
@@ -33,14 +33,14 @@ class BatchItem:
 
 
 def safe_name(text: str) -> str:
-    """A file name made of word characters, dots and dashes, never hidden, '.' or '..'."""
-    return re.sub(r"[^\w.-]+", "-", text).strip(".-")[:96]
+    """A file name of word characters and dashes: no dot (the output suffix is the format), no separator."""
+    return re.sub(r"[^\w-]+", "-", text).strip("-")[:96]
 
 
 def _item_name(index: int, prompt: str, given) -> str:
     if given is not None:
         return safe_name(str(given)) or f"{index:04d}"
-    return f"{index:04d}-{safe_name(prompt.lower())[:48].strip('.-')}".rstrip("-")
+    return f"{index:04d}-{safe_name(prompt.lower())[:48].strip('-')}".rstrip("-")
 
 
 def read_items(path: Path, base: GenerationRequest | None = None) -> list[BatchItem]:
@@ -76,12 +76,10 @@ def parse_items(text: str, kind: str = ".txt", source: str = "prompts", base: Ge
                 raise InputError(f"{where}each line needs a \"prompt\" text")
         request = request_from_options(options, base, source=where, ignore=("name",))
         name = _item_name(len(items), request.prompt, options.get("name"))
-        if name in RESERVED_NAMES:
-            raise InputError(f"{where}the name '{name}' is reserved for the batch folder's own files")
         if name in lines:
             raise InputError(f"{where}the name '{name}' is already used by line {lines[name]}")
         lines[name] = number
-        items.append(BatchItem(len(items), name, request))
+        items.append(BatchItem(len(items), name, request, where))
     if not items:
         raise InputError(f"{source}: no prompts found")
     return items
@@ -94,8 +92,9 @@ def _load_manifest(path: Path) -> dict[str, dict]:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a torn line from an older writer: the item will be redone
-            done[entry.get("name")] = entry
+                continue  # not a finished item's line: the item is redone
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("out"), str):
+                done[entry["name"]] = entry
     return done
 
 
@@ -106,14 +105,32 @@ def _write_manifest(path: Path, entries: list[dict]) -> None:
 
 
 def prepare_items(pipe, items: list[BatchItem]) -> list:
-    """Every item prepared for this model (spec, settings, frame rules) before anything runs."""
+    """Every item prepared for this model (spec, settings, frame rules) before anything runs; an
+    error names the item's line."""
+    from genaccel.errors import GenAccelError
     from genaccel.prepare import prepare
 
-    return [prepare(pipe, item.request) for item in items]
+    prepared = []
+    for item in items:
+        try:
+            prepared.append(prepare(pipe, item.request))
+        except GenAccelError as exc:
+            raise type(exc)(f"{item.where}{exc}") from None
+    return prepared
 
 
-def _targets(out_dir: Path, items: list[BatchItem], suffix: str) -> list[Path]:
-    """Each item's output path, checked: inside `out_dir`, and nothing of the user's in the way."""
+def _ran_as_asked(entry: dict, prepared) -> bool:
+    """Whether a manifest entry is the run this item asks for (same request, same spec)."""
+    asked = {k: v for k, v in prepared.request.to_dict().items()
+             if v is not None and k not in ("accel", "num_frames", "height", "width")}  # sizes: as made
+    if prepared.spec is not None:
+        asked["accel"] = prepared.spec.text
+    return all(entry.get(k) == v for k, v in asked.items())
+
+
+def _targets(out_dir: Path, items: list[BatchItem], suffix: str, ours: set[str]) -> list[Path]:
+    """Each item's output path, checked: inside `out_dir`, and nothing in the way that genaccel did
+    not write (`ours`: the outputs the manifest lists)."""
     from genaccel.video_io import check_output_path
 
     root = out_dir.resolve()
@@ -121,9 +138,25 @@ def _targets(out_dir: Path, items: list[BatchItem], suffix: str) -> list[Path]:
     for item in items:
         target = out_dir / f"{item.name}{suffix}"
         if target.resolve().parent != root:  # names are sanitised; this holds the invariant here too
-            raise InputError(f"item {item.index}: name '{item.name}' does not stay inside {out_dir}")
-        targets.append(check_output_path(target))
+            raise InputError(f"{item.where}the name '{item.name}' does not stay inside {out_dir}")
+        if suffix and target.exists() and target.name not in ours:
+            raise InputError(f"{item.where}{target} exists and genaccel did not write it (it is not in the manifest): "
+                             "move it or give the item another name")
+        targets.append(check_output_path(target, probe=False))
     return targets
+
+
+def _remove_superseded(path: Path) -> None:
+    """Remove an item's earlier output (listed in the manifest, so genaccel's) once its redo is in
+    place, so that the folder holds what the manifest says; a frame folder only if still genaccel's."""
+    import shutil
+
+    from genaccel.video_io import is_frame_folder
+
+    if path.is_file() and not path.is_symlink():
+        path.unlink()
+    elif path.is_dir() and is_frame_folder(path):
+        shutil.rmtree(path)
 
 
 def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", fps: int = 8, progress: bool = True,
@@ -140,16 +173,19 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
     from genaccel.generate import generate
     from genaccel.video_io import check_output_path, write_video
 
-    out_dir = Path(out_dir)
-    check_output_path(out_dir / "probe.mp4")
+    out_dir = Path(out_dir).expanduser()
+    check_output_path(out_dir / "probe.mp4")  # the folder: writable, not a file
     suffix = "" if fmt == "png" else f".{fmt}"
     prepared = prepared if prepared is not None else prepare_items(pipe, items)
     manifest_path = out_dir / MANIFEST
     done = _load_manifest(manifest_path)
-    entries = [e for e in done.values() if (out_dir / e.get("out", "")).exists()]
-    finished = {e["name"] for e in entries}
+    # An item is finished when the manifest has it, as asked now (request, spec, format), and its video exists.
+    finished = {item.name for item, ready in zip(items, prepared)
+                if item.name in done and done[item.name]["out"] == f"{item.name}{suffix}"
+                and (out_dir / done[item.name]["out"]).exists() and _ran_as_asked(done[item.name], ready)}
+    entries = [e for e in done.values() if e["name"] in finished or e["name"] not in {i.name for i in items}]
     todo = [(item, ready) for item, ready in zip(items, prepared) if item.name not in finished]
-    targets = _targets(out_dir, [item for item, _ in todo], suffix)
+    targets = _targets(out_dir, [item for item, _ in todo], suffix, {e["out"] for e in done.values()})
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
     with tqdm(total=len(items), initial=len(items) - len(todo), desc="batch", unit="video", disable=not progress) as bar:
@@ -159,6 +195,8 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
             entry = {"name": item.name, "out": target.name, "index": item.index, **result.summary()}
             entries.append(entry)
             _write_manifest(manifest_path, entries)
+            if item.name in done and done[item.name]["out"] != target.name:
+                _remove_superseded(out_dir / done[item.name]["out"])
             written += 1
             bar.update(1)
             if on_item is not None:

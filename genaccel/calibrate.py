@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 from diffusers.hooks import HookRegistry, ModelHook
 
-from genaccel.acceleration import apply, pipeline_model_key
+from genaccel.acceleration import apply
 from genaccel.accelerators.block_io import BlockIO
 from genaccel.accelerators.teacache import relative_l1
 from genaccel.generate import generate
 from genaccel.request import GenerationRequest
-from genaccel.profiles import profile_dir, save_profile
+from genaccel.profiles import pipeline_model_key, profile_dir, save_profile
 
 PROBE_HOOK = "genaccel_calibration_probe"
 

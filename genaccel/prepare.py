@@ -14,6 +14,7 @@ from typing import Any
 
 from genaccel.errors import InputError
 from genaccel.pipelines.families import FamilyAdapter, family_of
+from genaccel.profiles import pipeline_model_key
 from genaccel.request import GenerationRequest
 from genaccel.spec import ResolvedSpec, resolve_spec
 
@@ -55,8 +56,6 @@ def model_defaults(pipe, setting: str = "default") -> dict[str, Any]:
 
 def prepare(pipe, request: GenerationRequest) -> PreparedRequest:
     """Complete and check `request` for `pipe`; raise InputError or SpecError naming the problem."""
-    from genaccel.acceleration import pipeline_model_key
-
     family = family_of(pipe)
     defaults = model_defaults(pipe, request.setting)
     filled = dataclasses.replace(request, **{

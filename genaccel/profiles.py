@@ -27,6 +27,14 @@ def model_key(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-").lower() or "model"
 
 
+def pipeline_model_key(pipe) -> str:
+    """The profile/preset key of a loaded pipeline (set by genaccel's loader, else its name_or_path)."""
+    key = getattr(pipe, "_genaccel_model_key", None)
+    if key:
+        return key
+    return model_key(getattr(pipe.config, "_name_or_path", "") or type(pipe).__name__)
+
+
 def load_profile(key: str) -> dict:
     """The profile of a model key: the user's calibrated one first, then a shipped one; {} if none."""
     user = profile_dir() / f"{key}.toml"

@@ -5,10 +5,11 @@ accelerate's state objects). A `StepTrackerHook`, outermost on each denoiser, fi
 transformer call.
 
 Generation and chunk boundaries are declared by the caller: `genaccel.generate` (and a streaming
-generator) opens `Acceleration.generation()`, which resets every stateful hook, and calls
-`Acceleration.begin_chunk()` between chunks. Only for a pipeline called directly, outside such a
-declaration, does the tracker infer a new generation from the scheduler building new timesteps,
-so nothing leaks between prompts then either.
+generator) opens `Acceleration.generation()`, and calls `Acceleration.begin_chunk()` between chunks.
+Per-generation state is set up at the generation's first denoiser call, once the pipeline has set
+its timesteps (accelerators that follow the step count need it); chunks keep it. Only for a
+pipeline called directly, outside such a declaration, does the tracker infer a new generation from
+the scheduler building new timesteps, so nothing leaks between prompts then either.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Runtime:
     generation: int = 0  # number of generations started so far
     chunk_index: int = 0  # chunk of the current generation (streaming); 0 for a one-shot generation
     declared: bool = False  # inside a caller-declared generation: no inference from the timesteps
+    started: bool = False  # the current generation's first denoiser call has happened
     profile: dict = field(default_factory=dict)  # this model's calibrated profile, if any
     first_call_start: float = 0.0  # perf_counter at the first denoiser call of this generation
     last_call_end: float = 0.0  # perf_counter when the latest denoiser call returned
@@ -76,23 +78,26 @@ class Runtime:
         self._timesteps_seen = getattr(self.scheduler, "timesteps", None)
 
     def observe(self, branch: str, timestep: float) -> bool:
-        """Record a denoiser call; return True if it starts an undeclared new generation."""
-        new_generation = False
-        if not self.declared:
+        """Record a denoiser call; return True if it is a generation's first call, where per-generation
+        state is set up (the pipeline has set its timesteps by then, so the step count is known)."""
+        if self.declared:
+            first = not self.started
+        else:
             timesteps = getattr(self.scheduler, "timesteps", None)
             # Schedulers build a fresh timesteps tensor in set_timesteps(), once per generation.
-            new_generation = timesteps is None or timesteps is not self._timesteps_seen
-            if new_generation:
+            first = timesteps is None or timesteps is not self._timesteps_seen
+            if first:
                 self.reset()
                 self._timesteps_seen = timesteps
                 self.generation += 1
+        self.started = True
         if not self.first_call_start:
             self.first_call_start = time.perf_counter()
         self.branch = branch
         self.step_index = self.branch_steps.get(branch, 0)
         self.branch_steps[branch] = self.step_index + 1
         self.timestep = timestep
-        return new_generation
+        return first
 
     def reset(self) -> None:
         self.first_call_start = self.last_call_end = 0.0
@@ -100,6 +105,7 @@ class Runtime:
         self.branch_steps.clear()
         self.step_index = 0
         self.chunk_index = 0
+        self.started = False
 
 
 def _timestep_value(value) -> float:

@@ -55,26 +55,28 @@ def _check_frame_folder_target(path: Path) -> None:
                          "(choose a new or empty folder)")
 
 
-def check_output_path(path: str | Path) -> Path:
-    """Validate an output path before any work is done: known suffix, writable parent folder, and
-    nothing of the user's in the way (see `_check_frame_folder_target`)."""
+def check_output_path(path: str | Path, *, probe: bool = True) -> Path:
+    """Validate an output path before any work is done: known suffix, writable parent folder (really
+    tried unless `probe=False`, for a folder already checked), and nothing of the user's in the way
+    (see `_check_frame_folder_target`)."""
     if not str(path).strip():
         raise InputError("the output path is empty")
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix and suffix not in VIDEO_SUFFIXES:
         raise InputError(f"unsupported output format '{suffix}' (use .mp4, .gif, .webp, or a folder for PNG frames)")
-    probe = path.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"cannot write to {path}: {probe} is not a folder")
-    try:  # os.access is not enough (root, read-only mounts): really try
-        fd, name = tempfile.mkstemp(prefix=".genaccel-probe-", dir=probe)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        raise InputError(f"cannot write to {path}: {exc.strerror or exc}") from None
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write to {path}: {folder} is not a folder")
+    if probe:
+        try:  # os.access is not enough (root, read-only mounts): really try
+            fd, name = tempfile.mkstemp(prefix=".genaccel-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(name)
+        except OSError as exc:
+            raise InputError(f"cannot write to {path}: {exc.strerror or exc}") from None
     if suffix and path.is_dir():
         raise InputError(f"cannot write to {path}: it is a folder")
     if not suffix:

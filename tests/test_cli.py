@@ -150,14 +150,47 @@ def test_batch_names_stay_inside_the_output_folder(tmp_path, capsys, names):
         assert (out / entry["out"]).parent == out and read_video(out / entry["out"]).shape[0] == 5
 
 
-def test_batch_refuses_duplicate_and_reserved_names(tmp_path, capsys):
+def test_batch_names_with_dots_and_files_in_the_way(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "v1-5.mp4").write_bytes(b"the user's video")
+    prompts = tmp_path / "p.jsonl"
+    lines = [{"prompt": "A cat. It runs", "steps": 2, "frames": 5}, {"prompt": PROMPT, "name": "scene.gif", "steps": 2, "frames": 5}]
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["batch", str(prompts), "--out", str(out), "--format", "png", "--json"]) == 0
+    manifest = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [m["out"] for m in manifest] == ["0000-a-cat-it-runs", "scene-gif"]  # folders, never a .gif file
+    assert all((out / m["out"]).is_dir() for m in manifest)
+    # A file genaccel did not write, under an item's name, is refused before anything runs.
+    prompts.write_text(json.dumps({"prompt": PROMPT, "name": "v1.5", "steps": 2}) + "\n")
+    assert main(["batch", str(prompts), "--out", str(out)]) == 2
+    assert "genaccel did not write it" in capsys.readouterr().err
+    assert (out / "v1-5.mp4").read_bytes() == b"the user's video"
+
+
+def test_batch_resume_redoes_items_asked_differently(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": PROMPT, "name": "a", "steps": 2, "frames": 5}) + "\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out), "--json"]) == 0
+    assert main(["batch", str(prompts), "--out", str(out), "--json"]) == 0
+    assert _json_line(capsys)["skipped"] == 1
+    for argv in (["--format", "gif"], ["--seed", "5"]):  # another format, another request: redone
+        assert main(["batch", str(prompts), "--out", str(out), "--json", *argv]) == 0
+        assert _json_line(capsys)["done"] == 1
+    manifest = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 1 and manifest[0]["seed"] == 5
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "manifest.jsonl"]  # the folder is what the manifest says
+
+
+def test_batch_refuses_duplicate_names_and_names_errors_by_line(tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": PROMPT, "name": "a"}) + "\n" + json.dumps({"prompt": PROMPT, "name": "a"}) + "\n")
     assert main(["batch", str(prompts), "--out", str(tmp_path / "o")]) == 2
     assert "p.jsonl:2: the name 'a' is already used by line 1" in capsys.readouterr().err
-    prompts.write_text(json.dumps({"prompt": PROMPT, "name": "manifest.jsonl"}) + "\n")
-    assert main(["batch", str(prompts), "--out", str(tmp_path / "o"), "--format", "png"]) == 2
-    assert "reserved" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    prompts.write_text(json.dumps({"prompt": PROMPT, "frames": 6}) + "\n")
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "o")]) == 2
+    assert "p.jsonl:1: Wan 2.1/2.2 needs a frame count" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_batch_txt_and_jsonl_resume(tmp_path, capsys):

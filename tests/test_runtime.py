@@ -78,3 +78,19 @@ def test_begin_chunk_needs_a_declared_generation(tiny):
     with pytest.raises(RuntimeError, match="declared generation"):
         acceleration.begin_chunk()
     acceleration.remove()
+
+
+def test_step_count_is_known_when_state_is_set_up(tiny):
+    """MagCache matches its ratios to the run's step count: the first generate() after apply(), and a
+    later one with another step count, must both see their own count."""
+    from genaccel.generate import generate
+
+    pipe = tiny("wan")
+    acceleration = apply(pipe, "magcache(threshold=0.5,max_skip=2,retention=0)", profile={"magcache": {"ratios": [1.0] * 8}})
+    try:
+        for steps in (6, 10):
+            result = generate(pipe, "a red circle moving left on a black background", steps=steps)
+            assert acceleration.runtime.num_steps == steps
+            assert result.stats["skipped_calls"] > 0, steps
+    finally:
+        acceleration.remove()

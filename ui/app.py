@@ -208,13 +208,12 @@ def build_app(studio: Studio) -> gr.Blocks:
         # ---------------------------------------------------------------- batch
         def on_batch(text, upload, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text,
                      request: gr.Request, progress=gr.Progress()):
-            from genaccel.batch import parse_items
+            from genaccel.batch import parse_items, read_items
 
             try:
                 base = _request(None, negative_text, setting_name, w, h, f, n, g, s, spec_text)
                 if upload:
-                    path = Path(upload)
-                    items = parse_items(path.read_text(), path.suffix.lower(), source=path.name, base=base)
+                    items = read_items(Path(upload), base)
                 else:
                     items = parse_items(text or "", ".txt", source="the prompts box", base=base)
                 gallery = []

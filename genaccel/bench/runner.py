@@ -142,7 +142,8 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
     DIR/videos/<config>.mp4. Returns every result row of the sweep (earlier rows included when
     resuming).
     """
-    from genaccel.acceleration import pipeline_model_key, remove
+    from genaccel.acceleration import remove
+    from genaccel.profiles import pipeline_model_key
     from genaccel.bench.memory import CudaPeakMemory
     from genaccel.bench.report import write_compare_video, write_report
     from genaccel.generate import generate
