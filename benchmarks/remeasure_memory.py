@@ -3,8 +3,10 @@
 For each configuration of DIR/bench.json, one generation of the sweep's first prompt and seed runs in
 a fresh Python process (`genaccel.bench.memory.generation_peak`): on CPU the figure is that
 process's peak RSS (interpreter, libraries, weights and the run), on CUDA
-`torch.cuda.max_memory_allocated`. Writes DIR/memory.csv (accel, peak_memory_bytes, peak_memory_mb,
-method) and prints a Markdown table.
+`torch.cuda.max_memory_allocated`. Writes DIR/memory.json, the file `genaccel bench --memory fresh`
+writes (measured figures already there are kept: delete it to measure again), and prints a Markdown
+table. bench.json files of every layout are read (shared request fields at the top level, or in a
+`request` table).
 
     python benchmarks/remeasure_memory.py benchmarks/results/presets-default
 """
@@ -12,24 +14,16 @@ method) and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
-import os
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from genaccel.bench.memory import MemoryMeasure, generation_peak
+from genaccel.bench.memory import measure_configs
+from genaccel.bench.runner import MEMORY, PER_RUN
 from genaccel.errors import GenAccelError
 
 PLAN = "bench.json"
-OUTPUT = "memory.csv"
-COLUMNS = ("accel", "peak_memory_bytes", "peak_memory_mb", "method")
-# bench.json keys that are not request fields, or that vary within a sweep.
-_NOT_SHARED = {"prompt", "seed", "accel"}
 
 
 def read_plan(out_dir: Path) -> dict:
@@ -48,9 +42,9 @@ def request_fields() -> set[str]:
 def first_request(plan: dict, fields: set[str]) -> dict:
     """The request of the sweep's first run (first prompt, first seed), without the accelerator.
 
-    Reads the shared settings from the plan's top level (older bench.json) and from a nested
-    `request` table (newer), the nested one winning; keeps only GenerationRequest's fields and
-    drops unset (None) values, so that the model's defaults apply as they did in the sweep.
+    Reads the shared settings from the plan's top level and from a nested `request` table, the
+    nested one winning; keeps only GenerationRequest's fields and drops unset (None) values, so
+    that the model's defaults apply as they did in the sweep.
     """
     prompts, seeds = plan.get("prompts") or [], plan.get("seeds") or [0]
     if not prompts:
@@ -58,31 +52,19 @@ def first_request(plan: dict, fields: set[str]) -> dict:
     shared = {k: v for k, v in plan.items() if k in fields}
     if isinstance(plan.get("request"), dict):
         shared.update({k: v for k, v in plan["request"].items() if k in fields})
-    request = {k: v for k, v in shared.items() if v is not None and k not in _NOT_SHARED}
+    request = {k: v for k, v in shared.items() if v is not None and k not in PER_RUN}
     request.update(prompt=prompts[0], seed=int(seeds[0]))
     return request
 
 
-def write_csv(path: Path, measures: dict[str, MemoryMeasure]) -> None:
-    """DIR/memory.csv, written to a temporary file first and renamed into place."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for accel, m in measures.items():
-        writer.writerow([accel, m.peak_bytes, f"{m.peak_mb:.1f}", m.method])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
-
-
-def markdown(measures: dict[str, MemoryMeasure]) -> str:
+def markdown(measured: dict[str, dict]) -> str:
     lines = ["| accel | peak memory (MB) | method |", "|---|---:|---|"]
-    lines += [f"| {accel} | {m.peak_mb:.0f} | {m.method} |" for accel, m in measures.items()]
+    lines += [f"| {accel} | {m['peak_memory_bytes'] / 2**20:.0f} | {m['method']} |" for accel, m in measured.items()]
     return "\n".join(lines)
 
 
 def remeasure(out_dir: Path, *, model: str | None = None, device: str | None = None,
-              timeout: float | None = None, progress: bool = True) -> dict[str, MemoryMeasure]:
+              timeout: float | None = None, progress: bool = True) -> dict[str, dict]:
     plan = read_plan(out_dir)
     model = model or plan.get("model")
     device = device or plan.get("device") or "cpu"
@@ -92,11 +74,7 @@ def remeasure(out_dir: Path, *, model: str | None = None, device: str | None = N
     if not accels:
         raise GenAccelError(f"{PLAN} lists no configurations (accels)")
     request = first_request(plan, request_fields())
-    measures = {}
-    for accel in tqdm(accels, desc="peak memory (fresh process)", unit="config", disable=not progress):
-        measures[accel] = generation_peak(model, device, request, accel, timeout=timeout)
-    write_csv(out_dir / OUTPUT, measures)
-    return measures
+    return measure_configs(model, device, request, accels, path=out_dir / MEMORY, progress=progress, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(markdown(measures))
-    print(f"\nwrote {args.dir / OUTPUT}", file=sys.stderr)
+    print(f"\nwrote {args.dir / MEMORY}", file=sys.stderr)
     return 0
 
 

@@ -13,15 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-from genaccel.request import EXAMPLE_PROMPT
+from genaccel.bench.runner import PER_RUN
+from genaccel.prepare import DEFAULTED
+from genaccel.request import EXAMPLE_PROMPT, FIELDS
 
 EXIT_USER_ERROR = 2
-# Request fields each command takes as options (the prompt is positional or a list; see request.py).
-GENERATE_OPTIONS = ("accel", "seed", "setting", "num_inference_steps", "num_frames", "height", "width",
-                    "guidance_scale", "negative_prompt")
-BENCH_OPTIONS = ("setting", "num_inference_steps", "num_frames", "height", "width", "guidance_scale",
-                 "negative_prompt")
-CALIBRATE_OPTIONS = ("num_inference_steps", "num_frames", "height", "width")
+# Request fields each command takes as options (the prompt is an argument; see request.py).
+GENERATE_OPTIONS = tuple(name for name in FIELDS if name != "prompt")
+BENCH_OPTIONS = tuple(name for name in FIELDS if name not in PER_RUN)  # prompts, seeds and specs are lists
+CALIBRATE_OPTIONS = tuple(name for name in DEFAULTED if name != "guidance_scale")  # at the model's guidance
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -44,14 +44,15 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def _add_request_options(p: argparse.ArgumentParser, names: tuple[str, ...], **defaults) -> None:
     """One option per request field, named by its short alias; values are converted and checked by
     `request_from_options`, so every entry point reports a bad value the same way."""
-    from genaccel.request import FIELDS, option_name
+    from genaccel.request import option_name
 
     for name in names:
         meta = FIELDS[name].metadata
         default = defaults.get(name, FIELDS[name].default)
         shown = "the model's" if default is None else repr(default) if isinstance(default, str) else default
         help_text = meta["help"] if "default:" in meta["help"] else f"{meta['help']} (default: {shown})"
-        p.add_argument(f"--{option_name(name)}", dest=name, default=default, metavar=meta["metavar"], help=help_text)
+        metavar = meta["metavar"] or option_name(name).upper()
+        p.add_argument(f"--{option_name(name)}", dest=name, default=default, metavar=metavar, help=help_text)
 
 
 def _request_from_args(args, names: tuple[str, ...], prompt: str | None = None):

@@ -31,9 +31,6 @@ class PreparedRequest:
     spec: ResolvedSpec | None  # None: run with whatever genaccel applied to the pipeline
     call: dict[str, Any]  # the pipeline's keyword arguments, except the generator (made per call)
 
-    def with_seed(self, seed: int) -> "PreparedRequest":
-        return dataclasses.replace(self, request=dataclasses.replace(self.request, seed=seed))
-
 
 def model_settings(pipe) -> list[str]:
     """Names of the settings a loaded model offers ("default" always)."""
@@ -45,13 +42,25 @@ def model_defaults(pipe, setting: str = "default") -> dict[str, Any]:
     under "extra" (empty where genaccel knows nothing: the pipeline's own defaults apply)."""
     defaults = dict(getattr(pipe, "_genaccel_defaults", None) or {})
     settings = defaults.pop("settings", {})
+    _check_defaults(defaults, "")
     if setting != "default":
         if setting not in settings:
             raise InputError(f"this model has no '{setting}' setting (settings: {', '.join(model_settings(pipe))})")
         chosen = dict(settings[setting])
+        _check_defaults(chosen, f"[settings.{setting}] ")
         extra = {**defaults.get("extra", {}), **chosen.pop("extra", {})}
         defaults.update(chosen, extra=extra)
     return defaults
+
+
+def _check_defaults(table: dict, where: str) -> None:
+    """A model's defaults name request fields (and an [extra] table of pipeline arguments), nothing else."""
+    from genaccel.errors import ModelError
+
+    unknown = set(table) - set(DEFAULTED) - {"extra"}
+    if unknown:
+        raise ModelError(f"the model's genaccel.toml: {where}unknown key(s) {', '.join(sorted(unknown))} "
+                         f"(allowed: {', '.join(DEFAULTED)}, [extra])")
 
 
 def prepare(pipe, request: GenerationRequest) -> PreparedRequest:
@@ -67,8 +76,7 @@ def prepare(pipe, request: GenerationRequest) -> PreparedRequest:
     spec = None if filled.accel is None else resolve_spec(filled.accel, family, pipeline_model_key(pipe))
     call = {**defaults.get("extra", {}), **family.call_extra,
             "prompt": filled.prompt, "negative_prompt": filled.negative_prompt, "output_type": "np"}
-    for name, value in ((family.frames_arg, filled.num_frames), ("height", filled.height), ("width", filled.width),
-                        ("num_inference_steps", filled.num_inference_steps), ("guidance_scale", filled.guidance_scale)):
-        if value is not None:
-            call[name] = value
+    for name in DEFAULTED:  # the family names the frame argument (Latte: video_length)
+        if getattr(filled, name) is not None:
+            call[family.frames_arg if name == "num_frames" else name] = getattr(filled, name)
     return PreparedRequest(filled, family, spec, call)

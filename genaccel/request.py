@@ -73,16 +73,12 @@ def field_limits(name: str) -> tuple[Any, Any]:
 
 
 def _convert(name: str, value: Any, label: str) -> Any:
-    """One option value converted to its field's type and range-checked; None stays None."""
-    if value is None:
-        if FIELDS[name].default is None:
-            return None
-        raise InputError(f"{label} needs a value")
+    """One option value converted to its field's type and range-checked."""
     kind = field_kind(name)
     if kind is str:
         if not isinstance(value, str):
             raise InputError(f"{label} must be text; got {value!r}")
-        return value
+        return value.strip() if name in ("setting", "accel") else value
     if isinstance(value, bool):
         raise InputError(f"{label} must be a number; got {value!r}")
     if isinstance(value, str):

@@ -63,6 +63,8 @@ from transformers import (
     UMT5EncoderModel,
 )
 
+from genaccel.request import EXAMPLE_PROMPT
+
 from .tokenizer import build_word_tokenizer
 
 TINY_FAMILIES: tuple[str, ...] = ("wan", "wan22", "cogvideox", "hunyuanvideo", "ltx", "latte", "mochi")
@@ -131,6 +133,9 @@ MOCHI_VAE = dict(latent_channels=12, encoder_block_out_channels=(32, 32, 32, 32)
                  add_attention_block=(False,) * 5)  # the pipeline hard-codes 8x spatial and 6x temporal
 
 _CALL = dict(num_inference_steps=8, guidance_scale=5.0)
+# Tiny pipelines named otherwise than their family.
+TINY_FAMILY = {"wan22": "wan"}
+
 TINY_CALL_DEFAULTS: dict[str, dict[str, Any]] = {
     # Frame counts that come back unchanged: Wan and Hunyuan 4k+1 (Wan rounds others with a warning, Hunyuan
     # silently returns fewer); CogVideoX 8k+1 (its VAE decodes latent frames in pairs: 5 -> 8, 13 -> 16 frames);
@@ -147,10 +152,9 @@ TINY_CALL_DEFAULTS: dict[str, dict[str, Any]] = {
                      "extra": {"max_sequence_length": TEXT_LEN, "true_cfg_scale": _CALL["guidance_scale"],
                                "prompt_template": {"template": "{}", "crop_start": 0}}},
     "ltx": {"height": 32, "width": 32, "num_frames": 9, **_CALL, "extra": {"max_sequence_length": TEXT_LEN}},
-    # Latte: the frames kwarg is video_length; clean_caption=False skips the bs4/ftfy caption cleaning (and the
-    # warnings when they are missing). Its text length is fixed at 120 and masked to the prompt's length.
-    "latte": {"height": 32, "width": 32, "num_frames": LATTE_TRANSFORMER["video_length"], **_CALL,
-              "extra": {"clean_caption": False}},
+    # Latte: the frame count is fixed by the transformer; its text length is fixed at 120 and masked to the
+    # prompt's length (its family record adds clean_caption=False to every call).
+    "latte": {"height": 32, "width": 32, "num_frames": LATTE_TRANSFORMER["video_length"], **_CALL, "extra": {}},
     "mochi": {"height": 32, "width": 32, "num_frames": 7, **_CALL, "extra": {"max_sequence_length": TEXT_LEN}},
 }
 
@@ -275,21 +279,26 @@ def build_tiny_pipeline(name: str, seed: int = 0) -> DiffusionPipeline:
     return _BUILDERS[name](seed)  # every component is created in float32 (no .to(): it warns on Wan)
 
 
-def tiny_call_kwargs(name: str, prompt: str = "a red circle moving left on a black background",
-                     negative_prompt: str = "blurry, low quality", seed: int = 0, **overrides: Any) -> dict:
-    """The project's generic call for family ``name``, with :data:`TINY_CALL_DEFAULTS` and its extras."""
+def tiny_call_kwargs(name: str, prompt: str = EXAMPLE_PROMPT, negative_prompt: str = "blurry, low quality",
+                     seed: int = 0, **overrides: Any) -> dict:
+    """The direct diffusers call for tiny pipeline ``name``: :data:`TINY_CALL_DEFAULTS` with its extras and
+    its family's (the frame argument's name, extra arguments), as genaccel's preparation builds it."""
+    from genaccel.pipelines.families import FAMILIES
+
     d = TINY_CALL_DEFAULTS[name]
+    family = FAMILIES[TINY_FAMILY.get(name, name)]
     kwargs = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
         "height": d["height"],
         "width": d["width"],
-        "video_length" if name == "latte" else "num_frames": d["num_frames"],
+        family.frames_arg: d["num_frames"],
         "num_inference_steps": d["num_inference_steps"],
         "guidance_scale": d["guidance_scale"],
         "generator": torch.Generator("cpu").manual_seed(seed),
         "output_type": "np",
         **d["extra"],
+        **family.call_extra,
     }
     kwargs.update(overrides)
     return kwargs

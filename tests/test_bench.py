@@ -78,7 +78,7 @@ def test_plan_puts_the_baseline_first_once_and_rotates_the_order():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"prompts": []}, "prompt"), ({"prompts": ["  "]}, "prompt"), ({"seeds": []}, "seed"),
-    ({"seeds": [-1]}, "seeds"), ({"repeat": 0}, "repeat"),
+    ({"seeds": [-1]}, "seed must be between"), ({"repeat": 0}, "repeat"),
 ])
 def test_plan_rejects_bad_input(kwargs, message):
     with pytest.raises(InputError, match=message):

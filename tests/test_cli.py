@@ -252,7 +252,7 @@ def test_calibrate_writes_a_profile_that_teacache_uses(tmp_path, capsys):
     assert main(["calibrate", "--model", "tiny-ltx", "--prompt", PROMPT, "--prompt", "a blue square moving up on a gray background",
                  "--out", str(profile), "--json"]) == 0
     data = _json_line(capsys)
-    assert len(data["teacache"]["coefficients"]) == 5 and len(data["magcache"]["ratios"]) == data["steps"]
+    assert len(data["teacache"]["coefficients"]) == 5 and len(data["magcache"]["ratios"]) == data["num_inference_steps"]
     import tomllib
 
     assert tomllib.loads(profile.read_text())["teacache"]["coefficients"] == pytest.approx(data["teacache"]["coefficients"])

@@ -65,35 +65,36 @@ def test_cuda_peak_sees_a_buffer_allocated_inside_the_block():
     assert abs((meter.peak_bytes - empty.peak_bytes) - BUFFER) < 0.1 * BUFFER
 
 
-def test_remeasure_script_reads_old_and_new_plans_and_writes_memory_csv(tmp_path, monkeypatch, capsys):
-    import csv
+def test_remeasure_script_reads_both_plan_layouts_and_writes_the_bench_memory_file(tmp_path, monkeypatch, capsys):
     import json
     import runpy
 
-    from genaccel.bench.memory import MemoryMeasure
+    import genaccel.bench.memory as memory
 
     script = runpy.run_path(str(Path(TESTS).parent / "benchmarks" / "remeasure_memory.py"))
     calls = []
 
     def fake_peak(model, device, request, accel, timeout=None):  # the measure itself is tested above
         calls.append((model, device, request, accel))
-        return MemoryMeasure(100 * 2**20 + len(calls), FRESH_PROCESS)
+        return memory.MemoryMeasure(100 * 2**20 + len(calls), FRESH_PROCESS)
 
-    monkeypatch.setitem(script["remeasure"].__globals__, "generation_peak", fake_peak)
-    old = {"model": "tiny", "device": "cpu", "accels": ["none", "fast"], "prompts": ["p1", "p2"], "seeds": [3, 4],
-           "setting": "long", "num_frames": None, "height": 32, "repeat": 1}
-    new = {**old, "setting": None, "height": None, "request": {"setting": "long", "height": 32, "accel": "x"}}
-    for plan in (old, new):
+    monkeypatch.setattr(memory, "generation_peak", fake_peak)
+    flat = {"model": "tiny", "device": "cpu", "accels": ["none", "fast"], "prompts": ["p1", "p2"], "seeds": [3, 4],
+            "setting": "long", "num_frames": None, "height": 32, "repeat": 1}
+    nested = {**flat, "setting": None, "height": None, "request": {"setting": "long", "height": 32, "accel": "x"}}
+    for plan in (flat, nested):
         calls.clear()
+        (tmp_path / "memory.json").unlink(missing_ok=True)
         (tmp_path / "bench.json").write_text(json.dumps(plan))
         assert script["main"]([str(tmp_path), "--no-progress"]) == 0
         request = {"prompt": "p1", "seed": 3, "setting": "long", "height": 32}
         assert calls == [("tiny", "cpu", request, "none"), ("tiny", "cpu", request, "fast")]
-        with (tmp_path / "memory.csv").open() as f:
-            rows = list(csv.DictReader(f))
-        assert [(r["accel"], int(r["peak_memory_bytes"]), r["peak_memory_mb"], r["method"]) for r in rows] == [
-            ("none", 100 * 2**20 + 1, "100.0", FRESH_PROCESS), ("fast", 100 * 2**20 + 2, "100.0", FRESH_PROCESS)]
+        measured = json.loads((tmp_path / "memory.json").read_text())
+        assert measured == {"none": {"peak_memory_bytes": 100 * 2**20 + 1, "method": FRESH_PROCESS},
+                            "fast": {"peak_memory_bytes": 100 * 2**20 + 2, "method": FRESH_PROCESS}}
         assert "| none | 100 | rss_fresh_process |" in capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "memory.csv"]  # no temporary left
+    calls.clear()
+    assert script["main"]([str(tmp_path), "--no-progress"]) == 0 and calls == []  # measured figures are kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "memory.json"]  # no temporary left
     assert script["main"]([str(tmp_path / "missing")]) == 2
     assert "no bench.json" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from conftest import free_port
 
 from genaccel.errors import InputError, ModelError, SpecError
 from genaccel.pipelines.families import FAMILIES
-from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, default_controls, spec_from_controls, support_notes
+from genaccel.ui.controls import controls_from_spec, default_controls, spec_from_controls
 from genaccel.ui.jobs import Cancelled, JobRunner, PipelineCache
 from genaccel.request import request_from_options
 from genaccel.ui.service import Studio
@@ -46,10 +46,9 @@ def test_controls_validate_values_and_stacking():
         spec_from_controls(controls_from_spec("teacache+fbcache"))
 
 
-def test_support_notes_explain_unsupported_accelerators():
-    notes = support_notes(FAMILIES["wan"])
-    assert set(notes) == set(CONTROL_LAYOUT)
-    assert notes["teacache"] is None and notes["fastercache"]  # a reason, not a silent omission
+def test_the_page_explains_unsupported_accelerators(studio):
+    info = studio.model_info("tiny-wan")
+    assert set(info["unsupported"]) == {"fastercache"} and "batched CFG" in info["unsupported"]["fastercache"]
 
 
 # ----------------------------------------------------------------------------- jobs

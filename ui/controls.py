@@ -11,9 +11,9 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 
-from genaccel.accelerators import ACCELERATORS, unsupported_reason
+from genaccel.accelerators import ACCELERATORS
 from genaccel.errors import SpecError
-from genaccel.spec import AccelRequest, format_spec, parse_spec, parse_spec_string, resolve
+from genaccel.spec import AccelRequest, check_spec, format_spec, parse_spec
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,5 @@ def spec_from_controls(values: list) -> str:
                 changed[control.name] = value
         requests.append(AccelRequest(name, changed))
     spec = format_spec(requests)
-    resolve(parse_spec_string(spec), family=None)  # parameters and stacking, with a readable message
+    check_spec(spec)  # parameters and stacking, with a readable message
     return spec
-
-
-def support_notes(family) -> dict[str, str | None]:
-    """Per accelerator: None if the family supports it, else why not."""
-    return {name: unsupported_reason(name, family) for name in CONTROL_LAYOUT}

@@ -56,8 +56,8 @@ class Studio:
 
     def model_info(self, model: str) -> dict[str, Any]:
         """Family, defaults of each setting, and which accelerators the model's family supports."""
+        from genaccel.accelerators import unsupported_by
         from genaccel.profiles import pipeline_model_key
-        from genaccel.ui.controls import support_notes
 
         pipe = self.pipeline(model)
         family = family_of(pipe)
@@ -68,7 +68,7 @@ class Studio:
             "key": pipeline_model_key(pipe),
             "settings": {name: model_defaults(pipe, name) for name in model_settings(pipe)},
             "frames_rule": family.frames_rule(pipe),
-            "unsupported": {k: v for k, v in support_notes(family).items() if v},
+            "unsupported": unsupported_by(family),
         }
 
     def _job_dir(self, kind: str) -> Path:
@@ -109,6 +109,7 @@ class Studio:
         """The bench on one prompt and seed: baseline and the request's accelerators; ("done", {"baseline",
         "accelerated", "side_by_side", "rows"}) at the end, rows as COMPARE_COLUMNS."""
         from genaccel.bench import BenchPlan, run_bench, summarize
+        from genaccel.bench.runner import video_path
         from genaccel.score import scorer_named
 
         pipe, prepared = self._prepare(model, request)
@@ -135,7 +136,7 @@ class Studio:
                     "ssim": None if baseline else round(row["ssim"], 4),
                     "adherence": scorer.describe(row["adherence"]) if row["adherence"] else None,
                 })
-            return {"baseline": str(folder / "videos" / "0.mp4"), "accelerated": str(folder / "videos" / "1.mp4"),
+            return {"baseline": str(video_path(folder, 0)), "accelerated": str(video_path(folder, 1)),
                     "side_by_side": str(folder / "compare.mp4"), "rows": table}
 
         yield from self.jobs.run(session, self.device, work)

@@ -34,7 +34,12 @@ UNAVAILABLE = "unavailable"
 _CHILD = "from genaccel.bench.memory import _child_main; _child_main()"
 # Libraries' warnings, log lines and progress bars kept out of the child's stderr, so that its
 # last line is the error when it fails.
-_QUIET_ENV = {
+_CHILD_ENV = {
+    # glibc adapts its mmap threshold as a process frees large blocks, keeping later ones on the
+    # heap after they are freed: RSS then tracks the allocator's history, not what is live (a fresh
+    # process's peak varied by +-60 MB from run to run). A fixed threshold returns every large block
+    # on free, so the peak is the live peak (+-1 MB).
+    "MALLOC_MMAP_THRESHOLD_": "131072",
     "PYTHONWARNINGS": "ignore",
     "TRANSFORMERS_VERBOSITY": "error",
     "DIFFUSERS_VERBOSITY": "error",
@@ -107,7 +112,7 @@ def _run_fresh(target: str, payload: dict, env: dict | None, timeout: float | No
     label = label or target
     if ":" not in target:
         raise ValueError(f"target must be 'module:function'; got {target!r}")
-    child_env = {**(os.environ if env is None else env), **_QUIET_ENV}
+    child_env = {**(os.environ if env is None else env), **_CHILD_ENV}
     with tempfile.TemporaryDirectory(prefix="genaccel-memory-") as tmp:
         out = Path(tmp) / "result.json"
         try:
@@ -157,14 +162,35 @@ def generation_peak(model: str, device: str, request: dict, accel: str, *,
 
 
 def _generate_once(payload: dict) -> dict:
-    """Child side of `generation_peak`: load, apply, generate once."""
+    """Child side of `generation_peak`: load, prepare, generate once (the path every entry point takes)."""
     import genaccel
 
     pipe = genaccel.load_pipeline(payload["model"], device=payload["device"])
-    genaccel.apply(pipe, payload["accel"])
+    prepared = genaccel.prepare(pipe, genaccel.GenerationRequest(**payload["request"], accel=payload["accel"]))
     with CudaPeakMemory(getattr(pipe, "device", "cpu")) as cuda:
-        genaccel.generate(pipe, genaccel.GenerationRequest(**payload["request"]))
+        genaccel.generate(pipe, prepared)
     return {"cuda_peak_bytes": cuda.peak_bytes}
+
+
+def measure_configs(model: str, device: str, request: dict, accels: list[str], *, path: Path | None = None,
+                    progress: bool = True, timeout: float | None = None) -> dict[str, dict]:
+    """`generation_peak` of every configuration: {spec: {"peak_memory_bytes", "method"}}.
+
+    With `path` (a sweep's memory.json), what it already holds is kept and each new figure is
+    written as soon as it is measured (temporary file, then rename), so an interrupted run resumes.
+    """
+    from tqdm import tqdm
+
+    measured = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    todo = [spec for spec in accels if spec not in measured]
+    for spec in tqdm(todo, desc="peak memory (fresh process)", unit="config", disable=not progress or not todo):
+        result = generation_peak(model, device, request, spec, timeout=timeout)
+        measured[spec] = {"peak_memory_bytes": result.peak_bytes, "method": result.method}
+        if path is not None:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(measured, indent=1) + "\n")
+            os.replace(tmp, path)
+    return measured
 
 
 def _quiet_libraries() -> None:

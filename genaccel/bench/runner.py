@@ -11,7 +11,6 @@ write once it is complete, so an interrupted sweep resumes at the first unfinish
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from genaccel.bench.quality import compare_videos
 from genaccel.errors import InputError
-from genaccel.request import GenerationRequest
+from genaccel.request import GenerationRequest, request_from_options
 
 RESULTS = "results.jsonl"
 PLAN = "bench.json"
@@ -52,12 +51,13 @@ class BenchPlan:
 
         configs = [BASELINE] + [a.strip() for a in self.accels if a.strip().lower() != BASELINE]
         self.accels = list(dict.fromkeys(configs))  # baseline first, no duplicates, order kept
-        if not self.prompts or any(not p.strip() for p in self.prompts):
-            raise InputError("bench needs at least one prompt, and no empty ones")
+        if not self.prompts:
+            raise InputError("bench needs at least one prompt")
         if not self.seeds:
             raise InputError("bench needs at least one seed")
-        if any(s < 0 for s in self.seeds):
-            raise InputError(f"seeds must be >= 0; got {self.seeds}")
+        for prompt in self.prompts:  # every prompt and seed as the request checks them
+            for seed in self.seeds:
+                self.run_request(prompt, seed, BASELINE)
         if self.repeat < 1:
             raise InputError(f"--repeat must be at least 1; got {self.repeat}")
         if self.warmup < 0:
@@ -83,13 +83,15 @@ class BenchPlan:
         return [(start + k) % n for k in range(n)]
 
     def run_request(self, prompt: str, seed: int, accel: str) -> GenerationRequest:
-        return dataclasses.replace(self.request, prompt=prompt, seed=seed, accel=accel)
+        """The request of one run: the plan's shared fields with this prompt, seed and spec."""
+        return request_from_options({"prompt": prompt, "seed": seed, "accel": accel}, self.request)
 
     @property
     def custom_size(self) -> bool:
-        """True when sizes, frames or steps were set explicitly instead of by the setting."""
-        r = self.request
-        return any(v is not None for v in (r.height, r.width, r.num_frames, r.num_inference_steps))
+        """True when a field the setting provides (sizes, frames, steps, guidance) was set explicitly."""
+        from genaccel.prepare import DEFAULTED
+
+        return any(getattr(self.request, name) is not None for name in DEFAULTED)
 
     def to_dict(self) -> dict[str, Any]:
         """What identifies the sweep (a resumed sweep must match it); memory does not change the runs."""
@@ -103,20 +105,29 @@ def _finite(value: float | None) -> float | None:
 
 
 def _load_done(out_dir: Path) -> set[tuple[int, int]]:
+    """Rounds already in DIR/results.jsonl; a line cut short by a kill is dropped (its round reruns)."""
     done = set()
     path = out_dir / RESULTS
     if path.is_file():
-        for line in path.read_text().splitlines():
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+            _atomic_text(path, text)
+        for line in text.splitlines():
             if line.strip():
                 row = json.loads(line)
                 done.add((row["item"], row["repeat"]))
     return done
 
 
-def _atomic_json(path: Path, data) -> None:
+def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, data) -> None:
+    _atomic_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def _check_or_write_plan(out_dir: Path, meta: dict) -> None:
@@ -201,7 +212,7 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
                 write_compare_video(out_dir / "compare.mp4", prompt, [(plan.accels[c], frames[c]) for c in range(n_configs)])
                 if save_videos:
                     for c in range(n_configs):
-                        write_video(frames[c], out_dir / "videos" / f"{c}.mp4")
+                        write_video(frames[c], video_path(out_dir, c))
             if on_round is not None:
                 on_round(round_rows)
     finally:
@@ -211,6 +222,11 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
     rows = [json.loads(line) for line in (out_dir / RESULTS).read_text().splitlines() if line.strip()]
     write_report(out_dir, rows, plan, memory)
     return rows
+
+
+def video_path(out_dir: str | Path, config: int) -> Path:
+    """Where `run_bench(save_videos=True)` writes configuration `config`'s video of the first prompt."""
+    return Path(out_dir) / "videos" / f"{config}.mp4"
 
 
 def read_memory(out_dir: str | Path) -> dict:
@@ -223,18 +239,10 @@ def _fresh_process_memory(out_dir: Path, plan: BenchPlan, model: str | None, dev
     """CPU peak memory of each configuration: one run of the first prompt in a fresh process (the
     only figure that says what a run needs: a warm process holds memory freed by earlier runs).
     Kept in DIR/memory.json, so a resumed sweep measures only what is missing."""
-    from genaccel.bench.memory import generation_peak
+    from genaccel.bench.memory import measure_configs
     from genaccel.models import resolve_device
 
     if model is None or resolve_device(device).type == "cuda":
         return {}  # no loadable name, or CUDA, where every run's peak was measured in-process
-    path = out_dir / MEMORY
-    measured = read_memory(out_dir)
-    todo = [spec for spec in plan.accels if spec not in measured]
-    prompt, seed = plan.items()[0]
-    for spec in tqdm(todo, desc="peak memory (fresh process)", unit="config", disable=not progress or not todo):
-        request = {k: v for k, v in plan.run_request(prompt, seed, spec).to_dict().items() if k != "accel"}
-        result = generation_peak(model, "cpu", request, spec)
-        measured[spec] = {"peak_memory_bytes": result.peak_bytes, "method": result.method}
-        _atomic_json(path, measured)
-    return measured
+    request = {k: v for k, v in plan.run_request(*plan.items()[0], BASELINE).to_dict().items() if k != "accel"}
+    return measure_configs(model, "cpu", request, plan.accels, path=out_dir / MEMORY, progress=progress)
