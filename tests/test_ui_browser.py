@@ -123,7 +123,10 @@ def test_compare_in_the_browser(page, shots, tmp_path):
 
 def test_batch_in_the_browser(page, shots):
     page.get_by_role("tab", name="Batch").click()
-    page.fill("#batch-prompts textarea", f"{PROMPT}\na yellow circle moving up on a gray background")
+    prompts = page.locator("#batch-prompts textarea")
+    prompts.fill(f"{PROMPT}\na yellow circle moving up on a gray background")
+    prompts.blur()  # the box's change reaches the page's state before the click, as a user's would
+    _pick_preset(page, "quality")
     page.click("#batch-button")
     page.wait_for_function("document.querySelector('#batch-status') && document.querySelector('#batch-status').innerText.includes('2 videos done')")
     assert page.locator("#batch-gallery video, #batch-gallery img").count() >= 2
