@@ -19,3 +19,13 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
     assert "genaccel generate" in commands[0][1] and "pytest" in commands[1][1]
     ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
     assert "quickstart:test" in ci
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """The Python API section's code runs as written (in a scratch folder: it writes clip.mp4)."""
+    block = re.search(r"## Python API\n\n```python\n(.*?)\n```", README, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    assert (tmp_path / "clip.mp4").is_file()
+    assert namespace["prepared"].spec.text == namespace["result"].request.accel  # the last run used `balanced`
