@@ -1,9 +1,11 @@
 """The attention seam: every family's self-attention routed through one pluggable kernel.
 
 `layouts` holds the per-family facts (`AttentionLayout`), `processor` the per-prelude processors, `kernels`
-the kernel interface (`AttentionContext`) and `dense_kernel`, `seam` the hooks that install and remove it.
+the kernel interface (`AttentionContext`) and `dense_kernel`, `seam` the hooks that install and remove it, `flex` the
+block-sparse FlexAttention kernel (`BlockSparseKernel`) with its example tables.
 """
 
+from .flex import BlockSparseKernel, full_table, local_frames_table
 from .kernels import AttentionContext, dense_kernel
 from .layouts import LAYOUTS, AttentionLayout, layout_of, tokens_in
 from .processor import PROCESSORS, SeamProcessor
@@ -13,6 +15,7 @@ __all__ = [
     "AttentionContext",
     "AttentionLayout",
     "AttentionSeamHook",
+    "BlockSparseKernel",
     "GRID_HOOK",
     "GridHook",
     "LAYOUTS",
@@ -21,7 +24,9 @@ __all__ = [
     "SeamProcessor",
     "SeamState",
     "dense_kernel",
+    "full_table",
     "layout_of",
+    "local_frames_table",
     "seam_hooks",
     "tokens_in",
 ]
