@@ -33,13 +33,14 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+import gpu_attention as ga  # same folder: timing, forced SDPA backends, the kernel benchmark's q/k/v
 
 T0 = time.perf_counter()
 _FROM_KV_HAS_Q = "compute_q_blocks" in inspect.signature(BlockMask.from_kv_blocks).parameters
@@ -117,44 +118,6 @@ def dense_bool_mask(allowed, seq_len, bs):
 
 
 # ------------------------------------------------------------------------------------------------ timing
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_ms(fn, warmup, iters, device):
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        sync(device)
-        if device.type != "cuda":
-            ts = []
-            for _ in range(iters):
-                t = time.perf_counter()
-                fn()
-                ts.append((time.perf_counter() - t) * 1e3)
-            return statistics.median(ts)
-        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-        for s_, e_ in ev:
-            s_.record()
-            fn()
-            e_.record()
-        sync(device)
-        return statistics.median(s_.elapsed_time(e_) for s_, e_ in ev)
-
-
-def sdpa_forced(q, k, v, backend):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    be = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
-
-    def fn():
-        with sdpa_kernel([be]):
-            return F.scaled_dot_product_attention(q, k, v)
-
-    return fn
-
-
 def sampled_err(q, k, v, o, allowed, seq_len, bs, q_blocks):
     """Max abs error of flex output o (padded layout) on some query blocks against an fp32 masked reference."""
     rows = torch.cat([torch.arange(b * bs, min((b + 1) * bs, seq_len), device=q.device) for b in q_blocks])
@@ -175,7 +138,6 @@ def kopts(bm, bn, w, s, **extra):
 
 
 def tune(args, device, flex, res, save):
-    import gpu_attention as ga  # structured q/k/v, the same inputs as the kernel benchmark
 
     grid = tuple(int(x) for x in args.tune_grid.split(",")) if args.tune_grid else (21, 30, 52)
     heads, dim = (2, 32) if args.toy else (12, 128)
@@ -186,10 +148,10 @@ def tune(args, device, flex, res, save):
                           target_density=args.density), dense={}, runs=[])
     res["tuning"] = out
     dense = out["dense"]
-    dense["sdpa_default_ms"] = time_ms(lambda: F.scaled_dot_product_attention(q, k, v), 3, args.iters, device)
+    dense["sdpa_default_ms"] = ga.time_ms(lambda: F.scaled_dot_product_attention(q, k, v), 3, args.iters, device)
     for be in ("flash", "cudnn"):
         try:
-            dense[f"sdpa_{be}_ms"] = time_ms(sdpa_forced(q, k, v, be), 3, args.iters, device)
+            dense[f"sdpa_{be}_ms"] = ga.time_ms(ga.sdpa_backend_fn(q, k, v, be), 3, args.iters, device)
         except Exception as e:
             dense[f"sdpa_{be}_ms"] = None
             dense[f"sdpa_{be}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
@@ -220,12 +182,12 @@ def tune(args, device, flex, res, save):
             t = time.perf_counter()
             with torch.no_grad():
                 o = flex(qp, kp, vp, block_mask=bm, kernel_options=dict(opts) if opts else None)
-            sync(device)
+            ga.sync(device)
             row["first_call_s"] = round(time.perf_counter() - t, 2)
             nb = allowed.shape[-1]
             row["max_abs_err_sampled"] = sampled_err(qp, kp, vp, o, allowed, s, bs, [0, nb // 2, nb - 1])
             del o
-            ms = time_ms(lambda: flex(qp, kp, vp, block_mask=bm, kernel_options=dict(opts) if opts else None),
+            ms = ga.time_ms(lambda: flex(qp, kp, vp, block_mask=bm, kernel_options=dict(opts) if opts else None),
                          3, args.iters, device)
             row.update(ms=round(ms, 3), speedup_vs_sdpa=round(dense["sdpa_default_ms"] / ms, 3),
                        speedup_vs_best_dense=round(best_dense / ms, 3))
@@ -260,7 +222,7 @@ def tune(args, device, flex, res, save):
     for o in ([{}, best_opts] if best_opts else [{}]):
         if budget():
             run(128, "full", o)
-    dense["sdpa_default_ms_again"] = time_ms(lambda: F.scaled_dot_product_attention(q, k, v), 3, args.iters, device)
+    dense["sdpa_default_ms_again"] = ga.time_ms(lambda: F.scaled_dot_product_attention(q, k, v), 3, args.iters, device)
     good = [r for r in out["runs"] if "ms" in r and r["mask"] == "radial"]
     if good:
         b = min(good, key=lambda r: r["ms"])
@@ -354,7 +316,7 @@ def wan_pass(args, device, flex, res, save, best_opts):
     res["pass"] = out
     t = time.perf_counter()
     model = build_model(cfg, device, dtype)
-    sync(device)
+    ga.sync(device)
     out["build_s"] = round(time.perf_counter() - t, 1)
     out["params_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
     gen = torch.Generator(device=device).manual_seed(1)
@@ -389,12 +351,12 @@ def wan_pass(args, device, flex, res, save, best_opts):
         t = time.perf_counter()
         with torch.no_grad():
             o = fwd()
-        sync(device)
+        ga.sync(device)
         first = time.perf_counter() - t
         if keep_out:
             outs[name] = o.float()
         del o
-        times[name] = round(time_ms(fwd, warm - 1, iters, device), 2)
+        times[name] = round(ga.time_ms(fwd, warm - 1, iters, device), 2)
         log(f"pass {name}: {times[name]} ms (first call {first:.1f}s)")
         out["times_ms"] = times
         save()
@@ -455,7 +417,6 @@ def main(argv=None) -> int:
                     "runs the tuning loop with eager flex at this shape, a dry run of the control flow)")
     ap.add_argument("--tune-budget", type=float, default=200.0, help="stop tuning past this many seconds")
     args = ap.parse_args(argv)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.toy else "cpu")
     res = dict(torch=torch.__version__, python=platform.python_version(), command=" ".join([sys.executable] + sys.argv),
                device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
