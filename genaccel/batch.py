@@ -183,7 +183,8 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
     finished = {item.name for item, ready in zip(items, prepared)
                 if item.name in done and done[item.name]["out"] == f"{item.name}{suffix}"
                 and (out_dir / done[item.name]["out"]).exists() and _ran_as_asked(done[item.name], ready)}
-    entries = [e for e in done.values() if e["name"] in finished or e["name"] not in {i.name for i in items}]
+    names = {item.name for item in items}
+    entries = [e for e in done.values() if e["name"] in finished or e["name"] not in names]
     todo = [(item, ready) for item, ready in zip(items, prepared) if item.name not in finished]
     targets = _targets(out_dir, [item for item, _ in todo], suffix, {e["out"] for e in done.values()})
     out_dir.mkdir(parents=True, exist_ok=True)
