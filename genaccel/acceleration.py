@@ -1,8 +1,9 @@
 """Apply a spec to a pipeline and remove it again: the object that owns everything genaccel added.
 
 Hooks go on in a fixed order on each denoiser: inner call counters first (they see only calls
-that really computed), then the accelerators in spec order, then outer counters and the step
-tracker (they see every call). Everything registered is recorded, so `remove()` restores the
+that really computed), then the accelerators in spec order, then the attention seam when an
+accelerator owns the attention kernel (their kernels nested in `KERNEL_NESTING` order), then outer
+counters and the step tracker (they see every call). Everything registered is recorded, so `remove()` restores the
 pipeline exactly, and several accelerators stack on one pipeline.
 """
 
@@ -13,7 +14,8 @@ from typing import Any, Iterator
 
 from diffusers.hooks import HookRegistry
 
-from genaccel.accelerators.base import Accelerator, HookLedger
+from genaccel.accelerators.base import KERNEL_NESTING, Accelerator, HookLedger
+from genaccel.attention import dense_kernel, seam_hooks
 from genaccel.errors import SpecError
 from genaccel.pipelines.families import FamilyAdapter, family_of
 from genaccel.profiles import load_profile, pipeline_model_key
@@ -63,11 +65,32 @@ class Acceleration:
             self.counters.attention_computed.extend(register_counter(m, COUNT_INNER_HOOK) for m in attention)
         for accelerator in self.accelerators:
             accelerator.install(denoiser)
+        self._install_attention_seam(denoiser)
         with self._ledger.recording(denoiser):
             self.counters.attention_total.extend(register_counter(m, COUNT_OUTER_HOOK) for m in attention)
             self.counters.passes_total.append(register_counter(denoiser, COUNT_OUTER_HOOK))
             tracker = StepTrackerHook(self.runtime, self._start_generation)
             HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(tracker, TRACKER_HOOK)
+
+    def _kernel_owners(self) -> list[Accelerator]:
+        """The accelerators that own the attention kernel, innermost first (`KERNEL_NESTING` order)."""
+        def depth(accelerator):
+            return min(KERNEL_NESTING.index(slot) for slot in accelerator.slots if slot in KERNEL_NESTING)
+
+        return sorted((a for a in self.accelerators if a.slots & set(KERNEL_NESTING)), key=depth)
+
+    def _install_attention_seam(self, denoiser) -> None:
+        """Route the denoiser's self-attention through the kernel owners' nested kernels, if any."""
+        owners = self._kernel_owners()
+        if not owners:
+            return
+        kernel = dense_kernel
+        for accelerator in owners:
+            kernel = accelerator.attention_kernel(kernel)
+        _, hooks = seam_hooks(denoiser, self.family, kernel, self.runtime)
+        with self._ledger.recording(denoiser):
+            for module, name, hook in hooks:
+                HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
 
     def _start_generation(self) -> None:
         for denoiser in self._denoisers:

@@ -136,9 +136,19 @@ def parse_spec_file(path: Path) -> list[AccelRequest]:
     return requests
 
 
+def _preset_parts(text: str) -> list[str] | None:
+    """The parts of a stack that names a preset among accelerators (`balanced+sta`), or None."""
+    parts = [part.strip() for part in _split_top_level(text, "+")]
+    return parts if len(parts) > 1 and any(part.lower() in PRESET_NAMES for part in parts) else None
+
+
 def parse_spec(spec: str, family=None, model_key: str | None = None) -> list[AccelRequest]:
-    """Parse a spec string, a spec file path, or a preset name of `family`."""
+    """Parse a spec string, a spec file path, or a preset name of `family`; a preset may also stand in a
+    stack (`balanced+sta`), where it contributes its accelerators."""
     text = "none" if spec is None else spec.strip()
+    parts = _preset_parts(text)
+    if parts:
+        return [request for part in parts for request in parse_spec(part, family, model_key)]
     if text.lower() in PRESET_NAMES:
         if family is None:
             raise SpecError(f"preset '{text}' needs a model to pick the family's preset")
@@ -180,7 +190,10 @@ def _convert(value, hint, where: str):
             return tuple(_convert(v, a, where) for v, a in zip(value, args))
     except (ValueError, TypeError):
         pass
-    expected = "low:high" if origin is tuple else getattr(hint, "__name__", str(hint))
+    if origin is tuple:
+        expected = "low:high" if len(typing.get_args(hint)) == 2 else f"{len(typing.get_args(hint))} numbers joined by ':'"
+    else:
+        expected = getattr(hint, "__name__", str(hint))
     raise SpecError(f"bad value {_format_value(value)!r} for {where} (expected {expected})")
 
 
@@ -227,6 +240,11 @@ def check_spec(spec: str) -> None:
     text = "none" if spec is None else spec.strip()
     if text.lower() in PRESET_NAMES:
         return
+    parts = _preset_parts(text)
+    if parts:  # a preset's accelerators are known only with the model: check the others
+        text = "+".join(part for part in parts if part.lower() not in PRESET_NAMES)
+        if not text:
+            return
     resolve(parse_spec(text), family=None)
 
 

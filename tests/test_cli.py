@@ -238,7 +238,9 @@ def test_list_json_has_models_accelerators_presets_matrix(capsys):
     assert main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {"tiny-wan", "tiny-mochi"} <= set(data["models"])
-    assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer", "cfgcache"}
+    assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer", "cfgcache",
+                                         "svg", "radial", "sta", "topk"}
+    assert "factorised" in data["compatibility"]["latte"]["sta"] and data["compatibility"]["wan"]["sta"] == "yes"
     assert data["presets"]["wan"]["balanced"]
     assert data["compatibility"]["wan"]["fastercache"] != "yes" and data["compatibility"]["wan"]["teacache"] == "yes"
     assert data["stacking"]["teacache"]["pab"] == "yes" and data["stacking"]["teacache"]["fbcache"] != "yes"

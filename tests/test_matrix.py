@@ -26,6 +26,11 @@ NOOP = {
     "fastercache": "fastercache(spatial=1,cfg=1)",
     "taylorseer": "taylorseer(interval=1)",
     "cfgcache": "cfgcache(interval=1)",
+    # sparse attention at density 1.0 keeps every block, from the first step and layer on
+    "svg": "svg(density=1,dense_steps=0,dense_layers=0,block=2)",
+    "radial": "radial(density=1,dense_steps=0,dense_layers=0,block=2)",
+    "sta": "sta(density=1,dense_steps=0,dense_layers=0,block=2)",
+    "topk": "topk(threshold=1,dense_steps=0,dense_layers=0,block=2)",
 }
 ACTIVE = {
     "teacache": "teacache(threshold=1e9,coefficients=identity)",
@@ -35,7 +40,13 @@ ACTIVE = {
     "fastercache": "fastercache(spatial=2,window=-1:1000,cfg=2,cfg_window=-1:1000)",
     "taylorseer": "taylorseer(interval=3,warmup=2)",
     "cfgcache": "cfgcache(interval=3,warmup=1)",
+    # tiny grids hold 8 to 32 video tokens: blocks of 2 tokens make a table worth sparsifying
+    "svg": "svg(density=0.3,dense_steps=0,dense_layers=0,block=2)",
+    "radial": "radial(density=0.3,dense_steps=0,dense_layers=0,block=2)",
+    "sta": "sta(density=0.3,tile=1:1:2,dense_steps=0,dense_layers=0,block=2)",
+    "topk": "topk(threshold=0.5,dense_steps=0,dense_layers=0,block=2)",
 }
+SPARSE = {"svg", "radial", "sta", "topk"}  # they save work by computing fewer attention blocks
 assert set(NOOP) == set(ACTIVE) == set(ACCELERATORS)
 
 _BASELINES, _PROFILES = {}, {}
@@ -90,8 +101,13 @@ def test_accelerator_on_family(tiny, family, accel):
     apply(pipe, ACTIVE[accel], profile=profile)
     fast = _run(pipe)
     assert fast.frames.shape == base.shape and np.isfinite(fast.frames).all()
-    saved = fast.stats["skipped_calls"] + fast.stats["attention_reused"]
-    assert saved > 0, f"{accel} saved nothing on {family}: {fast.stats}"
+    if accel in SPARSE:
+        figures = fast.stats["accelerators"][accel]
+        densities = [d["sparse_density"] for d in figures.get("denoisers", [figures]) if d["sparse_density"]]
+        assert densities and min(densities) < 1.0, f"{accel} computed every block on {family}: {figures}"
+    else:
+        saved = fast.stats["skipped_calls"] + fast.stats["attention_reused"]
+        assert saved > 0, f"{accel} saved nothing on {family}: {fast.stats}"
     if accel != "fastercache":  # its CFG cache changes the batch, not the pass/attention counters
         assert not np.array_equal(fast.frames, base)
 
@@ -107,6 +123,21 @@ def test_stacked_pass_and_attention_caches(tiny, family):
     result = _run(pipe)
     assert result.frames.shape == base.shape and np.isfinite(result.frames).all()
     assert result.stats["skipped_calls"] > 0 and result.stats["attention_reused"] > 0
+    remove(pipe)
+    np.testing.assert_array_equal(_run(pipe).frames, base)
+
+
+@pytest.mark.parametrize("family", [f for f in TINY_FAMILIES if f != "latte"])
+def test_stacked_cache_and_sparse_attention(tiny, family):
+    """A pass cache and a sparse attention kernel on one pipeline: both work, and removal is exact."""
+    base = _baseline(tiny, family)
+    pipe = tiny(family)
+    apply(pipe, "teacache(threshold=0.5,coefficients=identity)+" + ACTIVE["sta"])
+    result = _run(pipe)
+    assert result.frames.shape == base.shape and np.isfinite(result.frames).all()
+    figures = result.stats["accelerators"]["sta"]
+    assert result.stats["skipped_calls"] > 0
+    assert min(d["sparse_density"] or 1.0 for d in figures.get("denoisers", [figures])) < 1.0
     remove(pipe)
     np.testing.assert_array_equal(_run(pipe).frames, base)
 

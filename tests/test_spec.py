@@ -87,3 +87,15 @@ def test_every_family_has_valid_presets(family, preset):
 
 def test_accel_request_str():
     assert str(AccelRequest("pab", {"window": (1, 2), "spatial": 2})) == "pab(window=1:2,spatial=2)"
+
+
+def test_a_preset_can_stand_in_a_stack():
+    from genaccel.spec import resolve_spec
+
+    wan = FAMILIES["wan"]
+    assert resolve_spec("balanced+sta(density=0.3)", wan, "tiny").text == "magcache(threshold=0.25,max_skip=4)+sta(density=0.3)"
+    check_spec("balanced+sta")  # the preset part waits for the model; the rest is checked now
+    with pytest.raises(SpecError, match="unknown accelerator 'foo'"):
+        check_spec("balanced+foo")
+    with pytest.raises(SpecError, match="cannot stack"):
+        resolve_spec("balanced+magcache", wan, "tiny")

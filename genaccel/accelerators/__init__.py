@@ -6,11 +6,19 @@ from genaccel.accelerators.fastercache import FasterCache
 from genaccel.accelerators.fbcache import FirstBlockCache
 from genaccel.accelerators.magcache import MagCache
 from genaccel.accelerators.pab import PyramidAttentionBroadcast
+from genaccel.accelerators.radial import RadialAttention
+from genaccel.accelerators.sta import SlidingTileAttention
+from genaccel.accelerators.svg import SparseVideoGen
 from genaccel.accelerators.taylorseer import TaylorSeer
 from genaccel.accelerators.teacache import TeaCache
+from genaccel.accelerators.topk import TopKAttention
 
 ACCELERATORS: dict[str, type[Accelerator]] = {
-    cls.name: cls for cls in (TeaCache, FirstBlockCache, MagCache, PyramidAttentionBroadcast, FasterCache, TaylorSeer, CFGCache)
+    cls.name: cls
+    for cls in (
+        TeaCache, FirstBlockCache, MagCache, PyramidAttentionBroadcast, FasterCache, TaylorSeer, CFGCache,
+        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention,
+    )
 }
 
 

@@ -22,8 +22,15 @@ SLOT_PASS = "pass"  # skips whole transformer passes (TeaCache, FirstBlockCache,
 SLOT_ATTENTION_OUTPUT = "attention_output"  # reuses attention outputs across steps (PAB, FasterCache)
 SLOT_CFG = "cfg"  # approximates a CFG branch (FasterCache)
 SLOT_MODULE_OUTPUT = "module_output"  # predicts module outputs (TaylorSeer)
-SLOT_ATTENTION_KERNEL = "attention_kernel"  # sparse attention processors (planned)
+SLOT_ATTENTION_KERNEL = "attention_kernel"  # computes self-attention sparsely (svg, radial, sta, topk)
 SLOT_TOKENS = "tokens"  # token merging and restoration (planned)
+SLOT_KV_CACHE = "kv_cache"  # rolling key/value cache for streamed generation (planned)
+
+# Accelerators holding one of these slots own the attention computation behind the attention seam
+# (genaccel.attention). Their kernels nest in this order, innermost first, whatever the spec's order: the
+# attention computation itself, token reduction around it (it shortens the sequence the computation
+# sees), the streaming KV cache around both (it extends the keys with earlier chunks').
+KERNEL_NESTING = (SLOT_ATTENTION_KERNEL, SLOT_TOKENS, SLOT_KV_CACHE)
 
 
 def param(default, help: str, **kwargs):
@@ -96,6 +103,11 @@ class Accelerator:
 
     def on_generation_start(self) -> None:
         """Called when a new generation starts, after hook state was reset."""
+
+    def attention_kernel(self, inner):
+        """For accelerators holding a `KERNEL_NESTING` slot: the attention seam's kernel for one denoiser,
+        wrapping `inner` (the kernel of the slots nested inside, or dense attention)."""
+        raise NotImplementedError(f"{self.name} does not own the attention kernel")
 
     # -- shared
     def install(self, denoiser: torch.nn.Module) -> None:

@@ -1,21 +1,25 @@
 """The attention seam: every family's self-attention routed through one pluggable kernel.
 
 `layouts` holds the per-family facts (`AttentionLayout`), `processor` the per-prelude processors, `kernels`
-the kernel interface (`AttentionContext`) and `dense_kernel`, `seam` the hooks that install and remove it, `flex` the
-block-sparse FlexAttention kernel (`BlockSparseKernel`) with its example tables.
+the kernel interface (`AttentionContext`) and `dense_kernel`, `seam` the hooks that install and remove it.
+Sparse attention: `flex` is the block-sparse FlexAttention engine (`BlockSparseAttention`, `BlockPlan`),
+`patterns` the methods' block tables (radial, sliding tile, spatial/temporal heads, top-k), `sparse` the
+seam kernel that runs a pattern (`SparseAttentionKernel`).
 """
 
-from .flex import BlockSparseKernel, full_table, local_frames_table
+from .flex import BlockPlan, BlockSparseAttention
 from .kernels import AttentionContext, dense_kernel
 from .layouts import LAYOUTS, AttentionLayout, layout_of, tokens_in
 from .processor import PROCESSORS, SeamProcessor
 from .seam import GRID_HOOK, SEAM_HOOK, AttentionSeamHook, GridHook, SeamState, seam_hooks
+from .sparse import SparseAttentionKernel
 
 __all__ = [
     "AttentionContext",
     "AttentionLayout",
     "AttentionSeamHook",
-    "BlockSparseKernel",
+    "BlockPlan",
+    "BlockSparseAttention",
     "GRID_HOOK",
     "GridHook",
     "LAYOUTS",
@@ -23,10 +27,9 @@ __all__ = [
     "SEAM_HOOK",
     "SeamProcessor",
     "SeamState",
+    "SparseAttentionKernel",
     "dense_kernel",
-    "full_table",
     "layout_of",
-    "local_frames_table",
     "seam_hooks",
     "tokens_in",
 ]

@@ -29,7 +29,7 @@ def csv_columns(plan) -> list[str]:
     adherence = ["adherence", *(f"adherence_{c}" for c in scorer.columns)] if scorer else []
     return ["accel", "resolved", "runs", "seconds", "speedup", "speedup_p25", "speedup_p75", "denoise_speedup",
             "psnr", "ssim", "temporal_error", "lpips", *adherence, "peak_memory_bytes", "skipped_fraction",
-            "attention_reused_fraction", "adherence_delta_points"]
+            "attention_reused_fraction", "attention_density", "adherence_delta_points"]
 
 
 def _median_by_item(rows: list[dict], field: str) -> dict[int, float]:
@@ -46,6 +46,16 @@ def _percentile(values: list[float], q: float) -> float:
 def _mean(values: list[float | None]) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
+
+
+def _attention_density(run: dict) -> float | None:
+    """Mean fraction of attention blocks a sparse attention accelerator computed in one run (None without one)."""
+    found = []
+    for figures in (run.get("accelerator_stats") or {}).values():
+        for part in figures.get("denoisers", [figures]) if isinstance(figures, dict) else ():
+            if part.get("density") is not None and "by_layer" in part:
+                found.append(part["density"])
+    return float(np.mean(found)) if found else None
 
 
 def _peak_memory(runs: list[dict], spec: str, memory: dict) -> int | None:
@@ -105,6 +115,7 @@ def summarize(rows: list[dict], plan, memory: dict | None = None) -> list[dict[s
             "peak_memory_bytes": _peak_memory(runs, spec, memory),
             "skipped_fraction": sum(r["skipped_calls"] for r in runs) / calls if calls else 0.0,
             "attention_reused_fraction": sum(r["attention_reused"] for r in runs) / attention if attention else 0.0,
+            "attention_density": _mean([_attention_density(r) for r in runs]),
         }
         if config == 0:
             base_adherence = row["adherence"]
@@ -130,8 +141,9 @@ def _fmt(value, spec: str = ".2f", none: str = "—") -> str:
 
 def summary_markdown(summary: list[dict], plan) -> str:
     lines = [
-        "| accel | speedup (p25–p75) | s/video | PSNR dB | SSIM | temporal err | LPIPS | adherence (Δ pts) | skipped passes | peak mem MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| accel | speedup (p25–p75) | s/video | PSNR dB | SSIM | temporal err | LPIPS | adherence (Δ pts) | skipped passes "
+        "| attention density | peak mem MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary:
         spread = f"{_fmt(r['speedup'])}x ({_fmt(r['speedup_p25'])}–{_fmt(r['speedup_p75'])})"
@@ -142,7 +154,8 @@ def summary_markdown(summary: list[dict], plan) -> str:
         lpips = _fmt(r["lpips"], ".3f", none="n/a" if r["accel"] != "none" else "—")
         lines.append(
             f"| `{r['accel']}` | {spread} | {_fmt(r['seconds'])} | {_fmt(r['psnr'], '.1f')} | {_fmt(r['ssim'], '.3f')} "
-            f"| {_fmt(r['temporal_error'], '.4f')} | {lpips} | {adherence} | {r['skipped_fraction']:.0%} | {memory} |"
+            f"| {_fmt(r['temporal_error'], '.4f')} | {lpips} | {adherence} | {r['skipped_fraction']:.0%} "
+            f"| {_fmt(r.get('attention_density'), '.2f')} | {memory} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,186 @@
+"""Sparse attention on this CPU: the attention share of the embedded model's pass, and a kernel microbenchmark.
+
+    python benchmarks/sparse_attention.py --out benchmarks/results/sparse-attention
+
+1. Attention share (`--share`): the embedded model makes a few denoising steps at each setting with its
+   self-attention routed through the attention seam to a timing dense kernel; the share of the
+   transformer pass spent in the attention computation itself is the Amdahl limit of any sparse method.
+2. Microbenchmark (`--micro`): at the embedded model's head shape (6 heads x 32), at the long setting's
+   token grid (9x16x16 = 2,304 tokens) and two larger ones (8x32x32 = 8,192; 16x32x32 = 16,384), each
+   method's kernel (pattern fitted to densities 0.5, 0.25, 0.1; top-k at that threshold on random inputs)
+   against dense SDPA: median time per call, the density that ran, speedup and its ratio to 1/density.
+
+Writes DIR/results.json and DIR/summary.md. Run alone: two torch processes slow each other down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers.hooks import HookRegistry
+
+from genaccel.attention import AttentionContext, SparseAttentionKernel, dense_kernel, seam_hooks
+from genaccel.attention.flex import compile_failure
+from genaccel.attention.patterns import Radial, SlidingTile, SpatialTemporal, TopK
+
+GRIDS = {2304: (9, 16, 16), 8192: (8, 32, 32), 16384: (16, 32, 32)}
+HEADS, HEAD_DIM = 6, 32  # the embedded model's attention
+
+
+def _median_time(fn, repeat: int) -> float:
+    fn()  # warm-up: compiles, builds and caches the mask
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------------------------------ attention share
+class _TimedDense:
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __call__(self, q, k, v, context):
+        start = time.perf_counter()
+        out = dense_kernel(q, k, v, context)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def attention_share(setting: str, steps: int = 4) -> dict:
+    from genaccel.models import load_pipeline
+    from genaccel.pipelines.families import family_of
+    from genaccel.prepare import model_defaults
+
+    pipe = load_pipeline()
+    family = family_of(pipe)
+    settings = model_defaults(pipe, setting)
+    kernel = _TimedDense()
+    registered = []
+    for _, denoiser in family.denoiser_modules(pipe):
+        _, hooks = seam_hooks(denoiser, family, kernel)
+        for module, name, hook in hooks:
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+            registered.append((module, name))
+    passes = []
+
+    def pre(module, args, kwargs):
+        passes.append([time.perf_counter(), kernel.seconds])
+
+    def post(module, args, kwargs, output):
+        passes[-1] = [time.perf_counter() - passes[-1][0], kernel.seconds - passes[-1][1]]
+
+    handles = [pipe.transformer.register_forward_pre_hook(pre, with_kwargs=True),
+               pipe.transformer.register_forward_hook(post, with_kwargs=True)]
+    try:
+        with torch.inference_mode():
+            pipe(prompt="a red circle moving left on a black background", height=settings["height"],
+                 width=settings["width"], num_frames=settings["num_frames"], num_inference_steps=steps,
+                 guidance_scale=settings["guidance_scale"], output_type="latent", **settings.get("extra", {}),
+                 generator=torch.Generator().manual_seed(0))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, name in registered:
+            module._diffusers_hook.remove_hook(name, recurse=False)
+    measured = passes[2:]  # the first step's two passes warm up
+    pass_s = sum(p for p, _ in measured)
+    attention_s = sum(a for _, a in measured)
+    return {"setting": setting, "size": f"{settings['width']}x{settings['height']}x{settings['num_frames']}",
+            "passes": len(measured), "pass_ms": 1000 * pass_s / len(measured),
+            "attention_ms": 1000 * attention_s / len(measured), "share": attention_s / pass_s}
+
+
+# ------------------------------------------------------------------------------------------ microbenchmark
+def _patterns(density: float) -> dict:
+    return {
+        "radial": Radial(density),
+        "sta": SlidingTile(density, (2, 8, 8)),
+        "svg": SpatialTemporal(density),
+        "topk": TopK(density),
+    }
+
+
+def micro(tokens: int, densities, repeat: int) -> list[dict]:
+    grid = GRIDS[tokens]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, HEADS, tokens, HEAD_DIM, generator=g) for _ in range(3))
+    context = AttentionContext(video=(0, tokens), grid=grid, axes=("f", "h", "w"), layer=0, name="bench",
+                               step=0, branch="cond")
+    rows = []
+    with torch.inference_mode():
+        dense = _median_time(lambda: F.scaled_dot_product_attention(q, k, v), repeat)
+        rows.append({"tokens": tokens, "grid": grid, "method": "dense SDPA", "target": 1.0, "density": 1.0,
+                     "ms": 1000 * dense, "speedup": 1.0, "of_ideal": 1.0})
+        print(f"{tokens} dense {1000 * dense:.1f} ms", file=sys.stderr, flush=True)
+        for density in densities:
+            for name, pattern in _patterns(density).items():
+                kernel = SparseAttentionKernel(pattern, dense_layers=0, dense_steps=0)
+                seconds = _median_time(lambda: kernel(q, k, v, context), repeat)
+                ran = kernel.stats()["sparse_density"] or 1.0
+                rows.append({"tokens": tokens, "grid": grid, "method": name, "target": density, "density": ran,
+                             "ms": 1000 * seconds, "speedup": dense / seconds,
+                             "of_ideal": dense / seconds * ran, "path": kernel.stats()["path"]})
+                print(f"{tokens} {name} d={density} ran {ran:.3f}: {1000 * seconds:.1f} ms "
+                      f"({dense / seconds:.2f}x)", file=sys.stderr, flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ report
+def summary(results: dict) -> str:
+    lines = []
+    if results.get("share"):
+        lines += ["| setting | size | pass ms | self-attention ms | attention share | pass speedup limit at "
+                  "density 0.25 (ideal kernel) |", "|---|---|---|---|---|---|"]
+        for r in results["share"]:
+            limit = 1 / ((1 - r["share"]) + r["share"] * 0.25)
+            lines.append(f"| {r['setting']} | {r['size']} | {r['pass_ms']:.0f} | {r['attention_ms']:.0f} | "
+                         f"{100 * r['share']:.1f}% | {limit:.2f}x |")
+        lines.append("")
+    if results.get("micro"):
+        lines += ["| tokens (grid) | method | target density | density run | ms per call | speedup vs SDPA | "
+                  "of ideal 1/density |", "|---|---|---|---|---|---|---|"]
+        for r in results["micro"]:
+            grid = "x".join(map(str, r["grid"]))
+            lines.append(f"| {r['tokens']:,} ({grid}) | {r['method']} | {r['target']:.2f} | {r['density']:.3f} | "
+                         f"{r['ms']:.1f} | {r['speedup']:.2f}x | {100 * r['of_ideal']:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for results.json and summary.md")
+    parser.add_argument("--share", action="store_true", help="only the attention share")
+    parser.add_argument("--micro", action="store_true", help="only the microbenchmark")
+    parser.add_argument("--sizes", default="2304,8192,16384", help=f"token counts among {list(GRIDS)}")
+    parser.add_argument("--densities", default="0.5,0.25,0.1")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per configuration (median)")
+    args = parser.parse_args(argv)
+    both = not (args.share or args.micro)
+    results = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    if args.share or both:
+        results["share"] = [attention_share(s) for s in ("default", "long")]
+    if args.micro or both:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        densities = [float(d) for d in args.densities.split(",")]
+        results["micro"] = [row for size in sizes for row in micro(size, densities, args.repeat)]
+    results["compile_failed"] = compile_failure()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / "summary.md").write_text(summary(results))
+    print(summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
