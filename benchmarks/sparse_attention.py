@@ -10,6 +10,11 @@
    method's kernel (pattern fitted to densities 0.5, 0.25, 0.1; top-k at that threshold on random inputs)
    against dense SDPA: median time per call, the density that ran, speedup and its ratio to 1/density.
 
+With `--device cuda --wan` the microbenchmark runs the same kernels at Wan2.1-1.3B 480p shapes instead
+(12 heads x 128, 21x30x52 = 32,760 tokens, bf16): the GPU check of the library's own kernels.
+
+    python benchmarks/sparse_attention.py --micro --device cuda --wan --densities 0.25 --out DIR
+
 Writes DIR/results.json and DIR/summary.md. Run alone: two torch processes slow each other down.
 """
 
@@ -30,16 +35,20 @@ from genaccel.attention import AttentionContext, SparseAttentionKernel, dense_ke
 from genaccel.attention.flex import compile_failure
 from genaccel.attention.patterns import Radial, SlidingTile, SpatialTemporal, TopK
 
-GRIDS = {2304: (9, 16, 16), 8192: (8, 32, 32), 16384: (16, 32, 32)}
+GRIDS = {2304: (9, 16, 16), 8192: (8, 32, 32), 16384: (16, 32, 32), 32760: (21, 30, 52)}
 HEADS, HEAD_DIM = 6, 32  # the embedded model's attention
+WAN_HEADS, WAN_HEAD_DIM = 12, 128  # Wan2.1-1.3B
 
 
-def _median_time(fn, repeat: int) -> float:
+def _median_time(fn, repeat: int, device: torch.device) -> float:
     fn()  # warm-up: compiles, builds and caches the mask
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -110,22 +119,24 @@ def _patterns(density: float) -> dict:
     }
 
 
-def micro(tokens: int, densities, repeat: int) -> list[dict]:
+def micro(tokens: int, densities, repeat: int, heads: int = HEADS, head_dim: int = HEAD_DIM,
+          device: str = "cpu", dtype: torch.dtype = torch.float32) -> list[dict]:
     grid = GRIDS[tokens]
+    device = torch.device(device)
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, HEADS, tokens, HEAD_DIM, generator=g) for _ in range(3))
+    q, k, v = (torch.randn(1, heads, tokens, head_dim, generator=g).to(device, dtype) for _ in range(3))
     context = AttentionContext(video=(0, tokens), grid=grid, axes=("f", "h", "w"), layer=0, name="bench",
                                step=0, branch="cond")
     rows = []
     with torch.inference_mode():
-        dense = _median_time(lambda: F.scaled_dot_product_attention(q, k, v), repeat)
+        dense = _median_time(lambda: F.scaled_dot_product_attention(q, k, v), repeat, device)
         rows.append({"tokens": tokens, "grid": grid, "method": "dense SDPA", "target": 1.0, "density": 1.0,
                      "ms": 1000 * dense, "speedup": 1.0, "of_ideal": 1.0})
         print(f"{tokens} dense {1000 * dense:.1f} ms", file=sys.stderr, flush=True)
         for density in densities:
             for name, pattern in _patterns(density).items():
                 kernel = SparseAttentionKernel(pattern, dense_layers=0, dense_steps=0)
-                seconds = _median_time(lambda: kernel(q, k, v, context), repeat)
+                seconds = _median_time(lambda: kernel(q, k, v, context), repeat, device)
                 ran = kernel.stats()["sparse_density"] or 1.0
                 rows.append({"tokens": tokens, "grid": grid, "method": name, "target": density, "density": ran,
                              "ms": 1000 * seconds, "speedup": dense / seconds,
@@ -165,15 +176,23 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="2304,8192,16384", help=f"token counts among {list(GRIDS)}")
     parser.add_argument("--densities", default="0.5,0.25,0.1")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per configuration (median)")
+    parser.add_argument("--device", default="cpu", help="device of the microbenchmark (cpu, cuda)")
+    parser.add_argument("--wan", action="store_true",
+                        help="microbenchmark at Wan2.1-1.3B 480p shapes: 12 heads x 128, 32,760 tokens, bf16")
     args = parser.parse_args(argv)
     both = not (args.share or args.micro)
     results = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     if args.share or both:
         results["share"] = [attention_share(s) for s in ("default", "long")]
     if args.micro or both:
-        sizes = [int(s) for s in args.sizes.split(",")]
         densities = [float(d) for d in args.densities.split(",")]
-        results["micro"] = [row for size in sizes for row in micro(size, densities, args.repeat)]
+        if args.wan:
+            results["micro"] = micro(32760, densities, args.repeat, WAN_HEADS, WAN_HEAD_DIM, args.device, torch.bfloat16)
+        else:
+            sizes = [int(s) for s in args.sizes.split(",")]
+            if not set(sizes) <= set(GRIDS):
+                parser.error(f"--sizes must be among {', '.join(map(str, GRIDS))}")
+            results["micro"] = [row for size in sizes for row in micro(size, densities, args.repeat, device=args.device)]
     results["compile_failed"] = compile_failure()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -232,6 +232,12 @@ def resolve(requests: list[AccelRequest], family) -> list[tuple[type, object]]:
                 raise SpecError(f"{claimed[slot]} and {cls.name} cannot stack: both take over {slot.replace('_', ' ')}")
             claimed[slot] = cls.name
         resolved.append((cls, config))
+    names = [cls.name for cls, _ in resolved]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            why = stack_conflict(a, b)
+            if why:
+                raise SpecError(f"{a} and {b} cannot stack: {why}")
     return resolved
 
 
@@ -250,9 +256,14 @@ def check_spec(spec: str) -> None:
 
 def stack_conflict(a: str, b: str) -> str | None:
     """Why accelerators a and b cannot stack, or None if they can."""
-    shared = ACCELERATORS[a].slots & ACCELERATORS[b].slots
+    first, second = ACCELERATORS[a], ACCELERATORS[b]
+    shared = first.slots & second.slots
     if a == b or shared:
         return "same accelerator" if a == b else f"both take over {', '.join(sorted(shared))}"
+    for one, other in ((first, second), (second, first)):
+        for slot, why in one.excludes.items():
+            if slot in other.slots:
+                return why
     return None
 
 

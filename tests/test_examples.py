@@ -41,7 +41,7 @@ def test_bench_shell_example_uses_valid_specs():
 
 
 # Caches are swept at the default and the long setting; sparse attention only at the long one (the default
-# setting's 80 video tokens are less than one attention block).
+# setting's 320 video tokens are fewer than three attention blocks).
 SWEEPS = {"tune_presets.sh": "caches", "sweep_long.sh": "caches", "sweep_sparse.sh": "sparse"}
 
 

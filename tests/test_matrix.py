@@ -27,10 +27,10 @@ NOOP = {
     "taylorseer": "taylorseer(interval=1)",
     "cfgcache": "cfgcache(interval=1)",
     # sparse attention at density 1.0 keeps every block, from the first step and layer on
-    "svg": "svg(density=1,dense_steps=0,dense_layers=0,block=2)",
-    "radial": "radial(density=1,dense_steps=0,dense_layers=0,block=2)",
-    "sta": "sta(density=1,dense_steps=0,dense_layers=0,block=2)",
-    "topk": "topk(threshold=1,dense_steps=0,dense_layers=0,block=2)",
+    "svg": "svg(density=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
+    "radial": "radial(density=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
+    "sta": "sta(density=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
+    "topk": "topk(threshold=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
 }
 ACTIVE = {
     "teacache": "teacache(threshold=1e9,coefficients=identity)",
@@ -41,10 +41,10 @@ ACTIVE = {
     "taylorseer": "taylorseer(interval=3,warmup=2)",
     "cfgcache": "cfgcache(interval=3,warmup=1)",
     # tiny grids hold 8 to 32 video tokens: blocks of 2 tokens make a table worth sparsifying
-    "svg": "svg(density=0.3,dense_steps=0,dense_layers=0,block=2)",
-    "radial": "radial(density=0.3,dense_steps=0,dense_layers=0,block=2)",
-    "sta": "sta(density=0.3,tile=1:1:2,dense_steps=0,dense_layers=0,block=2)",
-    "topk": "topk(threshold=0.5,dense_steps=0,dense_layers=0,block=2)",
+    "svg": "svg(density=0.3,dense_steps=0,dense_layers=0,max_density=1,block=2)",
+    "radial": "radial(density=0.3,dense_steps=0,dense_layers=0,max_density=1,block=2)",
+    "sta": "sta(density=0.3,tile=1:1:2,dense_steps=0,dense_layers=0,max_density=1,block=2)",
+    "topk": "topk(threshold=0.5,dense_steps=0,dense_layers=0,max_density=1,block=2)",
 }
 SPARSE = {"svg", "radial", "sta", "topk"}  # they save work by computing fewer attention blocks
 assert set(NOOP) == set(ACTIVE) == set(ACCELERATORS)

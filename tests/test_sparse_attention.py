@@ -16,7 +16,7 @@ from genaccel.pipelines.families import family_of
 from genaccel.spec import ResolvedSpec, resolve_spec
 
 PROMPT = "a red circle moving left on a black background"
-SPARSE = "sta(density=0.3,tile=1:1:2,dense_steps=2,dense_layers=1,block=2)"
+SPARSE = "sta(density=0.3,tile=1:1:2,dense_steps=2,dense_layers=1,max_density=1,block=2)"
 
 
 @dataclass
@@ -116,3 +116,15 @@ def test_bad_sparse_specs_are_refused(tiny, spec, message):
 
 def test_every_sparse_method_is_registered():
     assert {"svg", "radial", "sta", "topk"} <= set(ACCELERATORS)
+
+
+def test_plans_denser_than_max_density_run_dense(tiny):
+    """Where flex attention would not beat dense SDPA the call runs dense: exact, counted as dense."""
+    pipe = tiny("wan")
+    plain = generate(pipe, PROMPT, seed=0, num_inference_steps=3)
+    apply(pipe, SPARSE.replace("max_density=1", "max_density=0.1"))
+    result = generate(pipe, PROMPT, seed=0, num_inference_steps=3)
+    figures = result.stats["accelerators"]["sta"]
+    assert figures["sparse_density"] is None and figures["density"] == 1.0
+    np.testing.assert_array_equal(result.frames, plain.frames)
+    remove(pipe)

@@ -77,6 +77,8 @@ class Accelerator:
     summary: ClassVar[str]
     config_class: ClassVar[type[AcceleratorConfig]]
     slots: ClassVar[frozenset[str]]
+    # Slots of other accelerators this one cannot stack with although it does not take them over, with why.
+    excludes: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: AcceleratorConfig, family, runtime: Runtime):
         self.config = config

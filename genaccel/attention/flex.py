@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # Compiled once at module level; torch.compile is lazy, so nothing compiles until the first compiled call.
 # dynamic=False: one specialisation per shape (masks of one shape share the compiled code).
 _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+_COMPILED_SHAPES: set = set()  # shapes already compiled in this process (for the one-time note)
 _MAX_MASKS = 64  # cached block masks per engine
 _COMPILE_FAILED: str | None = None  # reason, once compiling failed in this process (then eager everywhere)
 
@@ -220,6 +221,10 @@ class BlockSparseAttention:
         if self._use_compiled(q):
             try:
                 # past dynamo's recompile limit a compiled function silently runs eager: make that an error
+                shape = (tuple(qb.shape), str(qb.dtype), str(qb.device))
+                if shape not in _COMPILED_SHAPES:
+                    _COMPILED_SHAPES.add(shape)
+                    logger.info("genaccel: compiling flex attention for %s %s on %s (once per shape)", *shape)
                 with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
                     out = _COMPILED_FLEX(qb, kb, vb, block_mask=mask)
                 self.calls["compiled"] += 1

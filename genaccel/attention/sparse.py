@@ -4,7 +4,8 @@
 `dense_layers` self-attention layers and the first `dense_steps` denoising steps (where the published
 methods keep full attention: early steps fix the layout, first layers mix globally), for calls without a
 latent grid or video tokens, and otherwise asks the pattern for a `BlockPlan` and runs it on
-`BlockSparseAttention` (a plan that keeps every block runs the inner kernel: exact, and never slower). It
+`BlockSparseAttention`. A plan that keeps every block, or more than `max_density` of them (where flex
+attention is no faster than dense SDPA), runs the inner kernel instead: exact, and never slower. It
 records the density that ran per layer and per step; these figures survive the
 per-generation `reset()` (which only clears the pattern's state) and are cleared by `reset_stats()`.
 """
@@ -21,8 +22,9 @@ from .patterns import Pattern
 
 class SparseAttentionKernel:
     def __init__(self, pattern: Pattern, *, dense_layers: int = 1, dense_steps: int = 0, block_size: int = 128,
-                 compile="auto", inner=dense_kernel):
+                 max_density: float = 1.0, compile="auto", inner=dense_kernel):
         self.pattern = pattern
+        self.max_density = max_density
         self.dense_layers = dense_layers
         self.dense_steps = dense_steps
         self.engine = BlockSparseAttention(block_size=block_size, compile=compile)
@@ -57,7 +59,9 @@ class SparseAttentionKernel:
             self._record(context, 1.0)
             return self.inner(q, k, v, context)
         plan, key = self.pattern.plan(q, k, v, context, self.engine.block_size)
-        if plan.table.all():  # nothing to skip: the inner kernel is exact and at least as fast
+        if plan.table.all() or plan.density > self.max_density:
+            # nothing to skip, or too little for flex attention to beat dense SDPA: the inner kernel is exact
+            # and at least as fast
             self._record(context, 1.0)
             return self.inner(q, k, v, context)
         masked = self.engine.calls["dense_masked"]
