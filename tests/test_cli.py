@@ -239,7 +239,8 @@ def test_list_json_has_models_accelerators_presets_matrix(capsys):
     data = json.loads(capsys.readouterr().out)
     assert {"tiny-wan", "tiny-mochi"} <= set(data["models"])
     assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer", "cfgcache",
-                                         "svg", "radial", "sta", "topk"}
+                                         "svg", "radial", "sta", "topk", "asymrnr"}
+    assert data["stacking"]["asymrnr"]["sta"] != "yes" and data["stacking"]["asymrnr"]["magcache"] == "yes"
     assert "factorised" in data["compatibility"]["latte"]["sta"] and data["compatibility"]["wan"]["sta"] == "yes"
     assert data["presets"]["wan"]["balanced"]
     assert data["compatibility"]["wan"]["fastercache"] != "yes" and data["compatibility"]["wan"]["teacache"] == "yes"

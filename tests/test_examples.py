@@ -40,15 +40,20 @@ def test_bench_shell_example_uses_valid_specs():
     assert "--prompts benchmarks/eval_prompts.txt" in text and (EXAMPLES.parent / "benchmarks/eval_prompts.txt").is_file()
 
 
-# Caches are swept at the default and the long setting; sparse attention only at the long one (the default
-# setting's 320 video tokens are fewer than three attention blocks).
-SWEEPS = {"tune_presets.sh": "caches", "sweep_long.sh": "caches", "sweep_sparse.sh": "sparse"}
+# Caches and token reduction are swept at the default and the long setting; sparse attention only at the
+# long one (the default setting's 320 video tokens are fewer than three attention blocks).
+SWEEPS = {"tune_presets.sh": "caches", "sweep_long.sh": "caches", "sweep_sparse.sh": "sparse", "sweep_tokens.sh": "tokens"}
+
+
+def _group(cls) -> str:
+    from genaccel.accelerators.base import SLOT_ATTENTION_KERNEL, SLOT_TOKENS
+
+    return "sparse" if SLOT_ATTENTION_KERNEL in cls.slots else "tokens" if SLOT_TOKENS in cls.slots else "caches"
 
 
 @pytest.mark.parametrize("script", SWEEPS)
 def test_sweeps_cover_every_wan_accelerator_at_two_settings(script):
     from genaccel.accelerators import ACCELERATORS, unsupported_by
-    from genaccel.accelerators.base import SLOT_ATTENTION_KERNEL
     from genaccel.pipelines.families import WAN
 
     text = (EXAMPLES.parent / "benchmarks" / script).read_text()
@@ -57,8 +62,7 @@ def test_sweeps_cover_every_wan_accelerator_at_two_settings(script):
         check_spec(spec)
     alone = [s.split("(")[0] for s in specs if "+" not in s]
     for name in set(ACCELERATORS) - set(unsupported_by(WAN)):
-        sparse = SLOT_ATTENTION_KERNEL in ACCELERATORS[name].slots
-        if sparse == (SWEEPS[script] == "sparse"):
+        if _group(ACCELERATORS[name]) == SWEEPS[script]:
             assert alone.count(name) >= 2, name
     assert "benchmarks/eval_prompts.txt" not in text  # sweeps never see the evaluation set
     for prompts in re.findall(r"--prompts (\S+)", text):

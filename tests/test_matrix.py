@@ -31,6 +31,7 @@ NOOP = {
     "radial": "radial(density=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "sta": "sta(density=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "topk": "topk(threshold=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
+    "asymrnr": "asymrnr(q_ratio=0,kv_ratio=0,dense_steps=0)",
 }
 ACTIVE = {
     "teacache": "teacache(threshold=1e9,coefficients=identity)",
@@ -45,8 +46,11 @@ ACTIVE = {
     "radial": "radial(density=0.3,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "sta": "sta(density=0.3,tile=1:1:2,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "topk": "topk(threshold=0.5,dense_steps=0,dense_layers=0,max_density=1,block=2)",
+    # tiny grids: cells of one frame x 1 x 2 tokens make every other token mergeable
+    "asymrnr": "asymrnr(q_ratio=0.4,kv_ratio=0.4,cell=1:1:2,dense_steps=0)",
 }
 SPARSE = {"svg", "radial", "sta", "topk"}  # they save work by computing fewer attention blocks
+TOKENS = {"asymrnr"}  # it saves work by attending fewer tokens
 assert set(NOOP) == set(ACTIVE) == set(ACCELERATORS)
 
 _BASELINES, _PROFILES = {}, {}
@@ -105,6 +109,10 @@ def test_accelerator_on_family(tiny, family, accel):
         figures = fast.stats["accelerators"][accel]
         densities = [d["sparse_density"] for d in figures.get("denoisers", [figures]) if d["sparse_density"]]
         assert densities and min(densities) < 1.0, f"{accel} computed every block on {family}: {figures}"
+    elif accel in TOKENS:
+        figures = fast.stats["accelerators"][accel]
+        kept = [d["q_kept"] for d in figures.get("denoisers", [figures]) if d["q_kept"] is not None]
+        assert kept and min(kept) < 1.0, f"{accel} reduced no token on {family}: {figures}"
     else:
         saved = fast.stats["skipped_calls"] + fast.stats["attention_reused"]
         assert saved > 0, f"{accel} saved nothing on {family}: {fast.stats}"

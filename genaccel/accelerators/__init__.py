@@ -1,5 +1,6 @@
 """The accelerator registry: one module per technique, listed here by spec name."""
 
+from genaccel.accelerators.asymrnr import AsymRnR
 from genaccel.accelerators.base import Accelerator, AcceleratorConfig
 from genaccel.accelerators.cfgcache import CFGCache
 from genaccel.accelerators.fastercache import FasterCache
@@ -17,7 +18,7 @@ ACCELERATORS: dict[str, type[Accelerator]] = {
     cls.name: cls
     for cls in (
         TeaCache, FirstBlockCache, MagCache, PyramidAttentionBroadcast, FasterCache, TaylorSeer, CFGCache,
-        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention,
+        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention, AsymRnR,
     )
 }
 

@@ -224,20 +224,21 @@ class BlockSparseAttention:
                 shape = (tuple(qb.shape), str(qb.dtype), str(qb.device))
                 if shape not in _COMPILED_SHAPES:
                     _COMPILED_SHAPES.add(shape)
-                    logger.info("genaccel: compiling flex attention for %s %s on %s (once per shape)", *shape)
+                    logger.warning("compiling the sparse attention kernel for %s %s on %s (once per shape, "
+                                   "10-30 s on a CPU)", *shape)
                 with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
                     out = _COMPILED_FLEX(qb, kb, vb, block_mask=mask)
                 self.calls["compiled"] += 1
             except torch._dynamo.exc.FailOnRecompileLimitHit:
                 if not self._warned_recompile:
-                    logger.warning("genaccel: too many attention shapes for torch.compile's recompile limit; "
+                    logger.warning("too many attention shapes for torch.compile's recompile limit; "
                                    "calls of new shapes run the eager (dense-cost) flex path")
                     self._warned_recompile = True
             except Exception as error:  # noqa: BLE001 - any compile failure falls back to the eager path
                 if self.compile is True:
                     raise
                 _COMPILE_FAILED = f"{type(error).__name__}: {error}"[:500]
-                logger.warning("genaccel: compiled flex attention failed, using the eager (dense-cost) path "
+                logger.warning("compiled flex attention failed, using the eager (dense-cost) path "
                                "from now on: %s", _COMPILE_FAILED)
         if out is None:
             out = flex_attention(qb, kb, vb, block_mask=mask)
