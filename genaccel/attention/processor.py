@@ -79,6 +79,21 @@ def _legacy_mask(attn, mask, sequence_length, batch_size):
     return mask.view(batch_size, attn.heads, -1, mask.shape[-1])
 
 
+def _project_heads(attn, x, added: bool = False):
+    """q, k, v of `x` (B, S, C) projected and split into heads (B, S, H, D), with the module's per-head q/k
+    norms where it has them; `added`: the text stream's projections and norms (HunyuanVideo, Mochi)."""
+    if added:
+        projections, norms = (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj), (attn.norm_added_q, attn.norm_added_k)
+    else:
+        projections, norms = (attn.to_q, attn.to_k, attn.to_v), (attn.norm_q, attn.norm_k)
+    query, key, value = (project(x).unflatten(2, (attn.heads, -1)) for project in projections)
+    if norms[0] is not None:
+        query = norms[0](query)
+    if norms[1] is not None:
+        key = norms[1](key)
+    return query, key, value
+
+
 def _split_heads(attn, query, key, value, batch_size):
     """Legacy `Attention` processors' head split to (B, H, S, D), then the module's per-head q/k norms."""
     head_dim = key.shape[-1] // attn.heads
@@ -157,13 +172,7 @@ class HunyuanVideoSeamProcessor(SeamProcessor):
         joint = attn.add_q_proj is None and encoder_hidden_states is not None
         if joint:
             hidden_states = torch.cat([hidden_states, encoder_hidden_states], dim=1)
-        query = attn.to_q(hidden_states).unflatten(2, (attn.heads, -1))
-        key = attn.to_k(hidden_states).unflatten(2, (attn.heads, -1))
-        value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value = _project_heads(attn, hidden_states)
         if image_rotary_emb is not None:
             if joint:
                 n = encoder_hidden_states.shape[1]
@@ -175,13 +184,7 @@ class HunyuanVideoSeamProcessor(SeamProcessor):
                 query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
                 key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         if attn.add_q_proj is not None and encoder_hidden_states is not None:
-            encoder_query = attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            encoder_key = attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            encoder_value = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            if attn.norm_added_q is not None:
-                encoder_query = attn.norm_added_q(encoder_query)
-            if attn.norm_added_k is not None:
-                encoder_key = attn.norm_added_k(encoder_key)
+            encoder_query, encoder_key, encoder_value = _project_heads(attn, encoder_hidden_states, added=True)
             query = torch.cat([query, encoder_query], dim=1)
             key = torch.cat([key, encoder_key], dim=1)
             value = torch.cat([value, encoder_value], dim=1)
@@ -228,20 +231,8 @@ class MochiSeamProcessor(SeamProcessor):
     video tokens followed by its valid text tokens (padded text rows come back as zeros)."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb=None):
-        query = attn.to_q(hidden_states).unflatten(2, (attn.heads, -1))
-        key = attn.to_k(hidden_states).unflatten(2, (attn.heads, -1))
-        value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        encoder_query = attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-        encoder_key = attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-        encoder_value = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-        if attn.norm_added_q is not None:
-            encoder_query = attn.norm_added_q(encoder_query)
-        if attn.norm_added_k is not None:
-            encoder_key = attn.norm_added_k(encoder_key)
+        query, key, value = _project_heads(attn, hidden_states)
+        encoder_query, encoder_key, encoder_value = _project_heads(attn, encoder_hidden_states, added=True)
         if image_rotary_emb is not None:
             query = _mochi_rotary(query, *image_rotary_emb)
             key = _mochi_rotary(key, *image_rotary_emb)
