@@ -5,7 +5,7 @@ a temporal head from a spatial one; top-k keeps the blocks that hold the mass.""
 import pytest
 import torch
 
-from genaccel.attention import AttentionContext
+from genaccel.attention import AttentionContext, BlockPlan
 from genaccel.attention.patterns import (
     Radial,
     SlidingTile,
@@ -89,6 +89,11 @@ def test_static_patterns_fit_their_density_and_cache_the_plan(pattern):
     again, same_key = pattern.plan(q, q, q, context, 4)
     assert again is plan and key == same_key
     assert 0.1 < plan.density <= pattern.density
+    # a plan's figures are computed once (no per-call host-side tensor work for a cached plan)
+    copy = BlockPlan(plan.table.clone())
+    density, full = copy.density, copy.full
+    copy.table.fill_(True)
+    assert (copy.density, copy.full) == (density, full) == (plan.density, False)
     assert plan.table[0].diagonal().all()  # every block attends itself
 
 
@@ -119,9 +124,11 @@ def test_svg_profiling_classes_spatial_and_temporal_heads():
     identity = torch.arange(64)
     assert torch.equal(plan.order[1], identity) and not torch.equal(plan.order[0], identity)
     assert torch.equal(plan.order[0], token_major_order(token_coords(_context(grid), 64), 8)[0])
-    # the classification is kept until `refresh` steps later
+    # the classification is kept until `refresh` steps later, and with it the very plan (whose figures and
+    # device copies are computed once)
     plan2, _ = pattern.plan(q, k, v, _context(grid, step=3), 8)
     assert pattern.stats()["profiled"] == 1
+    assert plan2 is plan and plan.order_on(torch.device("cpu")) is plan.order_on(torch.device("cpu"))
     pattern.plan(q, k, v, _context(grid, step=5), 8)
     assert pattern.stats()["profiled"] == 2
     pattern.reset()

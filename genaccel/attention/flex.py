@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
@@ -50,21 +51,41 @@ def compile_failure() -> str | None:
     return _COMPILE_FAILED
 
 
-@dataclass
+@dataclass(eq=False)
 class BlockPlan:
     """Which video block pairs one attention call computes.
 
     table: bool (H or 1, nv, nv) over the video blocks (in `order`); nv = ceil(video tokens / block size).
     order: long (H or 1, n): the video token (0..n-1, sequence order) at each position, or None (sequence
       order). Queries and keys are ordered alike; the output comes back in sequence order.
+
+    A plan is immutable: its density, whether it is full, and its order's copy on each device are computed
+    once, so a cached plan costs no small host-side tensor operations per call (on a GPU host those can
+    cost milliseconds each).
     """
 
     table: torch.Tensor
     order: torch.Tensor | None = None
 
-    @property
+    def __post_init__(self):
+        self._orders: dict = {}
+
+    @cached_property
     def density(self) -> float:
         return self.table.float().mean().item()
+
+    @cached_property
+    def full(self) -> bool:
+        return bool(self.table.all())
+
+    def order_on(self, device: torch.device) -> torch.Tensor | None:
+        """`order` on `device` (copied once per device)."""
+        if self.order is None:
+            return None
+        key = str(device)
+        if key not in self._orders:
+            self._orders[key] = self.order.to(device)
+        return self._orders[key]
 
 
 @dataclass(frozen=True)
@@ -204,7 +225,8 @@ class BlockSparseAttention:
             self.calls["dense_masked"] += 1
             return dense_kernel(q, k, v, context)
         layout = self.layout(context.video, q.shape[2])
-        order = plan.order.to(q.device).expand(q.shape[1], -1) if plan.order is not None else None
+        order = plan.order_on(q.device)
+        order = order.expand(q.shape[1], -1) if order is not None else None
         cache = None
         if key is not None:
             padding = None if keys is None else keys.cpu().numpy().tobytes()

@@ -253,6 +253,7 @@ class SpatialTemporal(Pattern):
         self.refresh = refresh
         self.seed = seed
         self._candidates: dict = {}
+        self._plans: dict = {}  # head split -> BlockPlan
         self.reset()
         self.reset_stats()
 
@@ -298,13 +299,19 @@ class SpatialTemporal(Pattern):
             self._profiled[0] += 1
             self._profiled[1] += known[0].numel()
             self._profiled[2] += int(known[0].sum())
-        temporal_heads = known[0]
-        if not temporal_heads.any():
-            return BlockPlan(spatial), ("svg-spatial", n, context.grid, context.axes, block_size)
-        heads = temporal_heads[:, None]
-        identity = torch.arange(n)[None]
-        plan = BlockPlan(torch.where(heads[:, :, None], temporal, spatial), torch.where(heads, order, identity))
-        return plan, ("svg", tuple(temporal_heads.tolist()), n, context.grid, context.axes, block_size)
+        # one plan per split of the heads (few distinct ones), so a plan's figures and device copies are reused
+        key = ("svg", tuple(known[0].tolist()), n, context.grid, context.axes, block_size)
+        if key not in self._plans:
+            if len(self._plans) >= 256:
+                self._plans.clear()
+            heads = known[0][:, None]
+            if not heads.any():
+                self._plans[key] = BlockPlan(spatial)
+            else:
+                identity = torch.arange(n)[None]
+                self._plans[key] = BlockPlan(torch.where(heads[:, :, None], temporal, spatial),
+                                             torch.where(heads, order, identity))
+        return self._plans[key], key
 
 
 class TopK(Pattern):

@@ -59,7 +59,7 @@ class SparseAttentionKernel:
             self._record(context, 1.0)
             return self.inner(q, k, v, context)
         plan, key = self.pattern.plan(q, k, v, context, self.engine.block_size)
-        if plan.table.all() or plan.density > self.max_density:
+        if plan.full or plan.density > self.max_density:
             # nothing to skip, or too little for flex attention to beat dense SDPA: the inner kernel is exact
             # and at least as fast
             self._record(context, 1.0)
