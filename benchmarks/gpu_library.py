@@ -12,7 +12,8 @@ of the library's seam kernels:
   radial / sta / svg   `SparseAttentionKernel(pattern)` at block density 0.25, dense layers and steps 0
   asymrnr    `AsymmetricReductionKernel` (q/kv ratios 0.3 and 0.5), matching on every call (interval 0)
              and reusing the first call's matches (the steady state between re-matching steps)
-  tome       `ToMe` token merging around self-attention (ratio 0.3, 0.5), when the library has it
+  tome       ToMe token merging around every block's self-attention (ratio 0.3, 0.5; the feed-forward too),
+             matching on every call or reusing the first call's matches
 
 A random-weight `WanTransformer3DModel` (Wan2.1-T2V-1.3B config), bf16, latents (1, 16, 21, 60, 104)
 -> 21x30x52 = 32,760 tokens, text (1, 512, 4096), timestep 500. Median of a few passes after warm-up (CUDA
@@ -80,14 +81,21 @@ def uninstall(handle) -> None:
 
 
 def tome_configs(model) -> dict:
-    """ToMe token merging, if this version of the library has it: name -> (apply, remove)."""
-    try:
-        from genaccel.tokens.tome import apply_tome, remove_tome
-    except ImportError:
-        return {}
+    """ToMe token merging around every block's self-attention (and feed-forward): name -> (apply, remove)."""
+    from genaccel.tokens.tome import MergeSchedule, MergeStats, token_merge_hooks
+
+    def apply(ratio, ffn, interval):
+        stats = MergeStats()
+        hooks = token_merge_hooks(model, WAN, MergeSchedule(ratio=ratio, interval=interval, dense_steps=0), stats,
+                                  ffn=ffn)
+        for module, name, hook in hooks:
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+        return [(module, name) for module, name, _ in hooks], stats
+
     out = {}
-    for ratio in (0.3, 0.5):
-        out[f"tome {ratio}"] = (lambda r=ratio: apply_tome(model, WAN, ratio=r, interval=10**9), remove_tome)
+    for ratio, ffn, interval, label in ((0.3, False, 10**9, "reuse"), (0.5, False, 0, "match"),
+                                        (0.5, False, 10**9, "reuse"), (0.5, True, 10**9, "reuse+ffn")):
+        out[f"tome {ratio} {label}"] = (lambda r=ratio, f=ffn, i=interval: apply(r, f, i), uninstall)
     return out
 
 
@@ -152,9 +160,10 @@ def main(argv=None) -> int:
                 diffs[name] = f"{type(exc).__name__}: {exc}"[:300]
                 log(f"{name}: FAILED {diffs[name]}")
             finally:
-                kernel_stats = getattr(handle[1] if isinstance(handle, tuple) else handle, "stats", None)
-                if callable(kernel_stats):
-                    stats[name] = {k: v for k, v in kernel_stats().items() if k not in ("tokens", "by_layer", "by_step")}
+                owner = handle[1]  # the kernel, or tome's MergeStats
+                report = getattr(owner, "stats", None) if not hasattr(owner, "summary") else owner.summary
+                if callable(report):
+                    stats[name] = {k: v for k, v in report().items() if k not in ("tokens", "by_layer", "by_step")}
                 remove(handle)
             res.update(times_ms=times, rel_l2_vs_dense=diffs, stats=stats, compile_failed=compile_failure())
             save()

@@ -87,6 +87,8 @@ class Acceleration:
         kernel = dense_kernel
         for accelerator in owners:
             kernel = accelerator.attention_kernel(kernel)
+        if kernel is dense_kernel:  # the owners act around attention (token merging), not in its kernel
+            return
         _, hooks = seam_hooks(denoiser, self.family, kernel, self.runtime)
         with self._ledger.recording(denoiser):
             for module, name, hook in hooks:

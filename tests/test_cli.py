@@ -239,8 +239,10 @@ def test_list_json_has_models_accelerators_presets_matrix(capsys):
     data = json.loads(capsys.readouterr().out)
     assert {"tiny-wan", "tiny-mochi"} <= set(data["models"])
     assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer", "cfgcache",
-                                         "svg", "radial", "sta", "topk", "asymrnr"}
+                                         "svg", "radial", "sta", "topk", "asymrnr", "tome"}
     assert data["stacking"]["asymrnr"]["sta"] != "yes" and data["stacking"]["asymrnr"]["magcache"] == "yes"
+    assert data["stacking"]["tome"]["asymrnr"] != "yes" and data["stacking"]["tome"]["pab"] != "yes"
+    assert data["stacking"]["tome"]["teacache"] == "yes"
     assert "factorised" in data["compatibility"]["latte"]["sta"] and data["compatibility"]["wan"]["sta"] == "yes"
     assert data["presets"]["wan"]["balanced"]
     assert data["compatibility"]["wan"]["fastercache"] != "yes" and data["compatibility"]["wan"]["teacache"] == "yes"

@@ -32,6 +32,7 @@ NOOP = {
     "sta": "sta(density=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "topk": "topk(threshold=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "asymrnr": "asymrnr(q_ratio=0,kv_ratio=0,dense_steps=0)",
+    "tome": "tome(ratio=0,ffn=true,dense_steps=0,min_tokens=0)",
 }
 ACTIVE = {
     "teacache": "teacache(threshold=1e9,coefficients=identity)",
@@ -48,9 +49,10 @@ ACTIVE = {
     "topk": "topk(threshold=0.5,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     # tiny grids: cells of one frame x 1 x 2 tokens make every other token mergeable
     "asymrnr": "asymrnr(q_ratio=0.4,kv_ratio=0.4,cell=1:1:2,dense_steps=0)",
+    "tome": "tome(ratio=0.4,ffn=true,cell=1:1:2,dense_steps=0,min_tokens=0)",
 }
 SPARSE = {"svg", "radial", "sta", "topk"}  # they save work by computing fewer attention blocks
-TOKENS = {"asymrnr"}  # it saves work by attending fewer tokens
+TOKENS = {"asymrnr", "tome"}  # they save work by attending (and projecting) fewer tokens
 assert set(NOOP) == set(ACTIVE) == set(ACCELERATORS)
 
 _BASELINES, _PROFILES = {}, {}
@@ -84,6 +86,14 @@ def _plain_call(pipe):
     }
 
 
+def _kept_shares(figures) -> list[float]:
+    """Shares of video tokens kept, from asymrnr's (per denoiser) or tome's (per site) figures."""
+    shares = []
+    for d in figures.get("denoisers", [figures]):
+        shares += [d["q_kept"], d["kv_kept"]] if "q_kept" in d else list(d["kept"].values())
+    return [s for s in shares if s is not None]
+
+
 @pytest.mark.parametrize("accel", sorted(ACCELERATORS))
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_accelerator_on_family(tiny, family, accel):
@@ -110,9 +120,8 @@ def test_accelerator_on_family(tiny, family, accel):
         densities = [d["sparse_density"] for d in figures.get("denoisers", [figures]) if d["sparse_density"]]
         assert densities and min(densities) < 1.0, f"{accel} computed every block on {family}: {figures}"
     elif accel in TOKENS:
-        figures = fast.stats["accelerators"][accel]
-        kept = [d["q_kept"] for d in figures.get("denoisers", [figures]) if d["q_kept"] is not None]
-        assert kept and min(kept) < 1.0, f"{accel} reduced no token on {family}: {figures}"
+        kept = _kept_shares(fast.stats["accelerators"][accel])
+        assert kept and min(kept) < 1.0, f"{accel} reduced no token on {family}: {kept}"
     else:
         saved = fast.stats["skipped_calls"] + fast.stats["attention_reused"]
         assert saved > 0, f"{accel} saved nothing on {family}: {fast.stats}"
@@ -146,6 +155,21 @@ def test_stacked_cache_and_sparse_attention(tiny, family):
     figures = result.stats["accelerators"]["sta"]
     assert result.stats["skipped_calls"] > 0
     assert min(d["sparse_density"] or 1.0 for d in figures.get("denoisers", [figures])) < 1.0
+    remove(pipe)
+    np.testing.assert_array_equal(_run(pipe).frames, base)
+
+
+@pytest.mark.parametrize("accel", sorted(TOKENS))
+@pytest.mark.parametrize("family", [f for f in TINY_FAMILIES if f != "latte"])
+def test_stacked_cache_and_token_reduction(tiny, family, accel):
+    """A pass cache and token reduction on one pipeline: both work, and removal is exact."""
+    base = _baseline(tiny, family)
+    pipe = tiny(family)
+    apply(pipe, "teacache(threshold=0.5,coefficients=identity)+" + ACTIVE[accel])
+    result = _run(pipe)
+    assert result.frames.shape == base.shape and np.isfinite(result.frames).all()
+    assert result.stats["skipped_calls"] > 0
+    assert min(_kept_shares(result.stats["accelerators"][accel])) < 1.0
     remove(pipe)
     np.testing.assert_array_equal(_run(pipe).frames, base)
 

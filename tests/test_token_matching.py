@@ -3,7 +3,7 @@ tokens restores them exactly, kept tokens keep their positions, and a merge is a
 
 import torch
 
-from genaccel.tokens import cell_partition, match, merge, unmerge
+from genaccel.tokens import cell_of, cell_partition, match, merge, unmerge
 
 GRID = (4, 4, 6)  # 96 tokens
 CELL = (2, 2, 2)  # 2 x 2 x 3 = 12 cells: 12 destinations
@@ -23,6 +23,16 @@ def test_cell_partition_has_one_destination_per_cell():
     assert torch.equal(cells.sort().values, torch.arange(12))
     dst, src = cell_partition((3, 3, 5), CELL)  # partial border cells still get one each
     assert dst.numel() == 2 * 2 * 3
+
+
+def test_local_matching_merges_only_within_a_cell():
+    dst, src = cell_partition(GRID, CELL, torch.Generator().manual_seed(0))
+    cells = cell_of(GRID, CELL)
+    assert cells.shape == (96,) and torch.equal(cells[dst].sort().values, torch.arange(12))
+    x = torch.randn(2, 96, 8, generator=torch.Generator().manual_seed(1))
+    m = match(x, dst, src, 40, cells=cells)
+    assert torch.equal(cells[m.src[m.merged]], cells[m.dst[m.into]])  # every merge stays inside its cell
+    assert not torch.equal(cells[src[match(x, dst, src, 40).merged]], cells[dst[match(x, dst, src, 40).into]])
 
 
 def test_zero_ratio_is_the_identity():

@@ -12,13 +12,14 @@ from genaccel.accelerators.sta import SlidingTileAttention
 from genaccel.accelerators.svg import SparseVideoGen
 from genaccel.accelerators.taylorseer import TaylorSeer
 from genaccel.accelerators.teacache import TeaCache
+from genaccel.accelerators.tome import ToMe
 from genaccel.accelerators.topk import TopKAttention
 
 ACCELERATORS: dict[str, type[Accelerator]] = {
     cls.name: cls
     for cls in (
         TeaCache, FirstBlockCache, MagCache, PyramidAttentionBroadcast, FasterCache, TaylorSeer, CFGCache,
-        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention, AsymRnR,
+        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention, AsymRnR, ToMe,
     )
 }
 

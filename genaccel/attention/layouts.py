@@ -49,6 +49,15 @@ class AttentionLayout:
     # `patch_t` names the temporal patch ("" or None-valued: 1).
     patch: str = "patch_size"
     patch_t: str = ""
+    # Token merging around a block's modules (genaccel/tokens/tome.py): the self-attention module's keyword
+    # argument holding the rotary tables ("" for none), the dimension of those tables that runs over the
+    # video tokens, and the block's feed-forward attribute ("" for none).
+    rotary_arg: str = ""
+    rotary_token_dim: int = 0
+    ffn: str = "ff"
+    # The self-attention module takes a (B, 1, 1, S) key mask (or none) that reaches SDPA as it is, so token
+    # merging can add its size bias to it (proportional attention).
+    key_mask: bool = False
 
     def __post_init__(self):
         checks = {
@@ -109,28 +118,33 @@ def register_layout(layout: AttentionLayout) -> AttentionLayout:
 
 
 # Wan: WanAttnProcessor; q/k RMSNorm over all heads, rotary (1, S, 1, D) tables after the head split,
-# dispatch_attention_fn on (B, S, H, D); self-attention (attn1) holds video tokens only; patch_size (t, h, w).
+# dispatch_attention_fn on (B, S, H, D); self-attention (attn1) holds video tokens only; patch_size (t, h, w);
+# the feed-forward is `ffn`.
 register_layout(AttentionLayout(
     family="wan", prelude="wan", qk_norm="across_heads", rotary="after_heads", call_layout="BSHD", text="none",
+    rotary_arg="rotary_emb", rotary_token_dim=1, ffn="ffn", key_mask=True,
 ))
 # CogVideoX: CogVideoXAttnProcessor2_0 on a legacy Attention; text first (cat([text, video])), per-head
-# norms, rotary on the video part only; SDPA on (B, H, S, D); patch_size, patch_size_t (None in 1.0).
+# norms, rotary (S, D) on the video part only; SDPA on (B, H, S, D); patch_size, patch_size_t (None in 1.0);
+# the feed-forward sees cat([text, video]).
 register_layout(AttentionLayout(
     family="cogvideox", prelude="cogvideox", qk_norm="per_head", rotary="video_part", call_layout="BHSD",
-    text="first", patch_t="patch_size_t",
+    text="first", patch_t="patch_size_t", rotary_arg="image_rotary_emb", rotary_token_dim=0,
 ))
 # HunyuanVideo: HunyuanVideoAttnProcessor2_0 on a legacy Attention; video then text (dual-stream blocks
-# append projected text q/k/v, single-stream blocks concatenate before projecting), rotary on the video part,
-# a text-padding mask; dispatch_attention_fn on (B, S, H, D).
+# append projected text q/k/v, single-stream blocks concatenate before projecting), rotary (S, D) on the
+# video part, a (B, 1, 1, S) mask over [video, text]; dispatch_attention_fn on (B, S, H, D); single-stream
+# blocks have no separate feed-forward.
 register_layout(AttentionLayout(
     family="hunyuanvideo", prelude="hunyuanvideo", qk_norm="per_head", rotary="video_part", call_layout="BSHD",
-    text="last", patch_t="patch_size_t",
+    text="last", patch_t="patch_size_t", rotary_arg="image_rotary_emb", rotary_token_dim=0, key_mask=True,
 ))
-# LTX-Video: LTXVideoAttnProcessor on LTXAttention; q/k RMSNorm over all heads, rotary on (B, S, H*D) before
-# the head split; packed (B, S, C) latents, the grid from the forward's num_frames/height/width.
+# LTX-Video: LTXVideoAttnProcessor on LTXAttention; q/k RMSNorm over all heads, rotary (B, S, C) tables on
+# (B, S, H*D) before the head split; packed (B, S, C) latents, the grid from the forward's num_frames/height/width.
 register_layout(AttentionLayout(
     family="ltx", prelude="ltx", qk_norm="across_heads", rotary="before_heads", call_layout="BSHD", text="none",
-    size_args=("num_frames", "height", "width"), patch_t="patch_size_t",
+    size_args=("num_frames", "height", "width"), patch_t="patch_size_t", rotary_arg="image_rotary_emb",
+    rotary_token_dim=1,
 ))
 # Latte: AttnProcessor2_0 on BasicTransformerBlock.attn1; no rotary (absolute sincos); factorised spatial
 # blocks (B*F, H*W) and temporal blocks (B*H*W, F); SDPA on (B, H, S, D).
@@ -138,11 +152,11 @@ register_layout(AttentionLayout(
     family="latte", prelude="attn2_0", qk_norm="per_head", rotary="none", call_layout="BHSD", text="none",
     block_axes={"transformer_blocks": ("h", "w"), "temporal_transformer_blocks": ("f",)},
 ))
-# Mochi: MochiAttnProcessor2_0 on MochiAttention; per-head RMSNorms, learned 3-D rotary after the norms,
-# video then each sample's valid text tokens, SDPA per sample on (1, H, S, D).
+# Mochi: MochiAttnProcessor2_0 on MochiAttention; per-head RMSNorms, learned 3-D rotary (S, H, D/2) after
+# the norms, video then each sample's valid text tokens, SDPA per sample on (1, H, S, D); a text-only mask.
 register_layout(AttentionLayout(
     family="mochi", prelude="mochi", qk_norm="per_head", rotary="after_heads", call_layout="BHSD", text="last",
-    per_sample=True,
+    per_sample=True, rotary_arg="image_rotary_emb", rotary_token_dim=0,
 ))
 
 

@@ -57,6 +57,13 @@ class TokenMatch:
         batch = self.kept.shape[0]
         return torch.cat([self.src[self.kept], self.dst[None].expand(batch, -1)], 1)
 
+    def expand(self, batch: int) -> "TokenMatch":
+        """A one-sample match used for all `batch` samples."""
+        if self.kept.shape[0] == batch:
+            return self
+        grow = lambda t: t.expand(batch, -1)  # noqa: E731
+        return TokenMatch(self.n, self.dst, self.src, grow(self.merged), grow(self.into), grow(self.kept))
+
     def sizes(self) -> torch.Tensor:
         """(B, N - r) float: how many original tokens each reduced token stands for."""
         batch = self.kept.shape[0]
@@ -65,21 +72,48 @@ class TokenMatch:
         return torch.cat([torch.ones(batch, self.kept.shape[1], device=self.merged.device), dst_sizes], 1)
 
 
-def match(metric: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, r: int, distance: str = "cosine") -> TokenMatch:
+def cell_of(grid: tuple[int, int, int], cell: tuple[int, int, int]) -> torch.Tensor:
+    """(N,) long: the index of the `cell` each token of the frame-major sequence of `grid` falls in."""
+    f, h, w = grid
+    ct, ch, cw = cell
+    cells_h, cells_w = -(-h // ch), -(-w // cw)
+    t, y, x = torch.meshgrid(torch.arange(f) // ct, torch.arange(h) // ch, torch.arange(w) // cw, indexing="ij")
+    return ((t * cells_h + y) * cells_w + x).flatten()
+
+
+def match(metric: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, r: int, distance: str = "cosine",
+          cells: torch.Tensor | None = None) -> TokenMatch:
     """Match every source to its most similar destination by `metric` (B, N, C) and merge the `r` best-matched
-    sources. distance: "cosine" (ToMe) or "euclidean" (AsymRnR)."""
+    sources. distance: "cosine" (ToMe) or "euclidean" (AsymRnR). `cells` (N,): each token's cell; given,
+    a source may only match the destination of its own cell (local merging: a merged token's output is then
+    always its neighbour's)."""
     batch, n = metric.shape[:2]
     r = max(0, min(int(r), src.numel()))
     device = metric.device
     dst, src = dst.to(device), src.to(device)
     a, b = metric[:, src].float(), metric[:, dst].float()
-    if distance == "cosine":
-        score = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(1, 2)
-    elif distance == "euclidean":
-        score = -torch.cdist(a, b)
-    else:
+    if distance not in ("cosine", "euclidean"):
         raise ValueError(f"distance must be 'cosine' or 'euclidean', not {distance!r}")
-    best, best_dst = score.max(-1)  # (B, Ns)
+    if cells is not None:
+        # local: each source is compared with its own cell's destination only, O(N C) instead of O(N^2 C)
+        cells = cells.to(device)
+        slot = torch.full((int(cells.max()) + 1,), -1, dtype=torch.long, device=device)
+        slot[cells[dst]] = torch.arange(dst.numel(), device=device)
+        own = slot[cells[src]]
+        if (own < 0).any():
+            raise ValueError("local matching needs one destination in every source's cell")
+        b_own = b[:, own]
+        if distance == "cosine":
+            best = (F.normalize(a, dim=-1) * F.normalize(b_own, dim=-1)).sum(-1)
+        else:
+            best = -(a - b_own).norm(dim=-1)
+        best_dst = own[None].expand(batch, -1)
+    else:
+        if distance == "cosine":
+            score = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(1, 2)
+        else:
+            score = -torch.cdist(a, b)
+        best, best_dst = score.max(-1)  # (B, Ns)
     order = best.argsort(-1, descending=True)
     merged = order[:, :r]
     kept = order[:, r:].sort(-1).values
