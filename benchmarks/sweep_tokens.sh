@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Token reduction (asymrnr) on the embedded model at both settings, five prompts: alone at two reductions
-# and stacked with the `balanced` preset. (It does not stack with sparse attention: see `genaccel list`.)
-# About 15 minutes on a 2-core CPU.
+# Token reduction on the embedded model at both settings, five prompts (benchmarks/long_prompts.txt, seed 0):
+# tome at two ratios, with more dense steps, with the feed-forward; asymrnr for comparison in the same run;
+# both stacked with the `balanced` preset. (Neither stacks with sparse attention: see `genaccel list`.)
+# About 25 minutes on a 2-core CPU.
 #   bash benchmarks/sweep_tokens.sh [OUT_DIR_PREFIX]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,8 @@ out="${1:-bench-tokens}"
 for setting in default long; do
     genaccel bench --model tiny --prompts benchmarks/long_prompts.txt --seeds 0 --setting "$setting" --memory off \
         --accel balanced \
-        --accel "asymrnr(q_ratio=0.3,kv_ratio=0.3)" --accel "asymrnr(q_ratio=0.5,kv_ratio=0.5)" \
-        --accel "balanced+asymrnr(q_ratio=0.3,kv_ratio=0.3)" --accel "balanced+asymrnr(q_ratio=0.5,kv_ratio=0.5)" \
+        --accel "tome(ratio=0.3)" --accel "tome(ratio=0.5)" --accel "tome(ratio=0.5,dense_steps=8)" \
+        --accel "tome(ratio=0.5,ffn=true)" --accel "asymrnr(q_ratio=0.5,kv_ratio=0.5)" \
+        --accel "balanced+tome(ratio=0.3)" --accel "balanced+tome(ratio=0.5,dense_steps=8)" \
         --out "$out-$setting"
 done

@@ -1,4 +1,5 @@
-"""Calibration: fit a model's TeaCache rescale polynomial and MagCache ratios from a few prompts.
+"""Calibration: fit a model's TeaCache rescale polynomial and MagCache ratios, and measure its token
+redundancy, from a few prompts.
 
 During plain (unaccelerated) generations a probe records, per step and CFG branch, the TeaCache
 indicator of block 0 and the input/output of the cached run of blocks. Then:
@@ -6,26 +7,37 @@ indicator of block 0 and the input/output of the cached run of blocks. Then:
   change of the blocks' output; a 4th-order polynomial fitted y ~ poly(x) is the rescale.
 - MagCache: ratio_t = mean|residual_t| / mean|residual_{t-1}| with residual = output - input,
   averaged over prompts and branches.
+- Token redundancy: at every self-attention layer and step, the mean cosine similarity of the video tokens
+  entering it to their (2, 2, 2) cell's destination; the table of means per layer and step drives the
+  token accelerators' `schedule=profile` (genaccel/tokens/schedule.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from genaccel.acceleration import apply
 from genaccel.accelerators.block_io import BlockIO
 from genaccel.accelerators.teacache import relative_l1
+from genaccel.attention.layouts import LAYOUTS, tokens_in
+from genaccel.attention.seam import GridHook, SeamState
 from genaccel.generate import generate
 from genaccel.request import GenerationRequest
 from genaccel.profiles import pipeline_model_key, profile_dir, save_profile
+from genaccel.tokens.matching import cell_similarity
+from genaccel.tokens.tome import CallArguments
 
 PROBE_HOOK = "genaccel_calibration_probe"
+TOKEN_PROBE_HOOK = "genaccel_calibration_tokens"
+TOKEN_CELL = (2, 2, 2)  # the token accelerators' default cell
 
 
 @dataclass
@@ -69,6 +81,57 @@ class _TailProbe(ModelHook):
         return output
 
 
+class _TokenProbe(ModelHook):
+    """On a self-attention module: how alike its input video tokens are to their cell's destination, per step."""
+
+    def __init__(self, similarity, state, layer: int, cell=TOKEN_CELL):
+        super().__init__()
+        self.similarity, self.state, self.layer, self.cell = similarity, state, layer, cell
+
+    def initialize_hook(self, module):
+        self.signature = inspect.signature(module.forward)
+        return module
+
+    def pre_forward(self, module, *args, **kwargs):
+        x = CallArguments(self.signature, args, kwargs).get("hidden_states")
+        grid = self.state.grid
+        if grid is not None and isinstance(x, torch.Tensor) and x.dim() == 3:
+            n = tokens_in(grid, ("f", "h", "w"))
+            if x.shape[1] >= n > 1:
+                v0, v1 = self.state.layout.video_range(x.shape[1], x.shape[1] - n)
+                step = self.state.runtime.step_index
+                self.similarity[(self.layer, step)].append(cell_similarity(x[:, v0:v1].detach(), grid, self.cell))
+        return args, kwargs
+
+
+def _token_probes(family, denoiser, runtime, similarity) -> list:
+    """(module, hook) pairs measuring token redundancy at every self-attention layer (none if the family's
+    attention is factorised or has no known layout)."""
+    layout = LAYOUTS.get(family.name)
+    if layout is None or layout.block_axes:
+        return []
+    state = SeamState(layout=layout, runtime=runtime)
+    probes = [(denoiser, GridHook(state, family.tensor_format))]
+    for index, (_, module) in enumerate(family.attention_layers(denoiser, "self")):
+        probes.append((module, _TokenProbe(similarity, state, index)))
+    return probes
+
+
+def _similarity_table(similarity: dict) -> list[list[float]]:
+    """{(layer, step): [values]} -> rows per layer, columns per step (means; a missing step repeats the last)."""
+    layers = sorted({layer for layer, _ in similarity})
+    steps = sorted({step for _, step in similarity})
+    table = []
+    for layer in layers:
+        row, last = [], None
+        for step in steps:
+            values = similarity.get((layer, step))
+            last = round(float(np.mean(values)), 4) if values else last
+            row.append(last if last is not None else 0.0)
+        table.append(row)
+    return table
+
+
 def _series(trace: _Trace):
     x, y, ratios = [], [], [1.0]
     for i in range(1, len(trace.outputs)):
@@ -87,13 +150,17 @@ def calibrate(pipe, prompts: list[str], *, seeds=(0,), base: GenerationRequest |
     family, runtime = acceleration.family, acceleration.runtime
     xs, ys, ratio_runs = [], [], []
     traces: dict[str, _Trace] = defaultdict(_Trace)
-    probes = []  # the blocks carrying a probe hook
+    probes = []  # the modules carrying a probe hook
+    similarity = defaultdict(list)  # (self-attention layer, step) -> token similarities
     try:
         for _, denoiser in family.denoiser_modules(pipe):
-            for block, hook in ((family.block_at(denoiser, family.pass_head), _HeadProbe(traces, runtime, family)),
-                                (family.block_at(denoiser, family.pass_tail), _TailProbe(traces, runtime))):
-                HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, PROBE_HOOK)
-                probes.append(block)
+            hooks = [(family.block_at(denoiser, family.pass_head), _HeadProbe(traces, runtime, family)),
+                     (family.block_at(denoiser, family.pass_tail), _TailProbe(traces, runtime))]
+            hooks += _token_probes(family, denoiser, runtime, similarity)
+            for module, hook in hooks:
+                name = TOKEN_PROBE_HOOK if isinstance(hook, (_TokenProbe, GridHook)) else PROBE_HOOK
+                HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+                probes.append((module, name))
         runs = [(p, s) for p in prompts for s in seeds]
         request = None
         for i, (prompt, seed) in enumerate(runs):
@@ -108,13 +175,13 @@ def calibrate(pipe, prompts: list[str], *, seeds=(0,), base: GenerationRequest |
             if progress:
                 progress(i + 1, len(runs))
     finally:
-        for block in probes:
-            block._diffusers_hook.remove_hook(PROBE_HOOK, recurse=False)
+        for module, name in probes:
+            module._diffusers_hook.remove_hook(name, recurse=False)
         acceleration.remove()
     coefficients = np.polyfit(np.asarray(xs), np.asarray(ys), 4).tolist()
     length = min(len(r) for r in ratio_runs)
     ratios = np.mean([r[:length] for r in ratio_runs], axis=0).tolist()
-    return {
+    profile = {
         "model": pipeline_model_key(pipe),
         "family": family.name,
         "prompts": len(prompts),
@@ -125,6 +192,9 @@ def calibrate(pipe, prompts: list[str], *, seeds=(0,), base: GenerationRequest |
         "teacache": {"coefficients": [float(c) for c in coefficients], "samples": len(xs)},
         "magcache": {"ratios": [round(float(r), 6) for r in ratios]},
     }
+    if similarity:
+        profile["tokens"] = {"cell": list(TOKEN_CELL), "similarity": _similarity_table(similarity)}
+    return profile
 
 
 def default_profile_path(pipe) -> Path:

@@ -110,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("video", help="video file (.mp4, .gif, .webp) or folder of PNG frames")
     sc.add_argument("--prompt", required=True, help="the prompt the video was made from")
 
-    c = sub.add_parser("calibrate", help="fit TeaCache coefficients and MagCache ratios for a model",
+    c = sub.add_parser("calibrate", help="fit TeaCache coefficients, MagCache ratios and token redundancy for a model",
                        description="Run plain generations on a few prompts, fit this model's TeaCache rescale "
-                                   "polynomial and MagCache magnitude ratios, and write them to a profile file that "
-                                   "`teacache` (coefficients=auto) and `magcache` use for this model.")
+                                   "polynomial and MagCache magnitude ratios, measure its token redundancy per "
+                                   "self-attention block and step, and write them to a profile file that "
+                                   "`teacache` (coefficients=auto), `magcache` and `tome`/`asymrnr` "
+                                   "(schedule=profile) use for this model.")
     _add_model_options(c)
     c.add_argument("--prompt", action="append", default=None, help="a calibration prompt (repeatable)")
     c.add_argument("--prompts", default=None, metavar="FILE", help="file of calibration prompts, one per line")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from genaccel.accelerators.base import SLOT_ATTENTION_KERNEL, SLOT_TOKENS, AcceleratorConfig, param
 from genaccel.accelerators.kernel_owner import KernelOwner
 from genaccel.tokens.reduce import AsymmetricReductionKernel
+from genaccel.tokens.schedule import SCHEDULES, ReductionSchedule
 
 
 @dataclass
@@ -23,6 +24,8 @@ class AsymRnRConfig(AcceleratorConfig):
     cell: tuple[int, int, int] = param((2, 2, 2), "destination cell as frames:rows:columns: one destination per cell")
     interval: int = param(4, "steps a match is reused before it is computed again")
     dense_steps: int = param(3, "first denoising steps without reduction")
+    schedule: str = param("uniform", "uniform: the same ratios in every block and step; profile: moved to the blocks "
+                          "and steps whose tokens are most alike, from the model's calibrated profile (means kept)")
 
     def validate(self):
         if min(self.cell) < 1:
@@ -33,6 +36,8 @@ class AsymRnRConfig(AcceleratorConfig):
                 raise ValueError(f"{name} must be in [0, {most:.3g}] (every cell keeps its destination)")
         if self.interval < 1 or self.dense_steps < 0:
             raise ValueError("interval must be >= 1 and dense_steps >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
 
 
 class AsymRnR(KernelOwner):
@@ -45,7 +50,18 @@ class AsymRnR(KernelOwner):
 
     factorised_reason = "with no 3-D neighbourhood to merge over"
 
+    def __init__(self, config, family, runtime):
+        super().__init__(config, family, runtime)
+        self.plan = ReductionSchedule.from_profile(runtime.profile) if config.schedule == "profile" else None
+
+    def _scheduled(self, layer: int, step: int | None) -> tuple[float, float]:
+        c = self.config
+        most = 1 - 1 / (c.cell[0] * c.cell[1] * c.cell[2])
+        steps = self.runtime.num_steps
+        return (self.plan.ratio(c.q_ratio, most, layer, step, steps), self.plan.ratio(c.kv_ratio, most, layer, step, steps))
+
     def make_kernel(self, inner):
         c = self.config
         return AsymmetricReductionKernel(inner, q_ratio=c.q_ratio, kv_ratio=c.kv_ratio, cell=c.cell,
-                                         interval=c.interval, dense_steps=c.dense_steps)
+                                         interval=c.interval, dense_steps=c.dense_steps,
+                                         schedule=self._scheduled if self.plan is not None else None)

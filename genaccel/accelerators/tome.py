@@ -23,6 +23,7 @@ from genaccel.accelerators.base import (
     param,
 )
 from genaccel.attention.layouts import LAYOUTS
+from genaccel.tokens.schedule import SCHEDULES, ReductionSchedule
 from genaccel.tokens.tome import MergeSchedule, MergeStats, token_merge_hooks
 
 
@@ -35,6 +36,8 @@ class ToMeConfig(AcceleratorConfig):
     dense_steps: int = param(3, "first denoising steps without merging")
     min_tokens: int = param(1024, "no merging in calls with fewer video tokens (matching would cost more than it saves)")
     local: bool = param(True, "merge a token only into its own cell's destination (false: the most similar anywhere)")
+    schedule: str = param("uniform", "uniform: the same ratio in every block and step; profile: moved to the blocks "
+                          "and steps whose tokens are most alike, from the model's calibrated profile (mean kept)")
 
     def validate(self):
         if min(self.cell) < 1:
@@ -44,6 +47,8 @@ class ToMeConfig(AcceleratorConfig):
             raise ValueError(f"ratio must be in [0, {most:.3g}] (every cell keeps its destination)")
         if self.interval < 1 or self.dense_steps < 0 or self.min_tokens < 0:
             raise ValueError("interval must be >= 1, dense_steps and min_tokens >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
 
 
 class ToMe(Accelerator):
@@ -60,8 +65,9 @@ class ToMe(Accelerator):
         super().__init__(config, family, runtime)
         self.merge_stats = MergeStats()
         c = config
+        plan = ReductionSchedule.from_profile(runtime.profile) if c.schedule == "profile" else None
         self.schedule = MergeSchedule(ratio=c.ratio, cell=c.cell, interval=c.interval, dense_steps=c.dense_steps,
-                                      min_tokens=c.min_tokens, local=c.local)
+                                      min_tokens=c.min_tokens, local=c.local, plan=plan)
 
     @classmethod
     def unsupported_reason(cls, family) -> str | None:

@@ -47,6 +47,8 @@ class TokenMatch:
     merged: torch.Tensor  # (B, r) positions in `src` of the merged sources
     into: torch.Tensor  # (B, r) positions in `dst` of their destinations
     kept: torch.Tensor  # (B, Ns - r) positions in `src` of the kept sources, in sequence order
+    order: torch.Tensor | None = None  # (B, Ns) sources, best matched first (lets `recut` change r cheaply)
+    choice: torch.Tensor | None = None  # (B, Ns) each source's best destination (position in `dst`)
 
     @property
     def r(self) -> int:
@@ -61,8 +63,18 @@ class TokenMatch:
         """A one-sample match used for all `batch` samples."""
         if self.kept.shape[0] == batch:
             return self
-        grow = lambda t: t.expand(batch, -1)  # noqa: E731
-        return TokenMatch(self.n, self.dst, self.src, grow(self.merged), grow(self.into), grow(self.kept))
+        grow = lambda t: None if t is None else t.expand(batch, -1)  # noqa: E731
+        return TokenMatch(self.n, self.dst, self.src, grow(self.merged), grow(self.into), grow(self.kept),
+                          grow(self.order), grow(self.choice))
+
+    def recut(self, r: int) -> "TokenMatch":
+        """The same matching with the `r` best-matched sources merged (a schedule changing the ratio between
+        steps reuses the similarities instead of computing them again)."""
+        if r == self.r:
+            return self
+        if self.order is None:
+            raise ValueError("this match keeps no order to recut")
+        return _cut(self.n, self.dst, self.src, self.order, self.choice, r)
 
     def sizes(self) -> torch.Tensor:
         """(B, N - r) float: how many original tokens each reduced token stands for."""
@@ -81,6 +93,26 @@ def cell_of(grid: tuple[int, int, int], cell: tuple[int, int, int]) -> torch.Ten
     return ((t * cells_h + y) * cells_w + x).flatten()
 
 
+def own_destinations(cells: torch.Tensor, dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """(Ns,) long: for each source, the position in `dst` of the destination of its own cell."""
+    slot = torch.full((int(cells.max()) + 1,), -1, dtype=torch.long, device=cells.device)
+    slot[cells[dst]] = torch.arange(dst.numel(), device=cells.device)
+    own = slot[cells[src]]
+    if (own < 0).any():
+        raise ValueError("local matching needs one destination in every source's cell")
+    return own
+
+
+def cell_similarity(x: torch.Tensor, grid: tuple[int, int, int], cell: tuple[int, int, int], seed: int = 0) -> float:
+    """Mean cosine similarity of the video tokens x (B, N, C) to their own cell's destination: how redundant
+    the tokens are, the measurement behind calibrated reduction schedules."""
+    dst, src = cell_partition(grid, cell, torch.Generator().manual_seed(seed))
+    own = own_destinations(cell_of(grid, cell), dst, src).to(x.device)
+    dst, src = dst.to(x.device), src.to(x.device)
+    a, b = F.normalize(x[:, src].float(), dim=-1), F.normalize(x[:, dst[own]].float(), dim=-1)
+    return float((a * b).sum(-1).mean())
+
+
 def match(metric: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, r: int, distance: str = "cosine",
           cells: torch.Tensor | None = None) -> TokenMatch:
     """Match every source to its most similar destination by `metric` (B, N, C) and merge the `r` best-matched
@@ -96,12 +128,7 @@ def match(metric: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, r: int, di
         raise ValueError(f"distance must be 'cosine' or 'euclidean', not {distance!r}")
     if cells is not None:
         # local: each source is compared with its own cell's destination only, O(N C) instead of O(N^2 C)
-        cells = cells.to(device)
-        slot = torch.full((int(cells.max()) + 1,), -1, dtype=torch.long, device=device)
-        slot[cells[dst]] = torch.arange(dst.numel(), device=device)
-        own = slot[cells[src]]
-        if (own < 0).any():
-            raise ValueError("local matching needs one destination in every source's cell")
+        own = own_destinations(cells.to(device), dst, src)
         b_own = b[:, own]
         if distance == "cosine":
             best = (F.normalize(a, dim=-1) * F.normalize(b_own, dim=-1)).sum(-1)
@@ -114,10 +141,15 @@ def match(metric: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, r: int, di
         else:
             score = -torch.cdist(a, b)
         best, best_dst = score.max(-1)  # (B, Ns)
-    order = best.argsort(-1, descending=True)
+    return _cut(n, dst, src, best.argsort(-1, descending=True), best_dst, r)
+
+
+def _cut(n, dst, src, order, choice, r) -> TokenMatch:
+    r = max(0, min(int(r), src.numel()))
     merged = order[:, :r]
     kept = order[:, r:].sort(-1).values
-    return TokenMatch(n=n, dst=dst, src=src, merged=merged, into=best_dst.gather(1, merged), kept=kept)
+    return TokenMatch(n=n, dst=dst, src=src, merged=merged, into=choice.gather(1, merged), kept=kept, order=order,
+                      choice=choice)
 
 
 def merge(x: torch.Tensor, m: TokenMatch, sizes: torch.Tensor | None = None) -> torch.Tensor:

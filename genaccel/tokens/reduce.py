@@ -90,13 +90,15 @@ class AsymmetricReductionKernel:
         known = self._matches.get(key)
         v0, v1 = context.video
         n = v1 - v0
+        rq, rkv = round(q_ratio * n), round(kv_ratio * n)
         if known is not None and step - known[0] < self.interval and known[1].n == n:
             self.reused += 1
-            return known[1], known[2]
+            # a schedule may change the ratios between steps: same matching, another cut
+            return known[1].recut(rq), known[2].recut(rkv)
         generator = torch.Generator().manual_seed(self.seed + context.layer)
         dst, src = cell_partition(context.grid, self.cell, generator)
-        q_match = match(_fold(q[:, :, v0:v1]), dst, src, round(q_ratio * n))
-        kv_match = match(_fold(v[:, :, v0:v1]), dst, src, round(kv_ratio * n), distance="euclidean")
+        q_match = match(_fold(q[:, :, v0:v1]), dst, src, rq)
+        kv_match = match(_fold(v[:, :, v0:v1]), dst, src, rkv, distance="euclidean")
         self._matches[key] = (step, q_match, kv_match)
         self.matched += 1
         return q_match, kv_match

@@ -27,6 +27,7 @@ from genaccel.attention.layouts import AttentionLayout, layout_of, tokens_in
 from genaccel.attention.seam import GridHook, SeamState
 
 from .matching import TokenMatch, cell_of, cell_partition, match, merge, unmerge
+from .schedule import ReductionSchedule
 
 GRID_HOOK = "genaccel_tome_grid"
 MERGE_HOOK = "genaccel_tome"
@@ -43,6 +44,13 @@ class MergeSchedule:
     dense_steps: int = 3
     min_tokens: int = 0
     local: bool = True  # a source may merge only into its own cell's destination
+    plan: ReductionSchedule | None = None  # per layer and step weights of `ratio` (None: uniform)
+
+    def ratio_at(self, layer: int, step: int | None, num_steps: int) -> float:
+        if self.plan is None:
+            return self.ratio
+        most = 1 - 1 / (self.cell[0] * self.cell[1] * self.cell[2])
+        return self.plan.ratio(self.ratio, most, layer, step, num_steps)
 
 
 class MergeStats:
@@ -81,7 +89,7 @@ def _locate(signature: inspect.Signature, name: str) -> int | None:
     return positional.index(name) if name in positional else None
 
 
-class _Arguments:
+class CallArguments:
     """Read and replace named arguments of one call, whether they came positionally or by keyword."""
 
     def __init__(self, signature, args, kwargs):
@@ -136,18 +144,19 @@ class TokenMergeHook(ModelHook):
             return None
         return self.layout.video_range(length, length - n)
 
-    def _match(self, video: torch.Tensor, step: int, branch) -> TokenMatch:
+    def _match(self, video: torch.Tensor, step: int, branch, ratio: float) -> TokenMatch:
         known = self._matches.get(branch)
         n = video.shape[1]
+        r = round(ratio * n)
         if known is not None and step - known[0] < self.schedule.interval and known[1].n == n:
             self.stats.reused += 1
-            return known[1]
+            return known[1].recut(r)  # a schedule may change the ratio between steps: same matching, another cut
         # one match for the batch: similarity over every sample's features at once
         metric = video.transpose(0, 1).reshape(1, n, -1)
         generator = torch.Generator().manual_seed(self.seed + self.layer)
         dst, src = cell_partition(self.state.grid, self.schedule.cell, generator)
         cells = cell_of(self.state.grid, self.schedule.cell) if self.schedule.local else None
-        found = match(metric, dst, src, round(self.schedule.ratio * n), cells=cells)
+        found = match(metric, dst, src, r, cells=cells)
         self._matches[branch] = (step, found)
         self.stats.matched += 1
         return found
@@ -157,7 +166,7 @@ class TokenMergeHook(ModelHook):
         self._active = None
         schedule, grid, runtime = self.schedule, self.state.grid, self.state.runtime
         step = runtime.step_index if runtime is not None else None
-        call = _Arguments(self._signature, args, kwargs)
+        call = CallArguments(self._signature, args, kwargs)
         x = call.get("hidden_states")
         if grid is None or x is None or x.dim() != 3:
             return args, kwargs
@@ -165,11 +174,12 @@ class TokenMergeHook(ModelHook):
         video = self._video_range(x.shape[1], n)
         if video is None:
             return args, kwargs
-        if schedule.ratio <= 0 or n < max(schedule.min_tokens, 2) or (step is not None and step < schedule.dense_steps):
+        ratio = schedule.ratio_at(self.layer, step, runtime.num_steps if runtime is not None else 0)
+        if ratio <= 0 or n < max(schedule.min_tokens, 2) or (step is not None and step < schedule.dense_steps):
             self.stats.count(self.site, self.layer, step, n, n)
             return args, kwargs
         v0, v1 = video
-        m = self._match(x[:, v0:v1], step or 0, runtime.branch if runtime is not None else None)
+        m = self._match(x[:, v0:v1], step or 0, runtime.branch if runtime is not None else None, ratio)
         batched = m.expand(x.shape[0])
         reduced = merge(x[:, v0:v1], batched)
         call.set("hidden_states", torch.cat([x[:, :v0], reduced, x[:, v1:]], 1))
@@ -183,7 +193,7 @@ class TokenMergeHook(ModelHook):
         self.stats.count(self.site, self.layer, step, n, reduced.shape[1])
         return tuple(call.args), call.kwargs
 
-    def _gather_rotary(self, call: _Arguments, positions: torch.Tensor, n: int) -> None:
+    def _gather_rotary(self, call: CallArguments, positions: torch.Tensor, n: int) -> None:
         name, dim = self.layout.rotary_arg, self.layout.rotary_token_dim
         tables = call.get(name) if name else None
         if tables is None:
@@ -191,7 +201,7 @@ class TokenMergeHook(ModelHook):
         gather = lambda t: t.index_select(dim, positions.to(t.device)) if t.shape[dim] == n else t  # noqa: E731
         call.set(name, tuple(gather(t) for t in tables) if isinstance(tables, (tuple, list)) else gather(tables))
 
-    def _gather_mask(self, call: _Arguments, positions: torch.Tensor, n: int) -> None:
+    def _gather_mask(self, call: CallArguments, positions: torch.Tensor, n: int) -> None:
         """A mask over [video, text] keys (HunyuanVideo) keeps the kept video keys' columns."""
         mask = call.get("attention_mask")
         text = call.get("encoder_hidden_states")
@@ -202,7 +212,7 @@ class TokenMergeHook(ModelHook):
         keep = torch.cat([torch.arange(v0), v0 + positions.cpu(), torch.arange(v1, n + text_len)]).to(mask.device)
         call.set("attention_mask", mask.index_select(mask.dim() - 1, keep))
 
-    def _size_bias(self, call: _Arguments, m: TokenMatch, dtype) -> None:
+    def _size_bias(self, call: CallArguments, m: TokenMatch, dtype) -> None:
         """Proportional attention: each merged key weighs as the tokens it stands for (+log size), added to
         the family's (B, 1, 1, S) key mask (boolean masks become 0 / -inf)."""
         text = call.get("encoder_hidden_states")
