@@ -31,7 +31,7 @@ NOOP = {
     "radial": "radial(density=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "sta": "sta(density=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "topk": "topk(threshold=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
-    "asymrnr": "asymrnr(q_ratio=0,kv_ratio=0,dense_steps=0)",
+    "asymrnr": "asymrnr(q_ratio=0,kv_ratio=0,dense_steps=0,min_tokens=0)",
     "tome": "tome(ratio=0,ffn=true,dense_steps=0,min_tokens=0)",
 }
 ACTIVE = {
@@ -48,7 +48,7 @@ ACTIVE = {
     "sta": "sta(density=0.3,tile=1:1:2,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "topk": "topk(threshold=0.5,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     # tiny grids: cells of one frame x 1 x 2 tokens make every other token mergeable
-    "asymrnr": "asymrnr(q_ratio=0.4,kv_ratio=0.4,cell=1:1:2,dense_steps=0)",
+    "asymrnr": "asymrnr(q_ratio=0.4,kv_ratio=0.4,cell=1:1:2,dense_steps=0,min_tokens=0)",
     "tome": "tome(ratio=0.4,ffn=true,cell=1:1:2,dense_steps=0,min_tokens=0)",
 }
 SPARSE = {"svg", "radial", "sta", "topk"}  # they save work by computing fewer attention blocks

@@ -123,3 +123,7 @@ def test_zero_ratios_leave_attention_untouched():
     context = AttentionContext(video=(0, 64), grid=(4, 4, 4), axes=("f", "h", "w"), layer=0, name="attn", step=0)
     out = AsymmetricReductionKernel(q_ratio=0.0, kv_ratio=0.0)(q, k, v, context)
     assert torch.equal(out, dense_kernel(q, k, v, context))
+    # calls shorter than min_tokens run unreduced, whatever the ratios
+    short = AsymmetricReductionKernel(q_ratio=0.5, kv_ratio=0.5, min_tokens=65)
+    assert torch.equal(short(q, k, v, context), dense_kernel(q, k, v, context))
+    assert short.stats()["q_kept"] == 1.0 and short.stats()["matched"] == 0

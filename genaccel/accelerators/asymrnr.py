@@ -24,6 +24,7 @@ class AsymRnRConfig(AcceleratorConfig):
     cell: tuple[int, int, int] = param((2, 2, 2), "destination cell as frames:rows:columns: one destination per cell")
     interval: int = param(4, "steps a match is reused before it is computed again")
     dense_steps: int = param(3, "first denoising steps without reduction")
+    min_tokens: int = param(1024, "no reduction in calls with fewer video tokens (matching would cost more than it saves)")
     schedule: str = param("uniform", "uniform: the same ratios in every block and step; profile: moved to the blocks "
                           "and steps whose tokens are most alike, from the model's calibrated profile (means kept)")
 
@@ -34,8 +35,8 @@ class AsymRnRConfig(AcceleratorConfig):
         for name in ("q_ratio", "kv_ratio"):
             if not 0.0 <= getattr(self, name) <= most:
                 raise ValueError(f"{name} must be in [0, {most:.3g}] (every cell keeps its destination)")
-        if self.interval < 1 or self.dense_steps < 0:
-            raise ValueError("interval must be >= 1 and dense_steps >= 0")
+        if self.interval < 1 or self.dense_steps < 0 or self.min_tokens < 0:
+            raise ValueError("interval must be >= 1, dense_steps and min_tokens >= 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
 
@@ -63,5 +64,5 @@ class AsymRnR(KernelOwner):
     def make_kernel(self, inner):
         c = self.config
         return AsymmetricReductionKernel(inner, q_ratio=c.q_ratio, kv_ratio=c.kv_ratio, cell=c.cell,
-                                         interval=c.interval, dense_steps=c.dense_steps,
+                                         interval=c.interval, dense_steps=c.dense_steps, min_tokens=c.min_tokens,
                                          schedule=self._scheduled if self.plan is not None else None)

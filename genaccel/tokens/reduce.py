@@ -40,7 +40,7 @@ def _splice(x: torch.Tensor, video: tuple[int, int], part: torch.Tensor) -> torc
 class AsymmetricReductionKernel:
     def __init__(self, inner=dense_kernel, *, q_ratio: float = 0.3, kv_ratio: float = 0.3,
                  cell: tuple[int, int, int] = (2, 2, 2), interval: int = 4, dense_steps: int = 0,
-                 schedule=None, seed: int = 0):
+                 schedule=None, seed: int = 0, min_tokens: int = 0):
         self.inner = inner
         self.q_ratio, self.kv_ratio = q_ratio, kv_ratio
         self.cell = tuple(cell)
@@ -48,6 +48,7 @@ class AsymmetricReductionKernel:
         self.dense_steps = dense_steps
         self.schedule = schedule  # optional (layer, step) -> (q_ratio, kv_ratio)
         self.seed = seed
+        self.min_tokens = min_tokens  # shorter calls run unreduced: matching would cost more than it saves
         self.reset()
         self.reset_stats()
 
@@ -132,7 +133,7 @@ class AsymmetricReductionKernel:
         n = v1 - v0
         q_ratio, kv_ratio = self._ratios(context)
         structured = context.grid is not None and "f" in context.axes and tokens_in(context.grid, context.axes) == n
-        if not structured or (q_ratio <= 0 and kv_ratio <= 0) or n == 0:
+        if not structured or (q_ratio <= 0 and kv_ratio <= 0) or n == 0 or n < self.min_tokens:
             self._count(context, n, n, n)
             return self.inner(q, k, v, context)
         q_match, kv_match = self._match(q, v, context, q_ratio, kv_ratio)
