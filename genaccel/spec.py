@@ -192,6 +192,8 @@ def _convert(value, hint, where: str):
         pass
     if origin is tuple:
         expected = "low:high" if len(typing.get_args(hint)) == 2 else f"{len(typing.get_args(hint))} numbers joined by ':'"
+    elif hint is bool:
+        expected = "true or false"
     else:
         expected = getattr(hint, "__name__", str(hint))
     raise SpecError(f"bad value {_format_value(value)!r} for {where} (expected {expected})")

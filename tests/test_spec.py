@@ -43,6 +43,11 @@ def test_resolve_builds_typed_configs():
         ("pab+taylorseer", "cannot stack"),
         ("fastercache", "does not support Wan"),
         ("tea cache", "malformed accelerator"),
+        ("tome(ffn=1)", "bad value '1' for tome.ffn (expected true or false)"),
+        ("tome(ratio=0.9)", "ratio must be in [0, 0.875]"),
+        ("tome(schedule=calibrated)", "schedule must be one of uniform, profile"),
+        ("tome+svg", "sparse attention needs the full token grid"),
+        ("tome+asymrnr", "cannot stack"),
     ],
 )
 def test_errors_are_one_line_and_specific(spec, message):

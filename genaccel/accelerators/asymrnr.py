@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from genaccel.accelerators.base import SLOT_ATTENTION_KERNEL, SLOT_TOKENS, AcceleratorConfig, param
 from genaccel.accelerators.kernel_owner import KernelOwner
 from genaccel.tokens.reduce import AsymmetricReductionKernel
-from genaccel.tokens.schedule import SCHEDULES, ReductionSchedule
+from genaccel.tokens.schedule import ReductionSchedule, largest_share, validate_reduction
 
 
 @dataclass
@@ -29,16 +29,7 @@ class AsymRnRConfig(AcceleratorConfig):
                           "and steps whose tokens are most alike, from the model's calibrated profile (means kept)")
 
     def validate(self):
-        if min(self.cell) < 1:
-            raise ValueError("cell sizes must be >= 1")
-        most = 1 - 1 / (self.cell[0] * self.cell[1] * self.cell[2])
-        for name in ("q_ratio", "kv_ratio"):
-            if not 0.0 <= getattr(self, name) <= most:
-                raise ValueError(f"{name} must be in [0, {most:.3g}] (every cell keeps its destination)")
-        if self.interval < 1 or self.dense_steps < 0 or self.min_tokens < 0:
-            raise ValueError("interval must be >= 1, dense_steps and min_tokens >= 0")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        validate_reduction(self, ("q_ratio", "kv_ratio"))
 
 
 class AsymRnR(KernelOwner):
@@ -57,7 +48,7 @@ class AsymRnR(KernelOwner):
 
     def _scheduled(self, layer: int, step: int | None) -> tuple[float, float]:
         c = self.config
-        most = 1 - 1 / (c.cell[0] * c.cell[1] * c.cell[2])
+        most = largest_share(c.cell)
         steps = self.runtime.num_steps
         return (self.plan.ratio(c.q_ratio, most, layer, step, steps), self.plan.ratio(c.kv_ratio, most, layer, step, steps))
 

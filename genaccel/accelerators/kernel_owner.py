@@ -13,6 +13,17 @@ from genaccel.accelerators.base import Accelerator
 from genaccel.attention.layouts import LAYOUTS
 
 
+def seam_unsupported_reason(family, factorised_reason: str) -> str | None:
+    """Why a method acting on self-attention's video tokens cannot run on `family`: no known attention
+    layout, or attention factorised into short sequences (where `factorised_reason` says what is lost)."""
+    layout = LAYOUTS.get(family.name)
+    if layout is None:
+        return "no attention layout is known for this family, so its attention cannot be routed"
+    if layout.block_axes:
+        return f"its attention is factorised into short per-frame and per-position sequences, {factorised_reason}"
+    return None
+
+
 class KernelOwner(Accelerator):
     # Why the method gains nothing on factorised attention (Latte's short per-frame / per-position calls).
     factorised_reason: ClassVar[str]
@@ -23,12 +34,7 @@ class KernelOwner(Accelerator):
 
     @classmethod
     def unsupported_reason(cls, family) -> str | None:
-        layout = LAYOUTS.get(family.name)
-        if layout is None:
-            return "no attention layout is known for this family, so its attention cannot be routed"
-        if layout.block_axes:
-            return f"its attention is factorised into short per-frame and per-position sequences, {cls.factorised_reason}"
-        return None
+        return seam_unsupported_reason(family, cls.factorised_reason)
 
     def make_kernel(self, inner):
         """A fresh kernel for one denoiser, around `inner`."""

@@ -22,8 +22,8 @@ from genaccel.accelerators.base import (
     AcceleratorConfig,
     param,
 )
-from genaccel.attention.layouts import LAYOUTS
-from genaccel.tokens.schedule import SCHEDULES, ReductionSchedule
+from genaccel.accelerators.kernel_owner import seam_unsupported_reason
+from genaccel.tokens.schedule import ReductionSchedule, validate_reduction
 from genaccel.tokens.tome import MergeSchedule, MergeStats, token_merge_hooks
 
 
@@ -40,15 +40,7 @@ class ToMeConfig(AcceleratorConfig):
                           "and steps whose tokens are most alike, from the model's calibrated profile (mean kept)")
 
     def validate(self):
-        if min(self.cell) < 1:
-            raise ValueError("cell sizes must be >= 1")
-        most = 1 - 1 / (self.cell[0] * self.cell[1] * self.cell[2])
-        if not 0.0 <= self.ratio <= most:
-            raise ValueError(f"ratio must be in [0, {most:.3g}] (every cell keeps its destination)")
-        if self.interval < 1 or self.dense_steps < 0 or self.min_tokens < 0:
-            raise ValueError("interval must be >= 1, dense_steps and min_tokens >= 0")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        validate_reduction(self, ("ratio",))
 
 
 class ToMe(Accelerator):
@@ -71,13 +63,7 @@ class ToMe(Accelerator):
 
     @classmethod
     def unsupported_reason(cls, family) -> str | None:
-        layout = LAYOUTS.get(family.name)
-        if layout is None:
-            return "no attention layout is known for this family, so its tokens cannot be located"
-        if layout.block_axes:
-            return ("its attention is factorised into short per-frame and per-position sequences, "
-                    "with no 3-D neighbourhood to merge over")
-        return None
+        return seam_unsupported_reason(family, "with no 3-D neighbourhood to merge over")
 
     def attention_kernel(self, inner):
         """Merging happens around the attention module, not in its kernel: the kernel is left as it is."""

@@ -22,6 +22,25 @@ import torch
 SCHEDULES = ("uniform", "profile")
 
 
+def largest_share(cell: tuple[int, int, int]) -> float:
+    """The largest share of tokens a cell size lets merge: every cell keeps its destination."""
+    return 1 - 1 / (cell[0] * cell[1] * cell[2])
+
+
+def validate_reduction(config, ratio_fields: tuple[str, ...]) -> None:
+    """The checks shared by the token accelerators' configs (cell, ratios, interval, steps, schedule)."""
+    if min(config.cell) < 1:
+        raise ValueError("cell sizes must be >= 1")
+    most = largest_share(config.cell)
+    for name in ratio_fields:
+        if not 0.0 <= getattr(config, name) <= most:
+            raise ValueError(f"{name} must be in [0, {most:.3g}] (every cell keeps its destination)")
+    if config.interval < 1 or config.dense_steps < 0 or config.min_tokens < 0:
+        raise ValueError("interval must be >= 1, dense_steps and min_tokens >= 0")
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {config.schedule!r}")
+
+
 class ReductionSchedule:
     """Weights (layers, steps), mean 1, from a similarity table."""
 

@@ -27,7 +27,7 @@ from genaccel.attention.layouts import AttentionLayout, layout_of, tokens_in
 from genaccel.attention.seam import GridHook, SeamState
 
 from .matching import TokenMatch, cell_of, cell_partition, match, merge, unmerge
-from .schedule import ReductionSchedule
+from .schedule import ReductionSchedule, largest_share
 
 GRID_HOOK = "genaccel_tome_grid"
 MERGE_HOOK = "genaccel_tome"
@@ -49,8 +49,7 @@ class MergeSchedule:
     def ratio_at(self, layer: int, step: int | None, num_steps: int) -> float:
         if self.plan is None:
             return self.ratio
-        most = 1 - 1 / (self.cell[0] * self.cell[1] * self.cell[2])
-        return self.plan.ratio(self.ratio, most, layer, step, num_steps)
+        return self.plan.ratio(self.ratio, largest_share(self.cell), layer, step, num_steps)
 
 
 class MergeStats:
