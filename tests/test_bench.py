@@ -163,6 +163,16 @@ def test_sweep_checks_specs_before_running(tiny, tmp_path):
     with pytest.raises(SpecError):
         run_bench(tiny("wan"), BenchPlan(accels=["fastercache"], prompts=PROMPTS), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+    # a spec that parses but cannot be built (no calibrated profile for this model) is refused up front too,
+    # not at its turn in the sweep
+    pipe = tiny("wan")
+    with pytest.raises(SpecError, match="genaccel calibrate"):
+        run_bench(pipe, BenchPlan(accels=["teacache", "tome(schedule=profile)"], prompts=PROMPTS),
+                  tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    from genaccel.acceleration import acceleration_of
+
+    assert acceleration_of(pipe) is None  # nothing left applied
 
 
 @pytest.mark.parametrize("family", ["wan22", "cogvideox", "hunyuanvideo", "ltx", "latte", "mochi"])

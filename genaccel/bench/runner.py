@@ -166,7 +166,7 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
     DIR/videos/<config>.mp4. Returns every result row of the sweep (earlier rows included when
     resuming).
     """
-    from genaccel.acceleration import remove
+    from genaccel.acceleration import apply, remove
     from genaccel.profiles import pipeline_model_key
     from genaccel.bench.memory import CudaPeakMemory
     from genaccel.bench.report import write_compare_video, write_report
@@ -177,6 +177,10 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
 
     items = plan.items()
     first = [prepare(pipe, plan.run_request(*items[0], spec)) for spec in plan.accels]  # errors before any work
+    for prepared in first:  # accelerators check what they need (a calibrated profile) when built: build each once
+        if prepared.spec is not None:
+            apply(pipe, prepared.spec)
+    remove(pipe)
     family, key = first[0].family, pipeline_model_key(pipe)
     scorer = scorer_named(plan.scorer)
 
