@@ -4,9 +4,11 @@
 the kernel interface (`AttentionContext`) and `dense_kernel`, `seam` the hooks that install and remove it.
 Sparse attention: `flex` is the block-sparse FlexAttention engine (`BlockSparseAttention`, `BlockPlan`),
 `patterns` the methods' block tables (radial, sliding tile, spatial/temporal heads, top-k), `sparse` the
-seam kernel that runs a pattern (`SparseAttentionKernel`).
+seam kernel that runs a pattern (`SparseAttentionKernel`). `causal` is block-causal attention over latent
+frames (`BlockCausalKernel`), the attention of chunked, streamed generation.
 """
 
+from .causal import BlockCausalKernel, block_causal_mask
 from .flex import BlockPlan, BlockSparseAttention
 from .kernels import AttentionContext, dense_kernel
 from .layouts import LAYOUTS, AttentionLayout, layout_of, tokens_in
@@ -18,6 +20,7 @@ __all__ = [
     "AttentionContext",
     "AttentionLayout",
     "AttentionSeamHook",
+    "BlockCausalKernel",
     "BlockPlan",
     "BlockSparseAttention",
     "GRID_HOOK",
@@ -28,6 +31,7 @@ __all__ = [
     "SeamProcessor",
     "SeamState",
     "SparseAttentionKernel",
+    "block_causal_mask",
     "dense_kernel",
     "layout_of",
     "seam_hooks",
