@@ -223,23 +223,17 @@ def build_config(request: AccelRequest):
 
 def resolve(requests: list[AccelRequest], family) -> list[tuple[type, object]]:
     """Check requests against a family and each other; return (accelerator class, config) pairs."""
-    resolved, claimed = [], {}
+    resolved = []
     for request in requests:
         cls, config = build_config(request)
         why = cls.unsupported_reason(family) if family is not None else None
         if why:
             raise SpecError(f"{cls.name} does not support {family.title}: {why}")
-        for slot in cls.slots:
-            if slot in claimed:
-                raise SpecError(f"{claimed[slot]} and {cls.name} cannot stack: both take over {slot.replace('_', ' ')}")
-            claimed[slot] = cls.name
-        resolved.append((cls, config))
-    names = [cls.name for cls, _ in resolved]
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            why = stack_conflict(a, b)
+        for earlier, _ in resolved:
+            why = stack_conflict(earlier.name, cls.name)
             if why:
-                raise SpecError(f"{a} and {b} cannot stack: {why}")
+                raise SpecError(f"{earlier.name} and {cls.name} cannot stack: {why}")
+        resolved.append((cls, config))
     return resolved
 
 
@@ -261,7 +255,7 @@ def stack_conflict(a: str, b: str) -> str | None:
     first, second = ACCELERATORS[a], ACCELERATORS[b]
     shared = first.slots & second.slots
     if a == b or shared:
-        return "same accelerator" if a == b else f"both take over {', '.join(sorted(shared))}"
+        return "same accelerator" if a == b else f"both take over {', '.join(sorted(shared)).replace('_', ' ')}"
     for one, other in ((first, second), (second, first)):
         for slot, why in one.excludes.items():
             if slot in other.slots:
