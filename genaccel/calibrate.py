@@ -33,7 +33,6 @@ from genaccel.generate import generate
 from genaccel.request import GenerationRequest
 from genaccel.profiles import pipeline_model_key, profile_dir, save_profile
 from genaccel.tokens.matching import cell_similarity
-from genaccel.tokens.tome import CallArguments
 
 PROBE_HOOK = "genaccel_calibration_probe"
 TOKEN_PROBE_HOOK = "genaccel_calibration_tokens"
@@ -93,7 +92,7 @@ class _TokenProbe(ModelHook):
         return module
 
     def pre_forward(self, module, *args, **kwargs):
-        x = CallArguments(self.signature, args, kwargs).get("hidden_states")
+        x = self.signature.bind_partial(*args, **kwargs).arguments.get("hidden_states")
         grid = self.state.grid
         if grid is not None and isinstance(x, torch.Tensor) and x.dim() == 3:
             n = tokens_in(grid, ("f", "h", "w"))

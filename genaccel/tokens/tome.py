@@ -81,28 +81,29 @@ class MergeStats:
                 "tokens": {f"{s}/{layer}/{step}": tuple(v) for (s, layer, step), v in sorted(self.tokens.items(), key=order)}}
 
 
-def _locate(signature: inspect.Signature, name: str) -> int | None:
-    """Positional index of parameter `name` in a bound method's signature (None: keyword only or absent)."""
-    positional = [p.name for p in signature.parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return positional.index(name) if name in positional else None
+def positional_names(signature: inspect.Signature) -> tuple[str, ...]:
+    """Names of a bound method's parameters that can come positionally, in order."""
+    return tuple(p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 class CallArguments:
-    """Read and replace named arguments of one call, whether they came positionally or by keyword."""
+    """Read and replace named arguments of one call, whether they came positionally or by keyword;
+    `positional` is the callee's `positional_names` (computed once per module, not per call)."""
 
-    def __init__(self, signature, args, kwargs):
-        self.signature, self.args, self.kwargs = signature, list(args), dict(kwargs)
+    def __init__(self, positional: tuple[str, ...], args, kwargs):
+        self.positional, self.args, self.kwargs = positional, list(args), dict(kwargs)
+
+    def _index(self, name) -> int | None:
+        index = self.positional.index(name) if name in self.positional else None
+        return index if index is not None and index < len(self.args) else None
 
     def get(self, name):
-        index = _locate(self.signature, name)
-        if index is not None and index < len(self.args):
-            return self.args[index]
-        return self.kwargs.get(name)
+        index = self._index(name)
+        return self.args[index] if index is not None else self.kwargs.get(name)
 
     def set(self, name, value) -> None:
-        index = _locate(self.signature, name)
-        if index is not None and index < len(self.args):
+        index = self._index(name)
+        if index is not None:
             self.args[index] = value
         else:
             self.kwargs[name] = value
@@ -119,12 +120,12 @@ class TokenMergeHook(ModelHook):
         super().__init__()
         self.state, self.schedule, self.stats = state, schedule, stats
         self.site, self.layer, self.name, self.seed = site, layer, name, seed
-        self._signature = None
+        self._positional: tuple[str, ...] = ()
         self._matches: dict = {}  # CFG branch -> (step matched, TokenMatch)
         self._active = None  # (video range, match) of the call in flight
 
     def initialize_hook(self, module):
-        self._signature = inspect.signature(module.forward)
+        self._positional = positional_names(inspect.signature(module.forward))
         return module
 
     def reset_state(self, module):
@@ -165,7 +166,7 @@ class TokenMergeHook(ModelHook):
         self._active = None
         schedule, grid, runtime = self.schedule, self.state.grid, self.state.runtime
         step = runtime.step_index if runtime is not None else None
-        call = CallArguments(self._signature, args, kwargs)
+        call = CallArguments(self._positional, args, kwargs)
         x = call.get("hidden_states")
         if grid is None or x is None or x.dim() != 3:
             return args, kwargs
@@ -184,10 +185,12 @@ class TokenMergeHook(ModelHook):
         call.set("hidden_states", torch.cat([x[:, :v0], reduced, x[:, v1:]], 1))
         positions = m.positions()[0]
         if self.site == "attention":
+            text = call.get("encoder_hidden_states")
+            text_len = text.shape[1] if isinstance(text, torch.Tensor) and text.dim() == 3 else 0
             self._gather_rotary(call, positions, n)
-            self._gather_mask(call, positions, n)
+            self._gather_mask(call, positions, n, text_len)
             if self.layout.key_mask:
-                self._size_bias(call, batched, x.dtype)
+                self._size_bias(call, batched, x.dtype, text_len)
         self._active = (video, batched)
         self.stats.count(self.site, self.layer, step, n, reduced.shape[1])
         return tuple(call.args), call.kwargs
@@ -200,22 +203,18 @@ class TokenMergeHook(ModelHook):
         gather = lambda t: t.index_select(dim, positions.to(t.device)) if t.shape[dim] == n else t  # noqa: E731
         call.set(name, tuple(gather(t) for t in tables) if isinstance(tables, (tuple, list)) else gather(tables))
 
-    def _gather_mask(self, call: CallArguments, positions: torch.Tensor, n: int) -> None:
+    def _gather_mask(self, call: CallArguments, positions: torch.Tensor, n: int, text_len: int) -> None:
         """A mask over [video, text] keys (HunyuanVideo) keeps the kept video keys' columns."""
         mask = call.get("attention_mask")
-        text = call.get("encoder_hidden_states")
-        text_len = text.shape[1] if isinstance(text, torch.Tensor) and text.dim() == 3 else 0
         if not isinstance(mask, torch.Tensor) or mask.shape[-1] != n + text_len:
             return  # no mask, or one over the text alone (Mochi)
         v0, v1 = self.layout.video_range(n + text_len, text_len)
         keep = torch.cat([torch.arange(v0), v0 + positions.cpu(), torch.arange(v1, n + text_len)]).to(mask.device)
         call.set("attention_mask", mask.index_select(mask.dim() - 1, keep))
 
-    def _size_bias(self, call: CallArguments, m: TokenMatch, dtype) -> None:
+    def _size_bias(self, call: CallArguments, m: TokenMatch, dtype, text_len: int) -> None:
         """Proportional attention: each merged key weighs as the tokens it stands for (+log size), added to
         the family's (B, 1, 1, S) key mask (boolean masks become 0 / -inf)."""
-        text = call.get("encoder_hidden_states")
-        text_len = text.shape[1] if isinstance(text, torch.Tensor) and text.dim() == 3 else 0
         sizes = m.sizes()
         batch, kept = sizes.shape
         v0, v1 = self.layout.video_range(kept + text_len, text_len)
