@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from diffusers.hooks import HookRegistry
 
 from genaccel.accelerators.base import KERNEL_NESTING, Accelerator, HookLedger
-from genaccel.attention import dense_kernel, seam_hooks
+from genaccel.attention import BlockCausalKernel, dense_kernel, seam_hooks
 from genaccel.errors import SpecError
 from genaccel.pipelines.families import FamilyAdapter, family_of
 from genaccel.profiles import load_profile, pipeline_model_key
@@ -81,13 +81,10 @@ class Acceleration:
 
     def _install_attention_seam(self, denoiser) -> None:
         """Route the denoiser's self-attention through the kernel owners' nested kernels, if any."""
-        owners = self._kernel_owners()
-        if not owners:
-            return
-        kernel = dense_kernel
-        for accelerator in owners:
+        kernel = _base_kernel(self.pipe)
+        for accelerator in self._kernel_owners():
             kernel = accelerator.attention_kernel(kernel)
-        if kernel is dense_kernel:  # the owners act around attention (token merging), not in its kernel
+        if kernel is dense_kernel:  # no owner, or owners acting around attention (token merging)
             return
         _, hooks = seam_hooks(denoiser, self.family, kernel, self.runtime)
         with self._ledger.recording(denoiser):
@@ -145,6 +142,15 @@ class Acceleration:
 
     def __repr__(self) -> str:
         return f"Acceleration({self.family.name}: {self.spec})"
+
+
+def _base_kernel(pipe):
+    """The attention a model was trained with, under every accelerator's kernel: block-causal for a
+    causal streaming model (its genaccel.toml's [stream] table), else dense."""
+    table = getattr(pipe, "_genaccel_stream", None) or {}
+    if table.get("attention") == "block_causal":
+        return BlockCausalKernel(int(table.get("chunk_frames", 1)))
+    return dense_kernel
 
 
 def apply(pipe, spec: str | ResolvedSpec = "none", *, profile: dict | None = None) -> Acceleration:

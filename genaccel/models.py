@@ -21,6 +21,8 @@ from genaccel.profiles import model_key
 log = logging.getLogger("genaccel")
 
 EMBEDDED = "tiny"  # the embedded trained model shipped in the package (pipelines/embedded)
+# Its block-causal streaming variant (pipelines/embedded-causal: the transformer, the rest from the base).
+EMBEDDED_CAUSAL = "tiny-causal"
 TINY_PREFIX = "tiny-"
 # Optional file in a model folder with genaccel's default call settings for it (height, width,
 # num_frames, num_inference_steps, guidance_scale, and an [extra] table of pipeline kwargs).
@@ -28,9 +30,17 @@ MODEL_SETTINGS_FILE = "genaccel.toml"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def embedded_model_dir() -> Path:
-    """Folder of the embedded model inside the installed package."""
-    return Path(str(resources.files("genaccel.pipelines").joinpath("embedded")))
+def embedded_model_dir(name: str = "embedded") -> Path:
+    """Folder of an embedded model inside the installed package ("embedded", "embedded-causal")."""
+    return Path(str(resources.files("genaccel.pipelines").joinpath(name)))
+
+
+def _is_model_folder(path: Path) -> bool:
+    """A diffusers pipeline folder, or a folder whose genaccel.toml names a `base` pipeline it overrides."""
+    if (path / "model_index.json").is_file():
+        return True
+    settings = path / MODEL_SETTINGS_FILE
+    return settings.is_file() and "base" in tomllib.loads(settings.read_text())
 
 
 def default_model() -> str:
@@ -45,6 +55,8 @@ def builtin_models() -> dict[str, str]:
     models = {}
     if (embedded_model_dir() / "model_index.json").is_file():
         models[EMBEDDED] = "embedded trained Wan-format text-to-video model of moving shapes (default)"
+        if _is_model_folder(embedded_model_dir("embedded-causal")):
+            models[EMBEDDED_CAUSAL] = "its block-causal variant for streaming (genaccel stream)"
     models.update({f"{TINY_PREFIX}{name}": f"tiny random-weight {name} pipeline built in code (tests)" for name in TINY_FAMILIES})
     return models
 
@@ -106,7 +118,7 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
 
     name = (model or default_model()).strip()
     target = resolve_device(device)
-    if name.startswith(TINY_PREFIX):
+    if name.startswith(TINY_PREFIX) and name != EMBEDDED_CAUSAL:
         from genaccel.pipelines.tiny import TINY_FAMILIES, build_tiny_pipeline
 
         family_name = name[len(TINY_PREFIX):]
@@ -122,24 +134,60 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
             if not (embedded_model_dir() / "model_index.json").is_file():
                 raise ModelError("the embedded model's weights are not installed in this copy of genaccel")
             path = embedded_model_dir()
+        elif name == EMBEDDED_CAUSAL:
+            path = embedded_model_dir("embedded-causal")
+            if not _is_model_folder(path):
+                raise ModelError("the embedded causal model's weights are not installed in this copy of genaccel")
         else:
             path = Path(name).expanduser()
         if path.exists():
-            if not (path / "model_index.json").is_file():
+            if not _is_model_folder(path):
                 raise ModelError(f"{name} is not a diffusers pipeline folder (no model_index.json)")
             source, local = str(path), True
         elif _HUB_ID.match(name) and not name.startswith((".", "/")):
             source, local = name, False
         else:
             raise ModelError(f"unknown model '{name}': not a built-in name, an existing folder, or a hub id (org/name)")
-        pipe = _from_pretrained(source, local, dtype or (torch.bfloat16 if target.type == "cuda" else torch.float32))
+        settings = tomllib.loads((path / MODEL_SETTINGS_FILE).read_text()) \
+            if local and (path / MODEL_SETTINGS_FILE).is_file() else {}
+        dtype = dtype or (torch.bfloat16 if target.type == "cuda" else torch.float32)
+        if "base" in settings:
+            pipe = _from_base(path, settings.pop("base"), dtype)
+        else:
+            pipe = _from_pretrained(source, local, dtype)
         key = model_key(name)
-        if local and (path / MODEL_SETTINGS_FILE).is_file():
-            pipe._genaccel_defaults = tomllib.loads((path / MODEL_SETTINGS_FILE).read_text())
+        stream = settings.pop("stream", None)
+        if settings:
+            pipe._genaccel_defaults = settings
+        if stream:
+            pipe._genaccel_stream = stream
     pipe._genaccel_model_key = key
     family = family_of(pipe)
     pipe.to(target)
     select_attention_backend(pipe, target, family)
+    if getattr(pipe, "_genaccel_stream", {}).get("attention") == "block_causal":
+        from genaccel.acceleration import apply
+
+        apply(pipe, "none")  # installs the block-causal attention the model was trained with
+    return pipe
+
+
+def _from_base(path: Path, base: str, dtype: torch.dtype):
+    """A pipeline from the `base` folder named in `path`'s genaccel.toml (relative to `path`), with each
+    component that `path` has a subfolder for (e.g. transformer/) loaded from there instead."""
+    base_path = (path / base).resolve()
+    if not (base_path / "model_index.json").is_file():
+        raise ModelError(f"{path}: its base pipeline {base_path} is not a diffusers pipeline folder")
+    pipe = _from_pretrained(str(base_path), True, dtype)
+    for name in pipe.components:
+        if (path / name / "config.json").is_file():
+            component = getattr(pipe, name)
+            try:
+                replacement = type(component).from_pretrained(path / name, torch_dtype=dtype, local_files_only=True)
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelError(f"cannot load {path / name}: {first}") from None
+            pipe.register_modules(**{name: replacement})
     return pipe
 
 

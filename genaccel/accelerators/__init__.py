@@ -5,6 +5,7 @@ from genaccel.accelerators.base import Accelerator, AcceleratorConfig
 from genaccel.accelerators.cfgcache import CFGCache
 from genaccel.accelerators.fastercache import FasterCache
 from genaccel.accelerators.fbcache import FirstBlockCache
+from genaccel.accelerators.kvcache import KVCache
 from genaccel.accelerators.magcache import MagCache
 from genaccel.accelerators.pab import PyramidAttentionBroadcast
 from genaccel.accelerators.radial import RadialAttention
@@ -19,7 +20,7 @@ ACCELERATORS: dict[str, type[Accelerator]] = {
     cls.name: cls
     for cls in (
         TeaCache, FirstBlockCache, MagCache, PyramidAttentionBroadcast, FasterCache, TaylorSeer, CFGCache,
-        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention, AsymRnR, ToMe,
+        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention, AsymRnR, ToMe, KVCache,
     )
 }
 

@@ -50,6 +50,8 @@ class BlockCausalKernel:
             reset()
 
     def __call__(self, q, k, v, context: AttentionContext):
+        if k.shape[2] != q.shape[2]:  # keys beyond the call's own come from a KV cache of earlier chunks
+            return self.inner(q, k, v, context)
         key = (context.video, context.grid, context.axes, q.shape[2], str(q.device))
         if key not in self._masks:
             mask = block_causal_mask(context, q.shape[2], self.chunk_frames)

@@ -58,6 +58,10 @@ class AttentionLayout:
     # The self-attention module takes a (B, 1, 1, S) key mask (or none) that reaches SDPA as it is, so token
     # merging can add its size bias to it (proportional attention).
     key_mask: bool = False
+    # The denoiser's rotary module (attribute name) whose `freqs_cos`/`freqs_sin` tables (positions x D)
+    # begin with `t_dim` columns that rotate interleaved (even, odd) pairs by the latent frame index, as
+    # Wan's WanRotaryPosEmbed; "" where there is none. A rolling KV cache re-positions cached keys with it.
+    frame_rotary: str = ""
 
     def __post_init__(self):
         checks = {
@@ -122,7 +126,7 @@ def register_layout(layout: AttentionLayout) -> AttentionLayout:
 # the feed-forward is `ffn`.
 register_layout(AttentionLayout(
     family="wan", prelude="wan", qk_norm="across_heads", rotary="after_heads", call_layout="BSHD", text="none",
-    rotary_arg="rotary_emb", rotary_token_dim=1, ffn="ffn", key_mask=True,
+    rotary_arg="rotary_emb", rotary_token_dim=1, ffn="ffn", key_mask=True, frame_rotary="rope",
 ))
 # CogVideoX: CogVideoXAttnProcessor2_0 on a legacy Attention; text first (cat([text, video])), per-head
 # norms, rotary (S, D) on the video part only; SDPA on (B, H, S, D); patch_size, patch_size_t (None in 1.0);
