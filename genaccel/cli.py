@@ -21,6 +21,8 @@ EXIT_USER_ERROR = 2
 # Request fields each command takes as options (the prompt is an argument; see request.py).
 GENERATE_OPTIONS = tuple(name for name in FIELDS if name != "prompt")
 BENCH_OPTIONS = tuple(name for name in FIELDS if name not in PER_RUN)  # prompts, seeds and specs are lists
+# A stream has no frame count (it runs by chunks) and no named setting (the model's stream size).
+STREAM_OPTIONS = tuple(name for name in GENERATE_OPTIONS if name not in ("num_frames", "setting"))
 CALIBRATE_OPTIONS = tuple(name for name in DEFAULTED if name != "guidance_scale")  # at the model's guidance
 
 
@@ -86,6 +88,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(g)
     _add_request_options(g, GENERATE_OPTIONS, accel="none")
     _add_output_options(g)
+
+    st = sub.add_parser("stream", help="stream an unbounded video from a causal model, chunk by chunk",
+                        description="Stream a video from a causal (block-causal) model: each chunk of latent frames "
+                                    "attends a rolling KV cache of earlier ones, is decoded right away and appended "
+                                    "to --out, which plays while it grows (it is kept under .NAME.part.mp4 and gets "
+                                    "its name when the stream ends or is stopped with Ctrl-C). Without --chunks or "
+                                    "--seconds it runs until stopped. Prints each chunk's latency.",
+                        epilog=f'example: genaccel stream "{EXAMPLE_PROMPT}" --chunks 40 '
+                               '--prompt-at "20:a blue square moving up on a gray background" --out stream.mp4')
+    st.add_argument("prompt", help="the text prompt (chunk 0 on)")
+    st.add_argument("--prompt-at", action="append", default=[], metavar="CHUNK:TEXT",
+                    help="switch to prompt TEXT from chunk CHUNK on (repeatable); the cached frames are re-computed "
+                         "under it so the scene changes smoothly")
+    length = st.add_mutually_exclusive_group()
+    length.add_argument("--chunks", type=_positive_int, default=None, help="chunks to make (default: until stopped)")
+    length.add_argument("--seconds", type=float, default=None, help="video length to make, in seconds at --fps")
+    st.add_argument("--window", type=int, default=None, help="latent frames the KV cache keeps (default: the model's)")
+    st.add_argument("--sink", type=int, default=None, help="first latent frames kept for good (default: the model's)")
+    st.add_argument("--out", default="stream.mp4", help="output .mp4 (default: %(default)s)")
+    st.add_argument("--model", default=None, help="a causal model: tiny-causal (default), or a folder whose "
+                    "genaccel.toml has a [stream] table (see genaccel convert-causal)")
+    st.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    _add_request_options(st, STREAM_OPTIONS, accel="none")
+    st.add_argument("--fps", type=_positive_int, default=8, help="frames per second of the video (default: 8)")
+    st.add_argument("--json", action="store_true", help="print one JSON object per chunk, then a summary object")
 
     b = sub.add_parser("batch", help="generate one video per prompt of a file",
                        description="Generate a video for each prompt of FILE (.txt: one prompt per line; .jsonl: "
@@ -187,6 +214,68 @@ def cmd_generate(args) -> int:
               f"{summary['seconds']:.2f} s; transformer passes {summary['transformer_calls']}, "
               f"skipped {summary['skipped_calls']}")
     return 0
+
+
+def cmd_stream(args) -> int:
+    import math
+    import time
+
+    from genaccel.models import EMBEDDED_CAUSAL, load_pipeline
+    from genaccel.streaming.generator import StreamSettings, parse_prompt_switches, prepare_stream, stream
+    from genaccel.video_io import StreamWriter, check_output_path
+
+    request = _request_from_args(args, STREAM_OPTIONS, args.prompt)  # no model needed: fails fast
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise _user_error(f"--seconds must be a positive number; got {args.seconds}")
+    switches = parse_prompt_switches(args.prompt_at, args.chunks)
+    if args.window is not None or args.sink is not None:  # checked before the model loads
+        from genaccel.spec import check_spec
+
+        check_spec("kvcache(" + ",".join(f"{name}={value}" for name, value in (("window", args.window),
+                   ("sink", args.sink)) if value is not None) + ")")
+    out = check_output_path(args.out)
+    writer = StreamWriter(out, fps=args.fps, checked=True)  # refuses a non-.mp4 before loading the model
+    args.model = args.model or EMBEDDED_CAUSAL
+    pipe = load_pipeline(args.model, device=args.device)
+    prepared = prepare_stream(pipe, request, window=args.window, sink=args.sink)
+    chunks = args.chunks
+    if args.seconds is not None:  # chunk 0 makes 1 + t(c - 1) frames, each later chunk t * c
+        per_chunk = pipe.vae_scale_factor_temporal * StreamSettings.of(pipe).chunk_frames
+        chunks = 1 + max(0, math.ceil((args.seconds * args.fps - (per_chunk - pipe.vae_scale_factor_temporal + 1))
+                                      / per_chunk))
+        if switches and max(switches) >= chunks:
+            raise _user_error(f"--prompt-at {max(switches)}: --seconds {args.seconds} makes only {chunks} chunks")
+    start, made, stopped = time.perf_counter(), [], False
+    frames_total = 0
+    try:
+        with stream(pipe, prepared, chunks=chunks, prompts_at=switches) as chunk_iter:
+            for chunk in chunk_iter:
+                writer.write(chunk.frames)
+                frames_total += len(chunk.frames)
+                made.append(chunk.seconds)
+                figures = chunk.summary()
+                if args.json:
+                    print(json.dumps(figures), flush=True)
+                else:
+                    note = " (prompt switched: cache re-computed)" if chunk.recached else ""
+                    print(f"chunk {chunk.index}: {len(chunk.frames)} frames in {chunk.seconds:.3f} s "
+                          f"({len(chunk.frames) / chunk.seconds:.1f} fps), cache {len(chunk.cached_frames)} latent "
+                          f"frames, state {chunk.memory_bytes / 1e6:.2f} MB{note}", flush=True)
+    except KeyboardInterrupt:
+        stopped = True
+    finally:
+        path = writer.close()
+    seconds = time.perf_counter() - start
+    summary = {"summary": True, "out": str(path) if path else None, "model": args.model, "accel": prepared.spec.text,
+               "chunks": len(made), "frames": frames_total, "seconds": round(seconds, 4),
+               "fps": round(frames_total / seconds, 3) if seconds else 0.0,
+               "mean_chunk_seconds": round(sum(made) / len(made), 4) if made else 0.0, "stopped": stopped}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{'stopped: ' if stopped else ''}wrote {path} ({frames_total} frames, {len(made)} chunks) in "
+              f"{seconds:.2f} s ({summary['fps']:.1f} fps)")
+    return 130 if stopped else 0
 
 
 def cmd_batch(args) -> int:
@@ -304,7 +393,7 @@ def cmd_ui(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate, "bench": cmd_bench, "ui": cmd_ui}
+COMMANDS = {"generate": cmd_generate, "stream": cmd_stream, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate, "bench": cmd_bench, "ui": cmd_ui}
 
 
 def _user_error(message: str):

@@ -177,3 +177,59 @@ def read_video(path: str | Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)])
     return np.asarray(iio.imread(path, index=None, plugin="FFMPEG"))[..., :3]
+
+
+class StreamWriter:
+    """Writes an .mp4 as frames arrive, playable at any moment (fragmented MP4: each keyframe closes a
+    fragment), under a temporary name next to `path` (`.NAME.part.mp4`) until `close()` renames it into
+    place. A stream stopped early (Ctrl-C, the stop button) is closed the same way; one killed outright
+    leaves the playable part file, never a half-written file under the final name.
+    """
+
+    def __init__(self, path: str | Path, fps: int = 8, *, checked: bool = False):
+        path = Path(path) if checked else check_output_path(path)
+        if path.suffix.lower() != ".mp4":
+            raise InputError(f"a stream is written as .mp4 (it plays while it grows); got '{path.name}'")
+        self.path = path
+        self.fps = fps
+        self.part = path.with_name(f".{path.stem}.part.mp4")
+        self.frames = 0
+        self._writer = None
+        self._size: tuple[int, int] | None = None
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append (F, H, W, 3) frames in [0, 1]; they are on disk (playable) when this returns."""
+        import imageio_ffmpeg
+
+        data = to_uint8(np.asarray(frames))
+        h, w = data.shape[1:3]
+        if h % 2 or w % 2:
+            data = np.pad(data, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._size = (data.shape[2], data.shape[1])
+            self._writer = imageio_ffmpeg.write_frames(
+                str(self.part), self._size, fps=self.fps, codec="libx264", macro_block_size=1,
+                output_params=["-crf", "12", "-tune", "zerolatency", "-g", str(max(1, len(data))),
+                               "-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+            self._writer.send(None)
+        for frame in data:
+            self._writer.send(np.ascontiguousarray(frame))
+        self.frames += len(data)
+
+    def close(self) -> Path | None:
+        """Finish the file and move it to its final name; None when no frame was written."""
+        if self._writer is None:
+            return None
+        self._writer.close()
+        self._writer = None
+        os.chmod(self.part, 0o666 & ~_umask())
+        os.replace(self.part, self.path)
+        return self.path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

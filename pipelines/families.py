@@ -66,6 +66,9 @@ class FamilyAdapter:
     teacache_coefficients: dict[str, tuple[float, ...]] = field(default_factory=dict)
     teacache_default: str = ""  # key into teacache_coefficients used when nothing else is known
     teacache_warmup_steps: int = 1  # steps computed fully at the start of each CFG branch
+    # The denoiser's module that projects the prompt embedding on every call ("" for none): with the
+    # cross-attention key/value projections, what a stream computes once per prompt.
+    text_projection: str = ""
 
     def __post_init__(self):
         if self.cfg not in ("separate", "batched"):
@@ -223,6 +226,7 @@ WAN = register_family(
         attention_dispatch=True,
         denoisers=("transformer", "transformer_2"),
         modulated_input=wan_modulated_input,
+        text_projection="condition_embedder.text_embedder",
         frames_multiple=4,
         frames_offset=1,
         size_multiple=16,

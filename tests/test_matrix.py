@@ -33,6 +33,8 @@ NOOP = {
     "topk": "topk(threshold=1,dense_steps=0,dense_layers=0,max_density=1,block=2)",
     "asymrnr": "asymrnr(q_ratio=0,kv_ratio=0,dense_steps=0,min_tokens=0)",
     "tome": "tome(ratio=0,ffn=true,dense_steps=0,min_tokens=0)",
+    # a whole-clip generation commits nothing, so the cache stays empty
+    "kvcache": "kvcache(window=2,sink=1)",
 }
 ACTIVE = {
     "teacache": "teacache(threshold=1e9,coefficients=identity)",
@@ -50,9 +52,11 @@ ACTIVE = {
     # tiny grids: cells of one frame x 1 x 2 tokens make every other token mergeable
     "asymrnr": "asymrnr(q_ratio=0.4,kv_ratio=0.4,cell=1:1:2,dense_steps=0,min_tokens=0)",
     "tome": "tome(ratio=0.4,ffn=true,cell=1:1:2,dense_steps=0,min_tokens=0)",
+    "kvcache": "kvcache(window=2,sink=1)",  # active in a stream (see _stream_saves_work)
 }
 SPARSE = {"svg", "radial", "sta", "topk"}  # they save work by computing fewer attention blocks
 TOKENS = {"asymrnr", "tome"}  # they save work by attending (and projecting) fewer tokens
+STREAMED = {"kvcache"}  # works in streamed generation: chunks attend a bounded cache instead of the whole clip
 assert set(NOOP) == set(ACTIVE) == set(ACCELERATORS)
 
 _BASELINES, _PROFILES = {}, {}
@@ -112,6 +116,12 @@ def test_accelerator_on_family(tiny, family, accel):
     np.testing.assert_array_equal(noop.frames, base, err_msg="a config that skips nothing must equal the baseline")
     assert noop.stats["skipped_calls"] == 0 and noop.stats["attention_reused"] == 0
 
+    if accel in STREAMED:
+        _stream_attends_cache(pipe, ACTIVE[accel])
+        remove(pipe)
+        np.testing.assert_array_equal(_run(pipe).frames, base, err_msg="remove() must restore the baseline")
+        return
+
     apply(pipe, ACTIVE[accel], profile=profile)
     fast = _run(pipe)
     assert fast.frames.shape == base.shape and np.isfinite(fast.frames).all()
@@ -130,6 +140,20 @@ def test_accelerator_on_family(tiny, family, accel):
 
     remove(pipe)
     np.testing.assert_array_equal(_run(pipe).frames, base, err_msg="remove() must restore the baseline")
+
+
+def _stream_attends_cache(pipe, spec):
+    """A tiny stream of 5 chunks: later chunks attend the cache, which stays at sink + window frames."""
+    from genaccel.streaming.generator import stream
+
+    pipe._genaccel_stream = {"chunk_frames": 1}
+    chunks = list(stream(pipe, PROMPT, chunks=5, accel=spec, steps=2))
+    assert all(np.isfinite(c.frames).all() for c in chunks)
+    assert chunks[-1].cached_frames == [0, 3, 4]
+    figures = chunks[-1] and pipe._genaccel.stats()["accelerators"]["kvcache"]
+    figures = figures.get("denoisers", [figures])[0]
+    assert figures["calls_with_cache"] > 0 and figures["cache_bytes"] > 0
+    del pipe._genaccel_stream
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)

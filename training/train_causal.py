@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import sys
 import time
 import tomllib
@@ -143,7 +142,7 @@ def main() -> int:
         print(f"[resume] from step {step}", flush=True)
 
     loss_csv = artifacts / "causal_loss.csv"
-    if step == 0 or not loss_csv.is_file():
+    if not args.finalize_only and (step == 0 or not loss_csv.is_file()):
         loss_csv.write_text("step,loss,frames,own_context,lr,seconds\n")
     _, channels, frames, height, width = latents.shape
     tokens_per_frame = (height // 2) * (width // 2)

@@ -1,9 +1,10 @@
 """The prompt's cross-attention keys and values, computed once per prompt instead of on every call.
 
-In a stream the same prompt embedding meets every chunk, step and commit pass; the cross-attention key and
-value projections of it are the same each time. `prompt_projection_hooks` wraps each cross-attention
-module's key/value projections with a hook that remembers its output for the last few prompt tensors
-(by identity: the streaming generator passes one tensor per prompt and branch).
+In a stream the same prompt embedding meets every chunk, step and commit pass; its projection into the
+denoiser (the family's `text_projection`) and the cross-attention key and value projections of that are
+the same each time. `prompt_projection_hooks` wraps those modules with a hook that remembers the output for
+the last few inputs: an input equal to a remembered one (same object, or same values: comparing costs far
+less than projecting) gets the remembered output.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ class PromptProjectionHook(ModelHook):
         self.hits = 0
 
     def new_forward(self, module, hidden_states, *args, **kwargs):
-        for seen, version, out in self.memo:  # the input is held, so its identity cannot be reused
-            if seen is hidden_states and version == hidden_states._version:
+        version = _version(hidden_states)
+        for seen, seen_version, out in self.memo:  # the input is held, so its identity cannot be reused
+            if seen is hidden_states and seen_version == version or _same_values(seen, hidden_states):
                 self.hits += 1
                 return out
         out = self.fn_ref.original_forward(hidden_states, *args, **kwargs)
-        self.memo = [*self.memo[-(self.size - 1):], (hidden_states, hidden_states._version, out)]
+        self.memo = [*self.memo[-(self.size - 1):], (hidden_states, version, out)]
         return out
 
     def reset_state(self, module):
@@ -39,9 +41,21 @@ class PromptProjectionHook(ModelHook):
         return module
 
 
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+
+
+def _version(tensor: torch.Tensor) -> int:
+    """The tensor's in-place modification counter (inference tensors keep none: -1)."""
+    return -1 if tensor.is_inference() else tensor._version
+
+
 def prompt_projection_hooks(denoiser, family):
-    """[(module, name, hook)] for the key/value projections of every cross-attention module of `denoiser`."""
+    """[(module, name, hook)] for the family's prompt projection and the key/value projections of every
+    cross-attention module of `denoiser`."""
     hooks = []
+    if family.text_projection:
+        hooks.append((denoiser.get_submodule(family.text_projection), PROMPT_KV_HOOK, PromptProjectionHook()))
     for _, attention in family.attention_layers(denoiser, "cross"):
         for name in ("to_k", "to_v"):
             projection = getattr(attention, name, None)
