@@ -114,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--fps", type=_positive_int, default=8, help="frames per second of the video (default: 8)")
     st.add_argument("--json", action="store_true", help="print one JSON object per chunk, then a summary object")
 
+    cc = sub.add_parser("convert-causal", help="turn a Self-Forcing / CausVid / LongLive checkpoint into a streaming model",
+                        description="Rename a causal Wan checkpoint's tensors (original Wan names, any wrapper prefix, "
+                                    ".safetensors or a .pt read with torch's weights-only loader) to diffusers' "
+                                    "WanTransformer3DModel, and write OUT/transformer plus OUT/genaccel.toml naming "
+                                    "--base (your diffusers Wan2.1-T2V-1.3B folder) for the other components. "
+                                    "Then: genaccel stream PROMPT --model OUT --device cuda.")
+    cc.add_argument("checkpoint", help="the causal model's checkpoint (.safetensors or .pt)")
+    cc.add_argument("--base", required=True, help="diffusers Wan pipeline folder for the text encoder, VAE, tokenizer")
+    cc.add_argument("--out", required=True, help="new folder to write")
+    cc.add_argument("--chunk-frames", type=_positive_int, default=3, help="latent frames per chunk (default: 3)")
+    cc.add_argument("--window", type=_positive_int, default=15, help="default KV cache window (default: 15)")
+    cc.add_argument("--sink", type=int, default=3, help="default KV cache sink (default: 3)")
+    cc.add_argument("--head-dim", type=_positive_int, default=128, help="attention head size (default: Wan's 128)")
+
     b = sub.add_parser("batch", help="generate one video per prompt of a file",
                        description="Generate a video for each prompt of FILE (.txt: one prompt per line; .jsonl: "
                                    "objects with 'prompt', an optional 'name' and any of the options below by their "
@@ -278,6 +292,16 @@ def cmd_stream(args) -> int:
     return 130 if stopped else 0
 
 
+def cmd_convert_causal(args) -> int:
+    from genaccel.streaming.convert import convert_causal_checkpoint
+
+    out = convert_causal_checkpoint(Path(args.checkpoint), Path(args.base), Path(args.out),
+                                    chunk_frames=args.chunk_frames, window=args.window, sink=args.sink,
+                                    head_dim=args.head_dim)
+    print(f"wrote {out}: stream it with  genaccel stream PROMPT --model {out} --device cuda")
+    return 0
+
+
 def cmd_batch(args) -> int:
     from genaccel.batch import read_items, run_batch
 
@@ -393,7 +417,7 @@ def cmd_ui(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "stream": cmd_stream, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate, "bench": cmd_bench, "ui": cmd_ui}
+COMMANDS = {"generate": cmd_generate, "stream": cmd_stream, "convert-causal": cmd_convert_causal, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate, "bench": cmd_bench, "ui": cmd_ui}
 
 
 def _user_error(message: str):

@@ -63,6 +63,10 @@ class StreamSettings:
     chunk_frames: int  # latent frames per chunk
     window: int  # default KV cache window (latent frames)
     sink: int  # default KV cache sink (latent frames)
+    # Few-step distilled models (Self-Forcing, CausVid) denoise at fixed timesteps: predict the clean chunk,
+    # re-noise it to the next timestep. None: the pipeline's scheduler with the request's step count.
+    timesteps: tuple[float, ...] | None = None
+    shift: float = 1.0  # flow shift applied to `timesteps`
 
     @classmethod
     def of(cls, pipe) -> "StreamSettings":
@@ -71,7 +75,13 @@ class StreamSettings:
             key = getattr(pipe, "_genaccel_model_key", type(pipe).__name__)
             raise ModelError(f"model '{key}' is not a causal streaming model (its genaccel.toml has no [stream] "
                              "table); stream with tiny-causal or a converted causal checkpoint")
-        return cls(int(table.get("chunk_frames", 1)), int(table.get("window", 4)), int(table.get("sink", 1)))
+        timesteps = table.get("timesteps")
+        return cls(int(table.get("chunk_frames", 1)), int(table.get("window", 4)), int(table.get("sink", 1)),
+                   tuple(float(t) for t in timesteps) if timesteps else None, float(table.get("shift", 1.0)))
+
+    def sigmas(self) -> list[float]:
+        """Noise levels of the fixed timesteps after the flow shift."""
+        return [self.shift * t / (1 + (self.shift - 1) * t) for t in (t / 1000 for t in self.timesteps)]
 
 
 def _rss_bytes() -> int:
@@ -191,6 +201,26 @@ class Stream:
             return transformer(hidden_states=latents, timestep=timestep, encoder_hidden_states=embeds,
                                return_dict=False)[0]
 
+    def _predict(self, latents, timestep, embeds, guidance):
+        """The flow prediction, guided when there is an unconditional branch."""
+        prediction = self._forward(latents, timestep, embeds[0], "cond")
+        if embeds[1] is not None:
+            uncond = self._forward(latents, timestep, embeds[1], "uncond")
+            prediction = uncond + guidance * (prediction - uncond)
+        return prediction
+
+    def _denoise_renoise(self, latents, embeds, guidance, generator):
+        """Few-step sampling at fixed noise levels: estimate the clean chunk, re-noise it to the next level."""
+        sigmas = self.settings.sigmas()
+        for i, sigma in enumerate(sigmas):
+            timestep = torch.full((1,), sigma * 1000, device=latents.device)
+            clean = latents - sigma * self._predict(latents, timestep, embeds, guidance)
+            if i + 1 == len(sigmas):
+                return clean
+            noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+            latents = (1 - sigmas[i + 1]) * clean + sigmas[i + 1] * noise
+        return latents
+
     def _commit(self, latents, embeds) -> None:
         """One pass over the clean chunk per CFG branch, adding its keys/values to the caches."""
         zero = torch.zeros(latents.shape[0], device=latents.device)
@@ -238,16 +268,14 @@ class Stream:
                     for frame in range(0, len(history), cf):  # KV re-cache under the new prompt
                         self._commit(torch.cat(history[frame : frame + cf], dim=2), embeds)
                     recached = True
-                noise = torch.randn(shape, generator=generator).to(device, transformer.dtype)
-                latents = noise
-                scheduler.set_timesteps(request.num_inference_steps, device=device)
-                for t in scheduler.timesteps:
-                    timestep = t.expand(1)
-                    prediction = self._forward(latents, timestep, embeds[0], "cond")
-                    if embeds[1] is not None:
-                        uncond = self._forward(latents, timestep, embeds[1], "uncond")
-                        prediction = uncond + guidance * (prediction - uncond)
-                    latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
+                latents = torch.randn(shape, generator=generator).to(device, transformer.dtype)
+                if self.settings.timesteps:
+                    latents = self._denoise_renoise(latents, embeds, guidance, generator)
+                else:
+                    scheduler.set_timesteps(request.num_inference_steps, device=device)
+                    for t in scheduler.timesteps:
+                        prediction = self._predict(latents, t.expand(1), embeds, guidance)
+                        latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
                 self._commit(latents, embeds)
                 history += list(latents.split(1, dim=2))
                 committed += cf
