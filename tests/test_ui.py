@@ -253,3 +253,28 @@ def test_api_cancel_stops_a_running_job_and_the_app_keeps_working(client):
         job.result(timeout=60)
     video, _, figures = c.predict(PROMPT, "", *_settings(), api_name="/generate")
     assert figures["num_frames"] == 9
+
+
+def test_studio_stream_switches_prompt_and_stops_keeping_the_video(studio):
+    from genaccel.video_io import read_video
+
+    other = "a yellow circle moving up on a gray background"
+    events = studio.stream("s1", "tiny-causal", _request(steps=1))
+    seen = []
+    for kind, value in events:
+        if kind == "chunk":
+            seen.append(value["figures"])
+            assert value["frames"].dtype == "uint8" and value["frames"].shape[1:] == (64, 64, 3)
+            if len(seen) == 2:
+                assert studio.switch_prompt("s1", other)
+            if len(seen) == 4:
+                assert studio.stop_stream("s1")
+        elif kind == "done":
+            done = value
+    # the worker runs ahead of the page: the switch lands on the first chunk it starts after the call
+    switched = [f["prompt"] for f in seen].index(other)
+    assert switched >= 2 and seen[switched]["recached"] and all(f["prompt"] == other for f in seen[switched:])
+    assert done["stopped"] and done["chunks"] == len(seen) >= 4 and done["frames"] == 1 + 4 * (len(seen) - 1)
+    video = Path(done["video"])
+    assert video.parent.parent == studio.output_dir and read_video(video).shape[0] == done["frames"]
+    assert not studio.switch_prompt("s1", other) and not studio.stop_stream("s1")  # nothing runs any more

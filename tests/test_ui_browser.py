@@ -137,3 +137,23 @@ def test_bad_input_shows_a_message_in_the_page(page):
     page.fill("#prompt textarea", "")
     page.click("#generate-button")
     page.get_by_text("the prompt is empty").first.wait_for()
+
+
+def test_stream_in_the_browser(page, shots, tmp_path):
+    """The Stream tab: chunks arrive in the live player, the prompt changes mid-stream, Stop keeps the video."""
+    page.get_by_role("tab", name="Stream").click()
+    page.fill("#stream-prompt textarea", PROMPT)
+    page.fill("#stream-chunks input", "0")  # until stopped
+    page.click("#stream-button")
+    page.wait_for_function("document.querySelector('#stream-status').innerText.includes('chunk 2:')")
+    page.wait_for_selector("#stream-live img")
+    page.fill("#stream-next-prompt textarea", "a yellow circle moving up on a gray background")
+    page.click("#stream-switch")
+    page.wait_for_function("document.querySelector('#stream-status').innerText.includes('prompt changed')")
+    assert "yellow circle" in page.locator("#stream-status").inner_text()
+    page.screenshot(path=str(shots / "ui-stream.png"), full_page=True)
+    page.click("#stream-stop")
+    page.wait_for_function("document.querySelector('#stream-status').innerText.includes('Stream stopped')")
+    video, duration = _loaded_video(page, "#stream-video", tmp_path, "stream.mp4")
+    status = page.locator("#stream-status").inner_text()
+    assert video.shape[0] == int(status.split("chunks, ")[1].split(" frames")[0]) and duration > 0

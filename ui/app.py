@@ -1,4 +1,5 @@
-"""The Gradio app: Generate, Compare and Batch tabs over one set of model and accelerator settings.
+"""The Gradio app: Generate, Compare and Batch tabs over one set of model and accelerator settings, and a
+Stream tab for causal models (the video plays while it is made; the prompt can change on the fly).
 
     genaccel ui [--host 127.0.0.1] [--port 7860] [--model M]
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import random
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
 
 from genaccel.accelerators import ACCELERATORS
-from genaccel.errors import GenAccelError
+from genaccel.errors import GenAccelError, InputError
 from genaccel.request import EXAMPLE_PROMPT, GenerationRequest, field_limits, request_from_options
 from genaccel.spec import PRESET_NAMES
 from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, spec_from_controls
@@ -23,6 +25,7 @@ from genaccel.ui.jobs import Cancelled
 from genaccel.ui.service import COMPARE_COLUMNS, Studio
 
 PRESETS = ["none", *PRESET_NAMES, "custom"]
+STREAM_FPS = 8  # the live view's and the stream file's frame rate
 GENERATION_SLOT = "device"  # one concurrency slot shared by every generating event: one job at a time
 
 
@@ -132,6 +135,28 @@ def build_app(studio: Studio) -> gr.Blocks:
                         b_status = gr.Markdown("", elem_id="batch-status")
                         b_gallery = gr.Gallery(label="Videos", columns=4, elem_id="batch-gallery")
                         b_zip = gr.File(label="All videos and the manifest (zip)")
+                    with gr.Tab("Stream", id="stream"):
+                        gr.Markdown("A causal model makes the video chunk by chunk, each chunk attending a rolling "
+                                    "KV cache of the earlier ones; chunks play as they come. Change the prompt "
+                                    "while it runs; Stop ends it and keeps the video.")
+                        with gr.Row():
+                            s_model = gr.Dropdown(_causal_models(), value=_causal_models()[0], allow_custom_value=True,
+                                                  label="Causal model", scale=2, elem_id="stream-model")
+                            s_chunks = gr.Number(40, label="Chunks (0: until stopped)", precision=0, minimum=0,
+                                                 elem_id="stream-chunks")
+                            s_window = gr.Textbox("", label="Window (latent frames)", placeholder="the model's")
+                            s_sink = gr.Textbox("", label="Sink (latent frames)", placeholder="the model's")
+                        s_prompt = gr.Textbox(EXAMPLE_PROMPT, label="Prompt", elem_id="stream-prompt")
+                        with gr.Row():
+                            s_run = gr.Button("Start stream", variant="primary", elem_id="stream-button")
+                            s_stop = gr.Button("Stop", elem_id="stream-stop")
+                        with gr.Row():
+                            s_next = gr.Textbox("", label="Change the prompt to", scale=3, elem_id="stream-next-prompt")
+                            s_switch = gr.Button("Change prompt", scale=1, elem_id="stream-switch")
+                        s_live = gr.Image(label="Live", elem_id="stream-live", height=320, interactive=False,
+                                          buttons=[])
+                        s_status = gr.Markdown("", elem_id="stream-status")
+                        s_full = gr.Video(label="The whole stream", elem_id="stream-video", loop=True, height=256)
 
         controls = [c for name in CONTROL_LAYOUT for c in (toggles[name], *params_of(name, params))]
         request_inputs = [model, setting, width, height, frames, steps, guidance, seed, spec]
@@ -233,6 +258,49 @@ def build_app(studio: Studio) -> gr.Blocks:
         batch_event = b_run.click(on_batch, [b_text, b_file, negative, *request_inputs], [b_gallery, b_status, b_zip],
                                   api_name="batch", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
 
+        # ---------------------------------------------------------------- stream
+        def on_stream(prompt_text, model_name, chunks, window, sink, s, request: gr.Request):
+            try:
+                req = request_from_options({"prompt": prompt_text or "", "seed": _number(s) or 0})
+                events = studio.stream(_session(request), model_name, req, chunks=_number(chunks),
+                                       window=_whole(window, "Window"), sink=_whole(sink, "Sink"))
+                yield None, "Starting the stream...", None
+                clock = LiveClock(STREAM_FPS)
+                for kind, value in events:
+                    if kind == "chunk":
+                        f = value["figures"]
+                        note = " (prompt changed: cache re-computed)" if f["recached"] else ""
+                        status = (f"chunk {f['chunk']}: {f['frames']} frames in {f['seconds']:.2f} s, cache "
+                                  f"{len(f['cached_frames'])} latent frames; prompt: *{f['prompt']}*{note}")
+                        for frame in value["frames"]:  # played at the video's frame rate as they come
+                            clock.wait()
+                            yield _enlarged(frame), status, None
+                    elif kind == "done":
+                        end = "stopped" if value["stopped"] else "finished"
+                        yield None, f"Stream {end}: {value['chunks']} chunks, {value['frames']} frames.", value["video"]
+            except (GenAccelError, Cancelled, OSError) as exc:
+                raise _fail(exc) from None
+
+        s_run.click(on_stream, [s_prompt, s_model, s_chunks, s_window, s_sink, seed],
+                                   [s_live, s_status, s_full], api_name="stream", concurrency_id=GENERATION_SLOT,
+                                   concurrency_limit=1)
+
+        def on_switch(text, request: gr.Request):
+            try:
+                if not studio.switch_prompt(_session(request), text or ""):
+                    raise gr.Error("No stream is running.")
+            except GenAccelError as exc:
+                raise _fail(exc) from None
+            return ""
+
+        s_switch.click(on_switch, [s_next], [s_next], queue=False, api_name="stream_prompt")
+        s_next.submit(on_switch, [s_next], [s_next], queue=False, api_name=False)
+        def on_stop(request: gr.Request) -> None:
+            """End this page's stream after the chunk being made; its video is kept."""
+            studio.stop_stream(_session(request))
+
+        s_stop.click(on_stop, None, None, queue=False, api_name="stream_stop")
+
         # ---------------------------------------------------------------- cancel
         def on_cancel(request: gr.Request) -> bool:
             """Stop this page's running job at its next denoising step (True if there was one)."""
@@ -243,6 +311,43 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.api(on_cancel, api_name="cancel", queue=False)
 
     return app
+
+
+class LiveClock:
+    """Paces the live view at `fps`; when the stream falls behind, frames show as soon as they come."""
+
+    def __init__(self, fps: int):
+        self.interval = 1.0 / fps
+        self.next = 0.0
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        if self.next > now:
+            time.sleep(self.next - now)  # the page's playback speed, not a wait on work
+        self.next = max(self.next, now) + self.interval
+
+
+def _enlarged(frame, size: int = 256):
+    """A small frame scaled up by whole pixels (nearest), so the live view shows it crisply."""
+    k = max(1, size // max(frame.shape[:2]))
+    return frame.repeat(k, axis=0).repeat(k, axis=1)
+
+
+def _whole(text, label: str) -> int | None:
+    """A whole number typed in a box; empty means the model's default."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise InputError(f"{label} must be a whole number; got '{text}'")
+    return int(text)
+
+
+def _causal_models() -> list[str]:
+    """Built-in causal models for the Stream tab (a folder path can be typed in too)."""
+    from genaccel.models import EMBEDDED_CAUSAL, builtin_models
+
+    return [EMBEDDED_CAUSAL] if EMBEDDED_CAUSAL in builtin_models() else ["(type a causal model folder)"]
 
 
 def _finish(start, progress) -> dict:

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass
 
 from genaccel.accelerators import ACCELERATORS
+from genaccel.accelerators.base import SLOT_KV_CACHE
 from genaccel.errors import SpecError
 from genaccel.spec import AccelRequest, check_spec, format_spec, parse_spec
 
@@ -53,7 +54,9 @@ def _param_controls(name: str) -> list[ParamControl]:
     return controls
 
 
-CONTROL_LAYOUT: dict[str, list[ParamControl]] = {name: _param_controls(name) for name in ACCELERATORS}
+# The rolling KV cache only acts in a stream: the Stream tab sets it (window, sink), not these toggles.
+CONTROL_LAYOUT: dict[str, list[ParamControl]] = {
+    name: _param_controls(name) for name, cls in ACCELERATORS.items() if SLOT_KV_CACHE not in cls.slots}
 
 
 def control_count() -> int:

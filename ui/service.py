@@ -7,6 +7,7 @@ path from the page is ever written to.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 import zipfile
 from pathlib import Path
@@ -47,6 +48,8 @@ class Studio:
         self.pipelines = cache or PipelineCache()
         self.jobs = JobRunner()
         self._warm: set[int] = set()  # pipelines (by id) that have run once: no first-call costs left
+        self._streams: dict[str, Any] = {}  # session -> its running genaccel.streaming Stream
+        self._stops: dict[str, threading.Event] = {}  # session -> "stop after this chunk"
 
     # ------------------------------------------------------------------ models
     def pipeline(self, model: str):
@@ -165,6 +168,60 @@ class Studio:
             return {**summary, "zip": str(archive)}
 
         yield from self.jobs.run(session, self.device, work)
+
+    def stream(self, session: str, model: str, request: GenerationRequest, *, chunks: int | None = None,
+               window: int | None = None, sink: int | None = None, fps: int = 8) -> Iterator[tuple[str, Any]]:
+        """A causal model's stream: ("chunk", {"frames", "figures"}) per chunk (uint8 frames for the page's live
+        view), then ("done", {"video", "chunks", "frames", "stopped"}) with the whole stream as one .mp4, also
+        when stopped early (`stop_stream`)."""
+        from genaccel.streaming.generator import prepare_stream, stream
+        from genaccel.video_io import StreamWriter, to_uint8
+
+        pipe = self.pipeline(model)
+        prepared = prepare_stream(pipe, request, window=window, sink=sink)  # errors before the job is queued
+        if chunks is not None and chunks < 1:
+            chunks = None  # until stopped
+        stop = threading.Event()
+
+        def work(job: Job):
+            folder = self._job_dir("stream")
+            writer = StreamWriter(folder / "stream.mp4", fps=fps)
+            running = stream(pipe, prepared, chunks=chunks)
+            self._streams[session], self._stops[session] = running, stop
+            made = frames = 0
+            try:
+                for chunk in running:
+                    writer.write(chunk.frames)
+                    made, frames = made + 1, frames + len(chunk.frames)
+                    job.emit("chunk", {"frames": to_uint8(chunk.frames), "figures": chunk.summary()})
+                    if stop.is_set():
+                        break
+                    job.check()
+            finally:
+                running.close()
+                video = writer.close()
+                if self._streams.get(session) is running:
+                    del self._streams[session], self._stops[session]
+            return {"video": str(video) if video else None, "chunks": made, "frames": frames,
+                    "stopped": stop.is_set()}
+
+        yield from self.jobs.run(session, self.device, work)
+
+    def switch_prompt(self, session: str, prompt: str) -> bool:
+        """Change the running stream's prompt from its next chunk on; False when the session streams nothing."""
+        running = self._streams.get(session)
+        if running is None:
+            return False
+        running.switch_prompt(prompt)
+        return True
+
+    def stop_stream(self, session: str) -> bool:
+        """End the session's stream after the chunk being made (its video is kept); False if none runs."""
+        stop = self._stops.get(session)
+        if stop is None:
+            return False
+        stop.set()
+        return True
 
     def cancel(self, session: str) -> bool:
         return self.jobs.cancel(session)
