@@ -183,7 +183,7 @@ def _from_base(path: Path, base: str, dtype: torch.dtype):
         if (path / name / "config.json").is_file():
             component = getattr(pipe, name)
             try:
-                replacement = type(component).from_pretrained(path / name, torch_dtype=dtype, local_files_only=True)
+                replacement = type(component).from_pretrained(path / name, dtype=dtype, local_files_only=True)
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ModelError(f"cannot load {path / name}: {first}") from None

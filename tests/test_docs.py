@@ -29,3 +29,11 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
     assert (tmp_path / "clip.mp4").is_file()
     assert namespace["prepared"].spec.text == namespace["result"].request.accel  # the last run used `balanced`
+
+
+def test_readme_streaming_example_runs(capsys):
+    """The Streaming section's Python example runs as written (20 chunks of the embedded causal model)."""
+    block = re.search(r"## Streaming \(causal models\).*?```python\n(.*?)\n```", README, re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the README's own example
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 20 and lines[0].startswith("0 (1, 64, 64, 3)") and lines[-1].startswith("19 (4, 64, 64, 3)")

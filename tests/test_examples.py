@@ -46,8 +46,11 @@ SWEEPS = {"tune_presets.sh": "caches", "sweep_long.sh": "caches", "sweep_sparse.
 
 
 def _group(cls) -> str:
-    from genaccel.accelerators.base import SLOT_ATTENTION_KERNEL, SLOT_TOKENS
+    """The sweep measuring an accelerator; the KV cache acts only in a stream (benchmarks/stream_cpu.py)."""
+    from genaccel.accelerators.base import SLOT_ATTENTION_KERNEL, SLOT_KV_CACHE, SLOT_TOKENS
 
+    if SLOT_KV_CACHE in cls.slots:
+        return "stream"
     return "sparse" if SLOT_ATTENTION_KERNEL in cls.slots else "tokens" if SLOT_TOKENS in cls.slots else "caches"
 
 
@@ -67,3 +70,12 @@ def test_sweeps_cover_every_wan_accelerator_at_two_settings(script):
     assert "benchmarks/eval_prompts.txt" not in text  # sweeps never see the evaluation set
     for prompts in re.findall(r"--prompts (\S+)", text):
         assert (EXAMPLES.parent / prompts).is_file()
+
+
+def test_stream_example(monkeypatch, capsys, tmp_path):
+    from genaccel.video_io import read_video
+
+    video = tmp_path / "stream.mp4"
+    out = _run("stream.py", "--chunks", "4", "--out", str(video), monkeypatch=monkeypatch, capsys=capsys)
+    assert out.count("chunk ") == 4 and "<- new prompt" in out
+    assert read_video(video).shape[0] == 13

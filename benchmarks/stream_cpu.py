@@ -1,0 +1,110 @@
+"""Streaming on the CPU with the embedded causal model: flat cost per chunk, frames per second, adherence.
+
+    python benchmarks/stream_cpu.py --out benchmarks/results/stream-cpu.json     # about 10 minutes on 2 cores
+
+1. Flat cost: one stream of 200 chunks (the model's defaults: window 4, sink 1, 8 steps, CFG 6); seconds,
+   stream state (KV cache, kept latents, VAE cache) and resident memory at chunks 5, 50 and 200, each also as
+   the median of the 5 chunks ending there (single chunks are noisy at 0.3 s).
+2. Frames per second of that stream, with and without VAE decoding.
+3. Adherence (genaccel's shapes scorer) of streamed clips per window of 16 frames (frames 1-16, 17-32,
+   33-48 of a 13-chunk stream) against whole-clip generation of 17 frames by the bidirectional embedded
+   model (its default 30 steps), on the first --prompts prompts of eval_prompts.txt, seed = line number;
+   and across a prompt switch at chunk 5 (to the next prompt of the list), the window of chunks 7-10
+   (frames 25-40) scored against the new prompt.
+Prints Markdown tables for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+WINDOWS = ((1, 17), (17, 33), (33, 49))
+AFTER_SWITCH = (25, 41)
+
+
+def flat_cost(pipe, chunks: int) -> dict:
+    from genaccel.streaming.generator import stream
+
+    rows = []
+    for chunk in tqdm(stream(pipe, "a red circle moving left on a black background", chunks=chunks, seed=0),
+                      total=chunks, desc="flat-cost stream", unit="chunk"):
+        rows.append({"chunk": chunk.index + 1, "frames": len(chunk.frames), "seconds": chunk.seconds,
+                     "decode_seconds": chunk.decode_seconds, "state_bytes": chunk.memory_bytes,
+                     "rss_bytes": chunk.rss_bytes})
+    at = {}
+    for n in sorted({n for n in (5, 50, chunks) if n <= chunks}):
+        around = [r["seconds"] for r in rows[n - 5 : n]]
+        at[n] = {"seconds": round(rows[n - 1]["seconds"], 4), "median5_seconds": round(statistics.median(around), 4),
+                 "state_bytes": rows[n - 1]["state_bytes"], "rss_bytes": rows[n - 1]["rss_bytes"]}
+    steady = rows[2:]
+    frames = sum(r["frames"] for r in steady)
+    seconds = sum(r["seconds"] for r in steady)
+    return {"chunks": rows, "at": at, "fps": round(frames / seconds, 2),
+            "fps_without_decode": round(frames / sum(r["seconds"] - r["decode_seconds"] for r in steady), 2)}
+
+
+def adherence(whole_pipe, causal_pipe, prompts: list[str]) -> dict:
+    import genaccel
+    from genaccel.score import accuracy, score_frames
+    from genaccel.streaming.generator import stream
+
+    whole, windows, switched = [], [[] for _ in WINDOWS], []
+    for i, prompt in enumerate(tqdm(prompts, desc="adherence", unit="prompt")):
+        seed = i + 1
+        whole.append(score_frames(genaccel.generate(whole_pipe, prompt, seed=seed).frames, prompt))
+        frames = np.concatenate([c.frames for c in stream(causal_pipe, prompt, chunks=13, seed=seed)])
+        for w, (a, b) in enumerate(WINDOWS):
+            windows[w].append(score_frames(frames[a:b], prompt))
+        other = prompts[(i + 1) % len(prompts)]
+        frames = np.concatenate([c.frames for c in stream(causal_pipe, prompt, chunks=11, seed=seed,
+                                                          prompts_at={5: other})])
+        switched.append(score_frames(frames[AFTER_SWITCH[0] : AFTER_SWITCH[1]], other))
+    return {"whole_clip": accuracy(whole),
+            "stream_windows": {f"frames {a}-{b - 1}": accuracy(v) for (a, b), v in zip(WINDOWS, windows)},
+            "after_switch": accuracy(switched), "prompts": len(prompts)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    import genaccel
+
+    causal = genaccel.load_pipeline("tiny-causal")
+    start = time.perf_counter()
+    result = {"flat": flat_cost(causal, args.chunks)}
+    prompts = [p.strip() for p in (HERE / "eval_prompts.txt").read_text().splitlines() if p.strip()][: args.prompts]
+    result["adherence"] = adherence(genaccel.load_pipeline("tiny"), causal, prompts)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    flat = result["flat"]
+    print("\n| chunk | seconds | median of 5 | stream state MB | resident MB |\n|---|---|---|---|---|")
+    for n, r in flat["at"].items():
+        print(f"| {n} | {r['seconds']:.3f} | {r['median5_seconds']:.3f} | {r['state_bytes'] / 1e6:.2f} | "
+              f"{r['rss_bytes'] / 1e6:.0f} |")
+    print(f"\nframes per second: {flat['fps']} ({flat['fps_without_decode']} without VAE decoding)\n")
+    print("| clip | colour | shape | direction | all three |\n|---|---|---|---|---|")
+    a = result["adherence"]
+    rows = [("whole clip, bidirectional model (17 frames)", a["whole_clip"])]
+    rows += [(f"stream, {k}", v) for k, v in a["stream_windows"].items()]
+    rows.append((f"stream after a prompt switch, frames {AFTER_SWITCH[0]}-{AFTER_SWITCH[1] - 1}", a["after_switch"]))
+    for name, acc in rows:
+        print(f"| {name} | {acc['color']:.0%} | {acc['shape']:.0%} | {acc['direction']:.0%} | {acc['all']:.0%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
