@@ -25,6 +25,10 @@ def test_pipelines_ui_and_data_are_under_genaccel(wheel):
     names = set(wheel.namelist())
     assert "genaccel/pipelines/families.py" in names and "genaccel/ui/__init__.py" in names
     assert "genaccel/pipelines/presets/wan.toml" in names
+    # the embedded models: the causal variant's folder names the base one next to it
+    assert "genaccel/pipelines/embedded/model_index.json" in names
+    assert {"genaccel/pipelines/embedded-causal/genaccel.toml",
+            "genaccel/pipelines/embedded-causal/transformer/diffusion_pytorch_model.safetensors"} <= names
 
 
 def test_console_script_and_extras(wheel):
