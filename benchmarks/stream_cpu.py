@@ -2,10 +2,15 @@
 
     python benchmarks/stream_cpu.py --out benchmarks/results/stream-cpu.json     # about 10 minutes on 2 cores
 
-1. Flat cost: one stream of 200 chunks (the model's defaults: window 4, sink 1, 8 steps, CFG 6); seconds,
-   stream state (KV cache, kept latents, VAE cache) and resident memory at chunks 5, 50 and 200, each also as
-   the median of the 5 chunks ending there (single chunks are noisy at 0.3 s).
-2. Frames per second of that stream, with and without VAE decoding.
+1. Flat cost, measured so that the machine's own drift cancels: this CPU slows down under sustained load
+   (a fresh stream right after a long one is slower than the long one's late chunks), so comparing chunk 5
+   at minute 0 with chunk 200 at minute 2 would measure the machine. Three streams of the same prompt and
+   seed, each on its own copy of the model, advance one chunk each per round: the first from round 1, the
+   second from round 151, the third from round 196; in rounds 198-202 they are at chunks 198-202, 48-52 and
+   3-7, and the medians there compare chunk 200, 50 and 5 under the same conditions. Stream state (KV
+   cache, kept latents, VAE cache) per stream at those chunks, and the process's resident memory over one
+   200-chunk stream (the model's defaults: window 4, sink 1, 8 steps, CFG 6).
+2. Frames per second of that single stream, with and without VAE decoding.
 3. Adherence (genaccel's shapes scorer) of streamed clips per window of 16 frames (frames 1-16, 17-32,
    33-48 of a 13-chunk stream) against whole-clip generation of 17 frames by the bidirectional embedded
    model (its default 30 steps), on the first --prompts prompts of eval_prompts.txt, seed = line number;
@@ -20,7 +25,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +56,32 @@ def flat_cost(pipe, chunks: int) -> dict:
             "fps_without_decode": round(frames / sum(r["seconds"] - r["decode_seconds"] for r in steady), 2)}
 
 
+def flat_cost_interleaved(pipes, rounds: int = 202, starts=(0, 150, 195), window=(198, 202)) -> dict:
+    """Chunk seconds of three streams advanced in lockstep from staggered starts (see the module doc)."""
+    from genaccel.streaming.generator import stream
+
+    iters = [None] * len(starts)
+    rows: list[list[dict]] = [[] for _ in starts]
+    for r in tqdm(range(rounds), desc="interleaved streams", unit="round"):
+        for i, start in enumerate(starts):
+            if r == start:
+                iters[i] = stream(pipes[i], "a red circle moving left on a black background", seed=0)
+            if r >= start:
+                chunk = next(iters[i])
+                rows[i].append({"round": r + 1, "chunk": chunk.index + 1, "seconds": chunk.seconds,
+                                "state_bytes": chunk.memory_bytes})
+    for it in iters:
+        it.close()
+    at = {}
+    for i, start in enumerate(starts):
+        inside = [x for x in rows[i] if window[0] <= x["round"] <= window[1]]
+        middle = inside[len(inside) // 2]
+        at[middle["chunk"]] = {"median_seconds": round(statistics.median(x["seconds"] for x in inside), 4),
+                               "chunks": f"{inside[0]['chunk']}-{inside[-1]['chunk']}",
+                               "state_bytes": middle["state_bytes"]}
+    return {"at": dict(sorted(at.items())), "rows": rows}
+
+
 def adherence(whole_pipe, causal_pipe, prompts: list[str]) -> dict:
     import genaccel
     from genaccel.score import accuracy, score_frames
@@ -77,21 +107,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--parts", default="flat,interleaved,adherence",
+                        help="what to measure (comma-separated); with --out, other parts already there are kept")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     import genaccel
 
+    parts = set(args.parts.split(","))
+    result = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).is_file() else {}
     causal = genaccel.load_pipeline("tiny-causal")
-    start = time.perf_counter()
-    result = {"flat": flat_cost(causal, args.chunks)}
-    prompts = [p.strip() for p in (HERE / "eval_prompts.txt").read_text().splitlines() if p.strip()][: args.prompts]
-    result["adherence"] = adherence(genaccel.load_pipeline("tiny"), causal, prompts)
-    result["seconds"] = round(time.perf_counter() - start, 1)
+    if "flat" in parts:
+        result["flat"] = flat_cost(causal, args.chunks)
+    if "interleaved" in parts:
+        pipes = [causal, genaccel.load_pipeline("tiny-causal"), genaccel.load_pipeline("tiny-causal")]
+        result["interleaved"] = flat_cost_interleaved(pipes)
+    if "adherence" in parts:
+        prompts = [p.strip() for p in (HERE / "eval_prompts.txt").read_text().splitlines() if p.strip()]
+        result["adherence"] = adherence(genaccel.load_pipeline("tiny"), causal, prompts[: args.prompts])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
     flat = result["flat"]
-    print("\n| chunk | seconds | median of 5 | stream state MB | resident MB |\n|---|---|---|---|---|")
+    print("\n| chunk | seconds (median, same rounds) | stream state MB |\n|---|---|---|")
+    for n, r in result.get("interleaved", {}).get("at", {}).items():
+        print(f"| {n} ({r['chunks']}) | {r['median_seconds']:.3f} | {r['state_bytes'] / 1e6:.2f} |")
+    print("\n| chunk of one stream | seconds | median of 5 | stream state MB | resident MB |\n|---|---|---|---|---|")
     for n, r in flat["at"].items():
         print(f"| {n} | {r['seconds']:.3f} | {r['median5_seconds']:.3f} | {r['state_bytes'] / 1e6:.2f} | "
               f"{r['rss_bytes'] / 1e6:.0f} |")

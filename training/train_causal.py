@@ -231,7 +231,7 @@ def main() -> int:
         f'[stream]\nattention = "block_causal"\nchunk_frames = {chunk_frames}\n'
         f"window = {s['window']}\nsink = {s['sink']}\n"
     )
-    plot_loss(loss_csv, artifacts / "causal_loss.png")
+    plot_loss(loss_csv, artifacts / "causal_loss.png", "block-causal fine-tune (teacher forcing, noisy half)")
     print(f"[done] causal transformer saved to {out}", flush=True)
     return 0
 

@@ -164,7 +164,7 @@ def lr_at(step: int, cfg: dict, rewarm_from: int | None = None) -> float:
     return lr
 
 
-def plot_loss(csv_path: Path, out: Path) -> None:
+def plot_loss(csv_path: Path, out: Path, title: str = "embedded transformer training") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,7 +180,7 @@ def plot_loss(csv_path: Path, out: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("flow-matching MSE")
-    ax.set_title("embedded transformer training")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out)
