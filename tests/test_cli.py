@@ -237,9 +237,11 @@ def test_batch_rejects_bad_files_before_generating(tmp_path, capsys):
 def test_list_json_has_models_accelerators_presets_matrix(capsys):
     assert main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert {"tiny-wan", "tiny-mochi"} <= set(data["models"])
+    assert {"tiny-wan", "tiny-mochi", "tiny", "tiny-causal"} <= set(data["models"])
     assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer", "cfgcache",
-                                         "svg", "radial", "sta", "topk", "asymrnr", "tome"}
+                                         "svg", "radial", "sta", "topk", "asymrnr", "tome", "kvcache"}
+    assert data["compatibility"]["wan"]["kvcache"] == "yes" and "rotary" in data["compatibility"]["cogvideox"]["kvcache"]
+    assert "keys and values" in data["stacking"]["kvcache"]["teacache"]
     assert data["stacking"]["asymrnr"]["sta"] != "yes" and data["stacking"]["asymrnr"]["magcache"] == "yes"
     assert data["stacking"]["tome"]["asymrnr"] != "yes" and data["stacking"]["tome"]["pab"] != "yes"
     assert data["stacking"]["tome"]["teacache"] == "yes"
