@@ -16,6 +16,9 @@
    model (its default 30 steps), on the first --prompts prompts of eval_prompts.txt, seed = line number;
    and across a prompt switch at chunk 5 (to the next prompt of the list), the window of chunks 7-10
    (frames 25-40) scored against the new prompt.
+4. Stacking: `teacache` (which computes every commit pass in full) with the cache, against the cache alone,
+   on the same prompts, the two interleaved per prompt: seconds of a 5-chunk stream, passes skipped, and the
+   adherence of its frames 1-16.
 Prints Markdown tables for BENCHMARKS.md.
 """
 
@@ -103,11 +106,34 @@ def adherence(whole_pipe, causal_pipe, prompts: list[str]) -> dict:
             "after_switch": accuracy(switched), "prompts": len(prompts)}
 
 
+STACKS = ("none", "teacache(threshold=0.2,coefficients=identity)")
+
+
+def stacking(pipe, prompts: list[str]) -> dict:
+    from genaccel.score import accuracy, score_frames
+    from genaccel.streaming.generator import stream
+
+    rows = {spec: {"seconds": 0.0, "verdicts": [], "skipped": 0, "passes": 0} for spec in STACKS}
+    for i, prompt in enumerate(tqdm(prompts, desc="stacking", unit="prompt")):
+        for spec in STACKS:
+            chunks = list(stream(pipe, prompt, chunks=5, seed=i + 1, accel=spec))
+            row = rows[spec]
+            row["seconds"] += sum(c.seconds for c in chunks)
+            row["verdicts"].append(score_frames(np.concatenate([c.frames for c in chunks])[1:17], prompt))
+            stats = pipe._genaccel.stats()
+            row["skipped"] += stats["skipped_calls"]
+            row["passes"] += stats["transformer_calls"]
+    base = rows["none"]["seconds"]
+    return {spec: {"seconds": round(r["seconds"], 2), "speedup": round(base / r["seconds"], 3),
+                   "skipped_share": round(r["skipped"] / max(r["passes"], 1), 3),
+                   "adherence": accuracy(r["verdicts"])} for spec, r in rows.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--prompts", type=int, default=24)
-    parser.add_argument("--parts", default="flat,interleaved,adherence",
+    parser.add_argument("--parts", default="flat,interleaved,adherence,stacking",
                         help="what to measure (comma-separated); with --out, other parts already there are kept")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -124,6 +150,9 @@ def main() -> int:
     if "adherence" in parts:
         prompts = [p.strip() for p in (HERE / "eval_prompts.txt").read_text().splitlines() if p.strip()]
         result["adherence"] = adherence(genaccel.load_pipeline("tiny"), causal, prompts[: args.prompts])
+    if "stacking" in parts:
+        prompts = [p.strip() for p in (HERE / "eval_prompts.txt").read_text().splitlines() if p.strip()]
+        result["stacking"] = stacking(causal, prompts[: args.prompts])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
@@ -143,6 +172,13 @@ def main() -> int:
     rows.append((f"stream after a prompt switch, frames {AFTER_SWITCH[0]}-{AFTER_SWITCH[1] - 1}", a["after_switch"]))
     for name, acc in rows:
         print(f"| {name} | {acc['color']:.0%} | {acc['shape']:.0%} | {acc['direction']:.0%} | {acc['all']:.0%} |")
+    if "stacking" in result:
+        print("\n| accel (with kvcache) | speedup | passes skipped | frames 1-16: colour | shape | direction | all |")
+        print("|---|---|---|---|---|---|---|")
+        for spec, r in result["stacking"].items():
+            a = r["adherence"]
+            print(f"| `{spec}` | {r['speedup']:.2f}x | {r['skipped_share']:.0%} | {a['color']:.0%} | {a['shape']:.0%} | "
+                  f"{a['direction']:.0%} | {a['all']:.0%} |")
     return 0
 
 

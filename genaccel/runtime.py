@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -40,6 +41,9 @@ class Runtime:
     generation: int = 0  # number of generations started so far
     chunk_index: int = 0  # chunk of the current generation (streaming); 0 for a one-shot generation
     declared: bool = False  # inside a caller-declared generation: no inference from the timesteps
+    # The current denoiser calls must run in full (a stream's commit pass, which fills the KV cache):
+    # accelerators that honour it (`Accelerator.honours_full_pass`) skip nothing then.
+    full_pass: bool = False
     started: bool = False  # the current generation's first denoiser call has happened
     profile: dict = field(default_factory=dict)  # this model's calibrated profile, if any
     first_call_start: float = 0.0  # perf_counter at the first denoiser call of this generation
@@ -71,6 +75,15 @@ class Runtime:
         self.branch_steps.clear()
         self.step_index = 0
         return self.chunk_index
+
+    @contextmanager
+    def full_passes(self):
+        """Inside: every denoiser call is a full pass (see `full_pass`)."""
+        self.full_pass = True
+        try:
+            yield self
+        finally:
+            self.full_pass = False
 
     def end_generation(self) -> None:
         self.declared = False

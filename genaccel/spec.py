@@ -260,6 +260,9 @@ def stack_conflict(a: str, b: str) -> str | None:
         for slot, why in one.excludes.items():
             if slot in other.slots:
                 return why
+        for slot, why in one.needs_full_passes.items():
+            if slot in other.slots and not other.honours_full_pass:
+                return why
     return None
 
 

@@ -241,7 +241,7 @@ def test_list_json_has_models_accelerators_presets_matrix(capsys):
     assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer", "cfgcache",
                                          "svg", "radial", "sta", "topk", "asymrnr", "tome", "kvcache"}
     assert data["compatibility"]["wan"]["kvcache"] == "yes" and "rotary" in data["compatibility"]["cogvideox"]["kvcache"]
-    assert "keys and values" in data["stacking"]["kvcache"]["teacache"]
+    assert data["stacking"]["kvcache"]["teacache"] == "yes" and "keys and values" in data["stacking"]["kvcache"]["fbcache"]
     assert data["stacking"]["asymrnr"]["sta"] != "yes" and data["stacking"]["asymrnr"]["magcache"] == "yes"
     assert data["stacking"]["tome"]["asymrnr"] != "yes" and data["stacking"]["tome"]["pab"] != "yes"
     assert data["stacking"]["tome"]["teacache"] == "yes"

@@ -161,12 +161,24 @@ def test_stream_refuses_bad_input(tiny, causal_wan):
         stream(tiny("cogvideox"), PROMPT, chunks=1)
     with pytest.raises(SpecError, match="window must be between 1 and 256"):
         stream(causal_wan, PROMPT, chunks=1, window=0)
-    with pytest.raises(SpecError, match="kvcache cannot stack with teacache|cannot stack"):
-        stream(causal_wan, PROMPT, chunks=1, accel="teacache")
+    with pytest.raises(SpecError, match="without that chunk's keys and values"):
+        stream(causal_wan, PROMPT, chunks=1, accel="fbcache")  # a pass skipper that would skip commit passes
     with pytest.raises(InputError, match="either in --accel"):
         stream(causal_wan, PROMPT, chunks=1, accel="kvcache(window=3)", window=2)
     with pytest.raises(InputError, match="at least 1"):
         stream(causal_wan, PROMPT, chunks=0)
+
+
+def test_teacache_stacks_with_the_cache_and_never_skips_a_commit_pass(causal_wan):
+    chunks = list(stream(causal_wan, PROMPT, chunks=5, steps=6, accel="teacache(threshold=1e9,coefficients=identity)"))
+    accel = causal_wan._genaccel
+    assert accel.spec == "teacache(threshold=1000000000.0,coefficients=identity)+kvcache(window=2,sink=1)"
+    # every step but each chunk's first and last skipped, on both CFG branches
+    assert accel.stats()["accelerators"]["teacache"]["passes_skipped"] == 5 * 2 * (6 - 2)
+    cache = accel.accelerators[1].caches[0]
+    assert {entry.committed for entry in cache.entries.values()} == {5}  # every layer saw every commit pass
+    assert len(cache.entries) == 2 * len(causal_wan.transformer.blocks)
+    assert chunks[-1].cached_frames == [0, 3, 4] and all(np.isfinite(c.frames).all() for c in chunks)
 
 
 def test_prompt_switch_parsing():

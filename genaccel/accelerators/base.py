@@ -79,6 +79,10 @@ class Accelerator:
     slots: ClassVar[frozenset[str]]
     # Slots of other accelerators this one cannot stack with although it does not take them over, with why.
     excludes: ClassVar[dict[str, str]] = {}
+    # Slots whose accelerators stack with this one only if they honour the runtime's full passes, with why.
+    needs_full_passes: ClassVar[dict[str, str]] = {}
+    # True if this accelerator computes every call the runtime marks as a full pass (Runtime.full_pass).
+    honours_full_pass: ClassVar[bool] = False
 
     def __init__(self, config: AcceleratorConfig, family, runtime: Runtime):
         self.config = config

@@ -56,13 +56,14 @@ class KVCache(KernelOwner):
     config_class = KVCacheConfig
     slots = frozenset({SLOT_KV_CACHE})
     excludes = {
-        SLOT_PASS: _COMMIT,
         SLOT_ATTENTION_OUTPUT: _COMMIT,
         SLOT_MODULE_OUTPUT: _COMMIT,
         SLOT_CFG: _COMMIT,
         SLOT_TOKENS: "the cache keeps every token of a frame; merged tokens change from call to call",
         SLOT_ATTENTION_KERNEL: "the sparse kernels plan square video-to-video attention, not a chunk against a cache",
     }
+    # Pass skippers that compute the commit pass in full (teacache) stack: they skip denoising steps only.
+    needs_full_passes = {SLOT_PASS: _COMMIT}
 
     def __init__(self, config, family, runtime):
         super().__init__(config, family, runtime)

@@ -134,6 +134,7 @@ class TeaCache(Accelerator):
     summary = "skip transformer passes while the timestep-modulated input changes little (TeaCache)"
     config_class = TeaCacheConfig
     slots = frozenset({SLOT_PASS})
+    honours_full_pass = True  # a stream's commit pass is always computed (it fills the KV cache)
 
     def __init__(self, config: TeaCacheConfig, family, runtime, coefficients: tuple[float, ...] | None = None):
         super().__init__(config, family, runtime)
@@ -150,6 +151,7 @@ class TeaCache(Accelerator):
             or state.residual is None
             or rt.step_index < max(self.warmup, 1)
             or rt.is_last_step
+            or rt.full_pass
             or self.config.threshold <= 0
         )
         if not must_compute:

@@ -224,7 +224,7 @@ class Stream:
     def _commit(self, latents, embeds) -> None:
         """One pass over the clean chunk per CFG branch, adding its keys/values to the caches."""
         zero = torch.zeros(latents.shape[0], device=latents.device)
-        with _committing(self.caches):
+        with _committing(self.caches), self.acceleration.runtime.full_passes():
             for branch, e in zip(("cond", "uncond"), embeds):
                 if e is not None:
                     self._forward(latents, zero, e, branch)
