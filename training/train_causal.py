@@ -39,7 +39,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
-from train_transformer import build_latent_cache, lr_at, plot_loss, sample_sigmas  # noqa: E402
+from train_transformer import build_latent_cache, lr_at, plot_loss, sample_sigmas, update  # noqa: E402
 
 
 def teacher_forcing_mask(frames: int, tokens_per_frame: int, chunk_frames: int) -> torch.Tensor:
@@ -189,14 +189,7 @@ def main() -> int:
             group["lr"] = lr
         pred = transformer(torch.cat([context, xt], dim=2), timestep, context_embeds, return_dict=False)[0][:, :, f:]
         loss = torch.nn.functional.mse_loss(pred, noise - x0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            decay = min(t["ema_decay"], (1 + step) / (10 + step))
-            for p_ema, p in zip(ema.parameters(), transformer.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+        update(transformer, ema, optimizer, loss, step, t["ema_decay"])
         step += 1
         with loss_csv.open("a") as fh:
             fh.write(f"{step},{loss.item():.6f},{f},{int(own)},{lr:.3e},{time.perf_counter() - start:.3f}\n")

@@ -148,6 +148,19 @@ def sample_sigmas(batch: int, logit_normal_fraction: float, generator: torch.Gen
     return s.clamp(1e-3, 1 - 1e-3)
 
 
+def update(transformer, ema, optimizer, loss: torch.Tensor, step: int, ema_decay: float) -> None:
+    """One optimizer step on `loss` (gradients clipped to norm 1), then the EMA weights follow; the EMA's
+    decay ramps up over the first steps so early weights do not linger."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+    optimizer.step()
+    with torch.no_grad():
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        for p_ema, p in zip(ema.parameters(), transformer.parameters()):
+            p_ema.lerp_(p, 1 - decay)
+
+
 def lr_at(step: int, cfg: dict, rewarm_from: int | None = None) -> float:
     """Linear warm-up, then cosine decay to 5% of the peak at train.steps.
 
@@ -307,14 +320,7 @@ def main() -> int:
             group["lr"] = lr
         pred = transformer(xt, sigma * 1000, embeds[text], return_dict=False)[0]
         loss = torch.nn.functional.mse_loss(pred, noise - x0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            decay = min(t["ema_decay"], (1 + step) / (10 + step))
-            for p_ema, p in zip(ema.parameters(), transformer.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+        update(transformer, ema, optimizer, loss, step, t["ema_decay"])
         step += 1
         with loss_csv.open("a") as f:
             f.write(f"{step},{loss.item():.6f},{'long' if long_step else 'default'},{lr:.3e},{time.perf_counter() - start:.3f}\n")
