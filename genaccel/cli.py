@@ -261,6 +261,7 @@ def cmd_stream(args) -> int:
             raise _user_error(f"--prompt-at {max(switches)}: --seconds {args.seconds} makes only {chunks} chunks")
     start, made, stopped = time.perf_counter(), [], False
     frames_total = 0
+    _stop_on_sigterm()  # `kill` ends a stream like Ctrl-C: the video is finished and renamed
     try:
         with stream(pipe, prepared, chunks=chunks, prompts_at=switches) as chunk_iter:
             for chunk in chunk_iter:
@@ -300,6 +301,15 @@ def cmd_convert_causal(args) -> int:
                                     head_dim=args.head_dim)
     print(f"wrote {out}: stream it with  genaccel stream PROMPT --model {out} --device cuda")
     return 0
+
+
+def _stop_on_sigterm() -> None:
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def cmd_batch(args) -> int:

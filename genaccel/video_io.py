@@ -211,7 +211,7 @@ class StreamWriter:
             self._writer = imageio_ffmpeg.write_frames(
                 str(self.part), self._size, fps=self.fps, codec="libx264", macro_block_size=1,
                 output_params=["-crf", "12", "-tune", "zerolatency", "-g", str(max(1, len(data))),
-                               "-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+                               "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-flush_packets", "1"])
             self._writer.send(None)
         for frame in data:
             self._writer.send(np.ascontiguousarray(frame))

@@ -233,3 +233,19 @@ def test_cli_stream_refuses_bad_input_in_one_line(tmp_path, capsys, args, messag
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stream_writer_file_plays_while_it_grows(tmp_path):
+    from genaccel.video_io import StreamWriter, read_video
+
+    out = tmp_path / "live.mp4"
+    writer = StreamWriter(out, fps=8)
+    frames = np.random.default_rng(0).random((4, 32, 32, 3))
+    writer.write(frames[:1])
+    for _ in range(3):
+        writer.write(frames)
+    part = tmp_path / ".live.part.mp4"
+    assert not out.exists() and read_video(part).shape[0] >= 9  # all but at most the latest chunk is on disk
+    assert writer.close() == out and read_video(out).shape == (13, 32, 32, 3) and not part.exists()
+    with pytest.raises(InputError, match="is written as .mp4"):
+        StreamWriter(tmp_path / "x.gif")
