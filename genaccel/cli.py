@@ -37,9 +37,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="built-in name (see `genaccel list`), local diffusers folder, or hub id "
-                   "(default: the embedded model, `tiny`)")
+def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None) -> None:
+    p.add_argument("--model", default=None, help=model_help or "built-in name (see `genaccel list`), local diffusers "
+                   "folder, or hub id (default: the embedded model, `tiny`)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
 
 
@@ -107,9 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--window", type=int, default=None, help="latent frames the KV cache keeps (default: the model's)")
     st.add_argument("--sink", type=int, default=None, help="first latent frames kept for good (default: the model's)")
     st.add_argument("--out", default="stream.mp4", help="output .mp4 (default: %(default)s)")
-    st.add_argument("--model", default=None, help="a causal model: tiny-causal (default), or a folder whose "
-                    "genaccel.toml has a [stream] table (see genaccel convert-causal)")
-    st.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    _add_model_options(st, "a causal model: tiny-causal (default), or a folder whose genaccel.toml has a [stream] "
+                           "table (see genaccel convert-causal)")
     _add_request_options(st, STREAM_OPTIONS, accel="none")
     st.add_argument("--fps", type=_positive_int, default=8, help="frames per second of the video (default: 8)")
     st.add_argument("--json", action="store_true", help="print one JSON object per chunk, then a summary object")
@@ -232,6 +231,7 @@ def cmd_generate(args) -> int:
 
 def cmd_stream(args) -> int:
     import math
+    import signal
     import time
 
     from genaccel.models import EMBEDDED_CAUSAL, load_pipeline
@@ -261,7 +261,7 @@ def cmd_stream(args) -> int:
             raise _user_error(f"--prompt-at {max(switches)}: --seconds {args.seconds} makes only {chunks} chunks")
     start, made, stopped = time.perf_counter(), [], False
     frames_total = 0
-    _stop_on_sigterm()  # `kill` ends a stream like Ctrl-C: the video is finished and renamed
+    previous = _stop_on_sigterm()  # `kill` ends a stream like Ctrl-C: the video is finished and renamed
     try:
         with stream(pipe, prepared, chunks=chunks, prompts_at=switches) as chunk_iter:
             for chunk in chunk_iter:
@@ -280,6 +280,7 @@ def cmd_stream(args) -> int:
         stopped = True
     finally:
         path = writer.close()
+        signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - start
     summary = {"summary": True, "out": str(path) if path else None, "model": args.model, "accel": prepared.spec.text,
                "chunks": len(made), "frames": frames_total, "seconds": round(seconds, 4),
@@ -303,13 +304,14 @@ def cmd_convert_causal(args) -> int:
     return 0
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_sigterm():
+    """Make SIGTERM raise KeyboardInterrupt; returns the handler it replaces."""
     import signal
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def cmd_batch(args) -> int:

@@ -46,8 +46,8 @@ RENAMES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r 
     (r"^blocks\.(\d+)\.norm3\.(weight|bias)$", r"blocks.\1.norm2.\2"),
     (r"^blocks\.(\d+)\.ffn\.0\.(weight|bias)$", r"blocks.\1.ffn.net.0.proj.\2"),
     (r"^blocks\.(\d+)\.ffn\.2\.(weight|bias)$", r"blocks.\1.ffn.net.2.\2"),
-    *((rf"^blocks\.(\d+)\.self_attn\.{o}\.(weight|bias)$", rf"blocks.\1.attn1.{d}.\2") for o, d in _ATTENTION.items()),
-    *((rf"^blocks\.(\d+)\.cross_attn\.{o}\.(weight|bias)$", rf"blocks.\1.attn2.{d}.\2") for o, d in _ATTENTION.items()),
+    *((rf"^blocks\.(\d+)\.{src}\.{o}\.(weight|bias)$", rf"blocks.\1.{dst}.{d}.\2")
+      for src, dst in (("self_attn", "attn1"), ("cross_attn", "attn2")) for o, d in _ATTENTION.items()),
 ))
 
 

@@ -15,8 +15,10 @@ new prompt (KV re-cache), so the scene changes smoothly. Chunk boundaries are de
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -138,8 +140,6 @@ def prepare_stream(pipe, request: GenerationRequest | str, *, window: int | None
         spec = accel
     else:
         spec = cache if accel == "none" else f"{accel}+{cache}"
-    import dataclasses
-
     return prepare(pipe, dataclasses.replace(request, accel=spec))
 
 
@@ -224,7 +224,9 @@ class Stream:
     def _commit(self, latents, embeds) -> None:
         """One pass over the clean chunk per CFG branch, adding its keys/values to the caches."""
         zero = torch.zeros(latents.shape[0], device=latents.device)
-        with _committing(self.caches), self.acceleration.runtime.full_passes():
+        with ExitStack() as stack, self.acceleration.runtime.full_passes():
+            for cache in self.caches:  # one per denoiser
+                stack.enter_context(cache.commit_pass())
             for branch, e in zip(("cond", "uncond"), embeds):
                 if e is not None:
                     self._forward(latents, zero, e, branch)
@@ -248,7 +250,6 @@ class Stream:
         decoder = StreamingDecoder(pipe.vae)
         embeds = self._embeds(self.prompt)
         history: list[torch.Tensor] = []  # clean latent frames the cache holds, in commit order
-        committed = 0
         first_frame = 0
         scheduler = pipe.scheduler
         with accel.generation(), torch.no_grad():
@@ -278,7 +279,6 @@ class Stream:
                         latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
                 self._commit(latents, embeds)
                 history += list(latents.split(1, dim=2))
-                committed += cf
                 keep = kept_frames(len(history), sink, window)
                 history = [history[i] for i in keep]
                 denoised = time.perf_counter()
@@ -291,22 +291,6 @@ class Stream:
                                   self.caches[0].frames("cond") if self.caches else [], recached)
                 first_frame += len(frames)
                 index += 1
-
-
-class _committing:
-    """Opens `commit_pass()` on every cache (one per denoiser)."""
-
-    def __init__(self, caches):
-        self.contexts = [c.commit_pass() for c in caches]
-
-    def __enter__(self):
-        for c in self.contexts:
-            c.__enter__()
-
-    def __exit__(self, *exc):
-        for c in reversed(self.contexts):
-            c.__exit__(*exc)
-        return False
 
 
 def stream(pipe, request: GenerationRequest | PreparedRequest | str, *, chunks: int | None = None,
