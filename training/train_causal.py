@@ -26,11 +26,9 @@ that names the base pipeline for the other components and declares the block-cau
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import torch
@@ -38,8 +36,11 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
-from train_transformer import build_latent_cache, lr_at, plot_loss, sample_sigmas, update  # noqa: E402
+from checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from train_transformer import (  # noqa: E402
+    build_latent_cache, grammar_embeddings, load_config, lr_at, plot_loss, resume, sample_sigmas, start_loss_csv,
+    training_parser, update,
+)
 
 
 def teacher_forcing_mask(frames: int, tokens_per_frame: int, chunk_frames: int) -> torch.Tensor:
@@ -85,35 +86,18 @@ def pick_frames(frames: int, gap: int) -> torch.Tensor:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "training/configs/causal.toml"))
-    parser.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.safetensors (or the committed resume_from export)")
-    parser.add_argument("--steps", type=int, default=None, help="override train.steps (smoke runs)")
-    parser.add_argument("--finalize-only", action="store_true", help="skip training, save the transformer from the checkpoint")
-    args = parser.parse_args()
-    cfg = tomllib.loads(Path(args.config).read_text())
-    if args.steps is not None:
-        cfg["train"]["steps"] = args.steps
-    torch.set_num_threads(cfg.get("threads", 2))
-    run_dir, artifacts = ROOT / cfg["run_dir"], ROOT / cfg["artifacts_dir"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.mkdir(parents=True, exist_ok=True)
+    args = training_parser(__doc__, "training/configs/causal.toml",
+                           "skip training, save the transformer from the checkpoint").parse_args()
+    cfg, run_dir, artifacts = load_config(args)
 
     from diffusers import WanPipeline, WanTransformer3DModel
-
-    from genaccel.shapes import all_specs
 
     base = ROOT / cfg["init_from"]
     pipe = WanPipeline.from_pretrained(base)
     pipe.set_progress_bar_config(disable=True)
     transformer = pipe.transformer.train().requires_grad_(True)
-    grammar = sorted({s.prompt for s in all_specs()})
     max_len = cfg["text"]["max_sequence_length"]
-    with torch.inference_mode():
-        embeds, _ = pipe.encode_prompt(grammar + [""], do_classifier_free_guidance=False, max_sequence_length=max_len)
-    embeds = embeds.clone()
-    prompt_index = {p: i for i, p in enumerate(grammar)}
-    empty_index = len(grammar)
+    embeds, prompt_index, empty_index = grammar_embeddings(pipe, max_len)
     latents, prompts = build_latent_cache(cfg, pipe.vae, run_dir, "default")
     ids = torch.tensor([prompt_index[p] for p in prompts])
     print(f"[data] latents {tuple(latents.shape)}", flush=True)
@@ -129,21 +113,9 @@ def main() -> int:
     t = cfg["train"]
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=t["lr"], weight_decay=t["weight_decay"], betas=(0.9, 0.99))
     generator = torch.Generator().manual_seed(cfg["seed"])
-    step = 0
-    ckpt_path = run_dir / "checkpoint.safetensors"
-    exported = ROOT / cfg["resume_from"] if cfg.get("resume_from") else None
-    if args.resume and not ckpt_path.is_file() and exported is not None and exported.is_file():
-        ckpt_path = exported
-    rewarm_from = None
-    if args.resume and ckpt_path.is_file():
-        step = load_checkpoint(ckpt_path, modules={"model": transformer, "ema": ema}, optimizer=optimizer,
-                               generators={"train": generator})["step"]
-        rewarm_from = step if ckpt_path == exported else read_meta(ckpt_path).get("rewarm_from")
-        print(f"[resume] from step {step}", flush=True)
-
+    step, rewarm_from, _ = resume(args, cfg, run_dir, {"model": transformer, "ema": ema}, optimizer, generator)
     loss_csv = artifacts / "causal_loss.csv"
-    if not args.finalize_only and (step == 0 or not loss_csv.is_file()):
-        loss_csv.write_text("step,loss,frames,own_context,lr,seconds\n")
+    start_loss_csv(loss_csv, "step,loss,frames,own_context,lr,seconds", step, args.finalize_only)
     _, channels, frames, height, width = latents.shape
     tokens_per_frame = (height // 2) * (width // 2)
     masks: dict[int, torch.Tensor] = {}
@@ -204,8 +176,8 @@ def main() -> int:
         return 0
 
     ckpt_path = run_dir / "checkpoint.safetensors"
-    if not ckpt_path.is_file():
-        ckpt_path = exported
+    if not ckpt_path.is_file() and cfg.get("resume_from"):
+        ckpt_path = ROOT / cfg["resume_from"]  # the committed weights-only export
     final = WanTransformer3DModel.from_config(pipe.transformer.config)
     final.rope = SharedPositionsRope(final.rope)  # so the checkpoint's module names line up
     load_checkpoint(ckpt_path, modules={"ema": final})

@@ -15,9 +15,9 @@ Steps (each resumable):
    with `WanPipeline.save_pretrained` (safetensors), with genaccel.toml holding the default and long
    settings; plus a loss curve and a sample grid in artifacts_dir.
 
-The block-causal variant (for autoregressive streaming) is the same script with
-`[model] attention = "block_causal"`: self-attention gets a mask letting each chunk of latent frames
-see only itself and earlier chunks.
+`[model] attention = "block_causal"` trains from scratch with a mask letting each chunk of latent frames
+see only itself and earlier chunks. The shipped streaming model is instead fine-tuned from this one by
+train_causal.py, which shares this script's run setup, data and update step.
 """
 
 from __future__ import annotations
@@ -132,6 +132,65 @@ def build_latent_cache(cfg: dict, vae, run_dir: Path, kind: str) -> tuple[torch.
     return torch.cat(latents), prompts
 
 
+# ----------------------------------------------------------------------------- run setup (shared with train_causal.py)
+def training_parser(doc: str, config: str, finalize_help: str) -> argparse.ArgumentParser:
+    """The options every training script takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / config))
+    parser.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.safetensors (or the committed resume_from export)")
+    parser.add_argument("--steps", type=int, default=None, help="override train.steps (smoke runs)")
+    parser.add_argument("--finalize-only", action="store_true", help=finalize_help)
+    return parser
+
+
+def load_config(args) -> tuple[dict, Path, Path]:
+    """The TOML config (with --steps applied), torch's thread count set, run and artifact folders made."""
+    cfg = tomllib.loads(Path(args.config).read_text())
+    if args.steps is not None:
+        cfg["train"]["steps"] = args.steps
+    torch.set_num_threads(cfg.get("threads", 2))
+    run_dir, artifacts = ROOT / cfg["run_dir"], ROOT / cfg["artifacts_dir"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return cfg, run_dir, artifacts
+
+
+def grammar_embeddings(pipe, max_sequence_length: int) -> tuple[torch.Tensor, dict[str, int], int]:
+    """Text embeddings of every grammar prompt and of the empty prompt (last), the index of each prompt,
+    and the empty prompt's index."""
+    from genaccel.shapes import all_specs
+
+    grammar = sorted({s.prompt for s in all_specs()})
+    with torch.inference_mode():
+        embeds, _ = pipe.encode_prompt(grammar + [""], do_classifier_free_guidance=False,
+                                       max_sequence_length=max_sequence_length)
+    return embeds.clone(), {p: i for i, p in enumerate(grammar)}, len(grammar)
+
+
+def resume(args, cfg: dict, run_dir: Path, modules: dict, optimizer, generator, rewarm: bool = False):
+    """Restore the run's checkpoint (or, with no run checkpoint, the committed weights-only export, whose
+    learning rate re-warms) when --resume is given. Returns (step, rewarm_from, checkpoint path: the one
+    resumed from, else the run's)."""
+    ckpt_path = run_dir / "checkpoint.safetensors"
+    exported = ROOT / cfg["resume_from"] if cfg.get("resume_from") else None
+    if args.resume and not ckpt_path.is_file() and exported is not None and exported.is_file():
+        ckpt_path = exported  # weights committed by an earlier session (no optimizer state)
+    step, rewarm_from = 0, None
+    if args.resume and ckpt_path.is_file():
+        step = load_checkpoint(ckpt_path, modules=modules, optimizer=optimizer, generators={"train": generator})["step"]
+        rewarm_from = step if ckpt_path == exported or rewarm else read_meta(ckpt_path).get("rewarm_from")
+        print(f"[resume] from step {step}" + (f" (learning rate re-warms from step {rewarm_from})" if rewarm_from is not None else ""), flush=True)
+    elif ckpt_path.is_file() and not args.finalize_only:
+        print(f"[start] {ckpt_path} exists: pass --resume to continue it (starting over)", flush=True)
+    return step, rewarm_from, ckpt_path
+
+
+def start_loss_csv(path: Path, header: str, step: int, finalize_only: bool) -> None:
+    """A fresh loss log when training starts from step 0 (never on --finalize-only: the log is tracked)."""
+    if not finalize_only and (step == 0 or not path.is_file()):
+        path.write_text(header + "\n")
+
+
 # ----------------------------------------------------------------------------- training
 def sample_sigmas(batch: int, logit_normal_fraction: float, generator: torch.Generator, shift: float = 1.0) -> torch.Tensor:
     """Noise levels: logit-normal most of the time, uniform otherwise, then shifted toward noise.
@@ -225,21 +284,11 @@ def save_sample_grid(folder: Path, out: Path, cfg: dict, seeds=(0, 1)) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "training/configs/transformer.toml"))
-    parser.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.safetensors (or the committed resume_from export)")
-    parser.add_argument("--steps", type=int, default=None, help="override train.steps (smoke runs)")
-    parser.add_argument("--finalize-only", action="store_true", help="skip training, save the pipeline from the checkpoint")
+    parser = training_parser(__doc__, "training/configs/transformer.toml", "skip training, save the pipeline from the checkpoint")
     parser.add_argument("--rewarm", action="store_true",
                         help="re-warm the learning rate from the resumed step (after raising train.steps, whose cosine schedule jumps back up)")
     args = parser.parse_args()
-    cfg = tomllib.loads(Path(args.config).read_text())
-    if args.steps is not None:
-        cfg["train"]["steps"] = args.steps
-    torch.set_num_threads(cfg.get("threads", 2))
-    run_dir, artifacts = ROOT / cfg["run_dir"], ROOT / cfg["artifacts_dir"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.mkdir(parents=True, exist_ok=True)
+    cfg, run_dir, artifacts = load_config(args)
 
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
 
@@ -259,16 +308,7 @@ def main() -> int:
     n_params = sum(p.numel() for p in transformer.parameters())
     print(f"[transformer] {n_params / 1e6:.2f}M params ({n_params * 2 / 1e6:.1f} MB fp16)", flush=True)
 
-    # Text embeddings of every grammar prompt and of the empty prompt.
-    from genaccel.shapes import all_specs
-
-    grammar = sorted({s.prompt for s in all_specs()})
-    with torch.inference_mode():
-        embeds, _ = pipe.encode_prompt(grammar + [""], do_classifier_free_guidance=False,
-                                       max_sequence_length=cfg["text"]["max_sequence_length"])
-    embeds = embeds.clone()
-    prompt_index = {p: i for i, p in enumerate(grammar)}
-    empty_index = len(grammar)
+    embeds, prompt_index, empty_index = grammar_embeddings(pipe, cfg["text"]["max_sequence_length"])
 
     default_latents, default_prompts = build_latent_cache(cfg, vae, run_dir, "default")
     long_latents, long_prompts = build_latent_cache(cfg, vae, run_dir, "long")
@@ -281,23 +321,10 @@ def main() -> int:
     t = cfg["train"]
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=t["lr"], weight_decay=t["weight_decay"], betas=(0.9, 0.99))
     generator = torch.Generator().manual_seed(cfg["seed"])
-    step = 0
-    ckpt_path = run_dir / "checkpoint.safetensors"
-    exported = ROOT / cfg["resume_from"] if cfg.get("resume_from") else None
-    if args.resume and not ckpt_path.is_file() and exported is not None and exported.is_file():
-        ckpt_path = exported  # weights committed by an earlier session (no optimizer state)
-    rewarm_from = None
-    if args.resume and ckpt_path.is_file():
-        step = load_checkpoint(ckpt_path, modules={"model": transformer, "ema": ema}, optimizer=optimizer,
-                               generators={"train": generator})["step"]
-        rewarm_from = step if ckpt_path == exported or args.rewarm else read_meta(ckpt_path).get("rewarm_from")
-        print(f"[resume] from step {step}" + (f" (learning rate re-warms from step {rewarm_from})" if rewarm_from is not None else ""), flush=True)
-    elif ckpt_path.is_file() and not args.finalize_only:
-        print(f"[start] {ckpt_path} exists: pass --resume to continue it (starting over)", flush=True)
-
+    step, rewarm_from, ckpt_path = resume(args, cfg, run_dir, {"model": transformer, "ema": ema}, optimizer, generator,
+                                          rewarm=args.rewarm)
     loss_csv = artifacts / "transformer_loss.csv"  # tracked, so the curve survives across sessions
-    if step == 0 or not loss_csv.is_file():
-        loss_csv.write_text("step,loss,kind,lr,seconds\n")
+    start_loss_csv(loss_csv, "step,loss,kind,lr,seconds", step, args.finalize_only)
     last_ckpt = time.time()
     transformer.train()
     bar = tqdm(total=t["steps"], initial=step, desc="transformer", unit="step", disable=args.finalize_only)
