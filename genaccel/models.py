@@ -165,10 +165,10 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
     family = family_of(pipe)
     pipe.to(target)
     select_attention_backend(pipe, target, family)
-    if getattr(pipe, "_genaccel_stream", {}).get("attention") == "block_causal":
+    if getattr(pipe, "_genaccel_stream", None):
         from genaccel.acceleration import apply
 
-        apply(pipe, "none")  # installs the block-causal attention the model was trained with
+        apply(pipe, "none")  # installs the attention its [stream] table declares (block-causal) under every spec
     return pipe
 
 

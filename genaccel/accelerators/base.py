@@ -24,7 +24,7 @@ SLOT_CFG = "cfg"  # approximates a CFG branch (FasterCache)
 SLOT_MODULE_OUTPUT = "module_output"  # predicts module outputs (TaylorSeer)
 SLOT_ATTENTION_KERNEL = "attention_kernel"  # computes self-attention sparsely (svg, radial, sta, topk)
 SLOT_TOKENS = "tokens"  # token merging and restoration (asymrnr, tome)
-SLOT_KV_CACHE = "kv_cache"  # rolling key/value cache for streamed generation (planned)
+SLOT_KV_CACHE = "kv_cache"  # rolling key/value cache for streamed generation (kvcache)
 
 # Accelerators holding one of these slots own the attention computation behind the attention seam
 # (genaccel.attention). Their kernels nest in this order, innermost first, whatever the spec's order: the
