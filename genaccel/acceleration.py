@@ -17,6 +17,7 @@ from diffusers.hooks import HookRegistry
 from genaccel.accelerators.base import KERNEL_NESTING, Accelerator, HookLedger
 from genaccel.attention import BlockCausalKernel, dense_kernel, seam_hooks
 from genaccel.errors import SpecError
+from genaccel.offload import unplaced
 from genaccel.pipelines.families import FamilyAdapter, family_of
 from genaccel.profiles import load_profile, pipeline_model_key
 from genaccel.runtime import (
@@ -164,8 +165,9 @@ def apply(pipe, spec: str | ResolvedSpec = "none", *, profile: dict | None = Non
     family = family_of(pipe)
     key = pipeline_model_key(pipe)
     resolved = spec if isinstance(spec, ResolvedSpec) else resolve_spec(spec, family, key)
-    remove(pipe)
-    acceleration = Acceleration(pipe, family, resolved, load_profile(key) if profile is None else profile)
+    with unplaced(pipe):  # offloading's hooks wrap genaccel's, never the reverse (see genaccel.offload)
+        remove(pipe)
+        acceleration = Acceleration(pipe, family, resolved, load_profile(key) if profile is None else profile)
     setattr(pipe, _ATTR, acceleration)
     return acceleration
 
@@ -174,7 +176,8 @@ def remove(pipe) -> None:
     """Remove what genaccel applied to `pipe` (no-op if nothing is applied)."""
     acceleration = getattr(pipe, _ATTR, None)
     if acceleration is not None:
-        acceleration.remove()
+        with unplaced(pipe):
+            acceleration.remove()
 
 
 def acceleration_of(pipe) -> Acceleration | None:

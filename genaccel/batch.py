@@ -1,7 +1,14 @@
-"""Batch generation: one video per prompt of a .txt or .jsonl file, resumable.
+"""Batch generation: one video per prompt of a .txt or .jsonl file, resumable, in one or many processes.
 
 Each finished item appends a line to DIR/manifest.jsonl (the manifest is rewritten atomically);
-a re-run skips items whose manifest entry and video exist. Videos are written atomically too.
+a re-run skips items whose manifest entry and video exist. A video is written under a temporary name,
+listed in the manifest, then renamed, so a video under its final name is always in the manifest.
+
+Under `accelerate launch` the unfinished items are split between the processes
+(`PartialState.split_between_processes`); each process lists its videos in its own part
+(DIR/manifest.part-RANK.jsonl), and the main process folds the parts into the manifest when all are
+done. A batch killed on the way is resumed by starting it again, with any number of processes: the
+manifest and the parts left say what is finished.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genaccel.errors import InputError
-from genaccel.request import GenerationRequest, request_from_options
+from genaccel.request import MEMORY_ONLY, GenerationRequest, request_from_options
 
 MANIFEST = "manifest.jsonl"  # item names have no dot, so no item can be named like this (or the UI's videos.zip)
+# What each process of a launched batch writes instead; folded into the manifest when the batch ends.
+MANIFEST_PART = "manifest.part-{rank}.jsonl"
 
 
 @dataclass
@@ -85,8 +94,8 @@ def parse_items(text: str, kind: str = ".txt", source: str = "prompts", base: Ge
     return items
 
 
-def _load_manifest(path: Path) -> dict[str, dict]:
-    done = {}
+def _read_entries(path: Path) -> list[dict]:
+    entries = []
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
@@ -94,7 +103,20 @@ def _load_manifest(path: Path) -> dict[str, dict]:
             except json.JSONDecodeError:
                 continue  # not a finished item's line: the item is redone
             if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("out"), str):
-                done[entry["name"]] = entry
+                entries.append(entry)
+    return entries
+
+
+def _part_paths(out_dir: Path) -> list[Path]:
+    """The manifest parts that processes of a launched batch left in `out_dir`."""
+    return sorted(out_dir.glob(MANIFEST_PART.format(rank="*")))
+
+
+def _load_manifest(out_dir: Path) -> dict[str, dict]:
+    """Finished items by name: the manifest, then the parts of an unfinished launched batch (newer)."""
+    done = {}
+    for path in (out_dir / MANIFEST, *_part_paths(out_dir)):
+        done.update((entry["name"], entry) for entry in _read_entries(path))
     return done
 
 
@@ -102,6 +124,20 @@ def _write_manifest(path: Path, entries: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
     os.replace(tmp, path)
+
+
+def _merge_parts(out_dir: Path) -> list[dict]:
+    """Fold the processes' manifest parts into the manifest (one line per item, in batch order) and
+    remove them; returns the manifest's entries."""
+    parts = _part_paths(out_dir)
+    entries = sorted(_load_manifest(out_dir).values(), key=lambda e: (e.get("index", 0), e["name"]))
+    if parts:
+        _write_manifest(out_dir / MANIFEST, entries)
+        for part in parts:
+            part.unlink()
+    for unfinished in out_dir.glob(MANIFEST_PART.format(rank="*") + ".tmp"):  # a process killed while writing
+        unfinished.unlink()
+    return entries
 
 
 def prepare_items(pipe, items: list[BatchItem]) -> list:
@@ -121,8 +157,8 @@ def prepare_items(pipe, items: list[BatchItem]) -> list:
 
 def _ran_as_asked(entry: dict, prepared) -> bool:
     """Whether a manifest entry is the run this item asks for (same request, same spec)."""
-    asked = {k: v for k, v in prepared.request.to_dict().items()
-             if v is not None and k not in ("accel", "num_frames", "height", "width")}  # sizes: as made
+    asked = {k: v for k, v in prepared.request.to_dict().items()  # sizes: as made; memory: the same video
+             if v is not None and k not in ("accel", "num_frames", "height", "width", *MEMORY_ONLY)}
     if prepared.spec is not None:
         asked["accel"] = prepared.spec.text
     return all(entry.get(k) == v for k, v in asked.items())
@@ -160,13 +196,14 @@ def _remove_superseded(path: Path) -> None:
 
 
 def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", fps: int = 8, progress: bool = True,
-              on_item=None, step_callback=None, prepared: list | None = None) -> dict:
+              on_item=None, step_callback=None, prepared: list | None = None, processes=None) -> dict:
     """Generate every item not already finished; return counts and the manifest path.
 
     Every item is prepared and every target checked before the first video is made (pass
     `prepared` from `prepare_items` if that was done already). `on_item(entry, path)` is called
     after each video is written (entry = manifest line); `step_callback(step, total)` after each
-    denoising step (it may raise to stop the batch).
+    denoising step (it may raise to stop the batch). `processes` is accelerate's `PartialState` when
+    this is one of several processes (`genaccel.distributed.process_state`): this one makes its share.
     """
     from tqdm import tqdm
 
@@ -177,30 +214,58 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
     check_output_path(out_dir / "probe.mp4")  # the folder: writable, not a file
     suffix = "" if fmt == "png" else f".{fmt}"
     prepared = prepared if prepared is not None else prepare_items(pipe, items)
-    manifest_path = out_dir / MANIFEST
-    done = _load_manifest(manifest_path)
+    launched = processes is not None and processes.num_processes > 1
+    if processes is None or processes.is_main_process:
+        _merge_parts(out_dir)  # what an earlier, killed launch left: this run's parts start empty
+    if launched:
+        processes.wait_for_everyone()
+    done = _load_manifest(out_dir)
     # An item is finished when the manifest has it, as asked now (request, spec, format), and its video exists.
     finished = {item.name for item, ready in zip(items, prepared)
                 if item.name in done and done[item.name]["out"] == f"{item.name}{suffix}"
                 and (out_dir / done[item.name]["out"]).exists() and _ran_as_asked(done[item.name], ready)}
     names = {item.name for item in items}
-    entries = [e for e in done.values() if e["name"] in finished or e["name"] not in names]
     todo = [(item, ready) for item, ready in zip(items, prepared) if item.name not in finished]
     targets = _targets(out_dir, [item for item, _ in todo], suffix, {e["out"] for e in done.values()})
     out_dir.mkdir(parents=True, exist_ok=True)
+    work = list(zip(todo, targets))
+    if launched:
+        processes.wait_for_everyone()  # every process has read the manifest before any writes to it
+        with processes.split_between_processes(work) as share:
+            work = list(share)
+        part = out_dir / MANIFEST_PART.format(rank=processes.process_index)
+        entries: list[dict] = []  # a part lists this process's videos only
+        label = f"batch [{processes.process_index + 1}/{processes.num_processes}]"
+    else:
+        part = out_dir / MANIFEST
+        entries = [e for e in done.values() if e["name"] in finished or e["name"] not in names]
+        label = "batch"
     written = 0
-    with tqdm(total=len(items), initial=len(items) - len(todo), desc="batch", unit="video", disable=not progress) as bar:
-        for (item, ready), target in zip(todo, targets):
+    with tqdm(total=len(work), desc=label, unit="video", disable=not progress) as bar:
+        for (item, ready), target in work:
             result = generate(pipe, ready, callback=step_callback)
-            write_video(result.frames, target, fps=fps, checked=True)
+            staged = target.with_name(f".{item.name}-partial{suffix}")  # genaccel's own: replaced freely
+            for leftover in (staged, *out_dir.glob(f".{staged.name}.*")):  # and write_video's temporaries of it
+                _remove_superseded(leftover)  # (a process killed while writing leaves them)
+            write_video(result.frames, staged, fps=fps, checked=True)
             entry = {"name": item.name, "out": target.name, "index": item.index, **result.summary()}
             entries.append(entry)
-            _write_manifest(manifest_path, entries)
-            if item.name in done and done[item.name]["out"] != target.name:
+            _write_manifest(part, entries)
+            if item.name in done:  # its earlier video (listed, so genaccel's) goes; the new one takes its place
                 _remove_superseded(out_dir / done[item.name]["out"])
+            os.replace(staged, target)
             written += 1
             bar.update(1)
             if on_item is not None:
                 on_item(entry, target)
-    return {"out": str(out_dir), "manifest": str(manifest_path), "done": written, "skipped": len(items) - len(todo),
+    if launched:
+        processes.wait_for_everyone()
+    if processes is None or processes.is_main_process:
+        merged = _merge_parts(out_dir)
+        for item in items:  # staged videos of a killed process that outlived it (its ffmpeg finishing them)
+            staged = f".{item.name}-partial"
+            for leftover in (*out_dir.glob(f"{staged}*"), *out_dir.glob(f".{staged}*")):
+                _remove_superseded(leftover)
+        written = sum(1 for e in merged if e["name"] in names) - len(finished)
+    return {"out": str(out_dir), "manifest": str(out_dir / MANIFEST), "done": written, "skipped": len(finished),
             "total": len(items)}

@@ -15,14 +15,15 @@ from pathlib import Path
 
 from genaccel.bench.runner import PER_RUN
 from genaccel.prepare import DEFAULTED
-from genaccel.request import EXAMPLE_PROMPT, FIELDS
+from genaccel.request import EXAMPLE_PROMPT, FIELDS, MEMORY_FIELDS
 
 EXIT_USER_ERROR = 2
 # Request fields each command takes as options (the prompt is an argument; see request.py).
 GENERATE_OPTIONS = tuple(name for name in FIELDS if name != "prompt")
 BENCH_OPTIONS = tuple(name for name in FIELDS if name not in PER_RUN)  # prompts, seeds and specs are lists
 # A stream has no frame count (it runs by chunks) and no named setting (the model's stream size).
-STREAM_OPTIONS = tuple(name for name in GENERATE_OPTIONS if name not in ("num_frames", "setting"))
+# Nor memory options yet: a stream's memory is flat and small (see BENCHMARKS.md).
+STREAM_OPTIONS = tuple(name for name in GENERATE_OPTIONS if name not in ("num_frames", "setting", *MEMORY_FIELDS))
 CALIBRATE_OPTIONS = tuple(name for name in DEFAULTED if name != "guidance_scale")  # at the model's guidance
 
 
@@ -48,13 +49,19 @@ def _add_request_options(p: argparse.ArgumentParser, names: tuple[str, ...], **d
     `request_from_options`, so every entry point reports a bad value the same way."""
     from genaccel.request import option_name
 
+    from genaccel.request import field_kind
+
     for name in names:
         meta = FIELDS[name].metadata
         default = defaults.get(name, FIELDS[name].default)
         shown = "the model's" if default is None else repr(default) if isinstance(default, str) else default
         help_text = meta["help"] if "default:" in meta["help"] else f"{meta['help']} (default: {shown})"
+        flag = f"--{option_name(name)}"
+        if field_kind(name) is bool:
+            p.add_argument(flag, dest=name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
+            continue
         metavar = meta["metavar"] or option_name(name).upper()
-        p.add_argument(f"--{option_name(name)}", dest=name, default=default, metavar=metavar, help=help_text)
+        p.add_argument(flag, dest=name, default=default, metavar=metavar, help=help_text)
 
 
 def _request_from_args(args, names: tuple[str, ...], prompt: str | None = None):
@@ -85,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", help="the text prompt")
     g.add_argument("--out", default="clip.mp4", help="output path: .mp4, .gif, .webp, or a new folder for PNG frames "
                    "(default: %(default)s)")
+    g.add_argument("--dry-run", action="store_true", help="print the run's estimated peak memory and whether it fits "
+                   "the device, then stop (loads the model, makes nothing)")
+    g.add_argument("--context-parallel", default=None, metavar="ring=N|ulysses=N",
+                   help="split the video's sequence across N processes with diffusers' context parallelism (Wan, "
+                        "LTX-Video); start it with `accelerate launch --num_processes N -m genaccel generate ...`")
     _add_model_options(g)
     _add_request_options(g, GENERATE_OPTIONS, accel="none")
     _add_output_options(g)
@@ -130,9 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="generate one video per prompt of a file",
                        description="Generate a video for each prompt of FILE (.txt: one prompt per line; .jsonl: "
                                    "objects with 'prompt', an optional 'name' and any of the options below by their "
-                                   "names: negative, seed, steps, frames, height, width, guidance, accel, setting). "
-                                   "Options given here apply to every item; an item's own beat them. Writes "
-                                   "DIR/manifest.jsonl; a re-run skips items already finished.")
+                                   "names: negative, seed, steps, frames, height, width, guidance, accel, setting, "
+                                   "offload, vae-tiling, max-memory). Options given here apply to every item; an "
+                                   "item's own beat them. Writes DIR/manifest.jsonl; a re-run skips items already "
+                                   "finished. Under `accelerate launch -m genaccel batch ...` the items are split "
+                                   "between the processes (one GPU each), with one manifest.",
+                       epilog="example: accelerate launch --multi_gpu --num_processes 4 -m genaccel batch prompts.txt "
+                              "--out videos --accel balanced")
     b.add_argument("file", help="prompts file (.txt or .jsonl)")
     b.add_argument("--out", required=True, metavar="DIR", help="output folder")
     b.add_argument("--format", default="mp4", choices=["mp4", "gif", "webp", "png"], help="video format (default: mp4)")
@@ -202,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- commands
-def _load(args):
+def _load(args, placed: bool = True):
+    """The model of --model on --device; `placed=False` leaves the weights on the CPU for the first
+    generation to place as its request says (offloading), after its memory estimate was checked."""
     from genaccel.models import default_model, load_pipeline
 
     args.model = args.model or default_model()
-    return load_pipeline(args.model, device=args.device)
+    return load_pipeline(args.model, device=args.device, offload="none" if placed else None,
+                         context_parallel=getattr(args, "context_parallel", None))
 
 
 def cmd_generate(args) -> int:
@@ -215,9 +234,21 @@ def cmd_generate(args) -> int:
     from genaccel.video_io import check_output_path, write_video
 
     request = _request_from_args(args, GENERATE_OPTIONS, args.prompt)  # no model needed: fails fast
+    main_process = True
+    if args.context_parallel:
+        from genaccel.distributed import parse_context_parallel, process_device, process_state
+
+        parse_context_parallel(args.context_parallel)  # before the model loads
+        processes = process_state(args.device)  # every process makes the same video, one share of the sequence each
+        args.device = process_device(processes, args.device)
+        main_process = processes is None or processes.is_main_process
+    if args.dry_run:
+        return _dry_run(args, request)
     out = check_output_path(args.out)
-    pipe = _load(args)
-    result = generate(pipe, prepare(pipe, request), progress=not args.json)
+    pipe = _load(args, placed=False)
+    result = generate(pipe, prepare(pipe, request), progress=not args.json and main_process)
+    if not main_process:
+        return 0  # the main process writes the video
     write_video(result.frames, out, fps=args.fps, checked=True)
     summary = {"out": str(out), "model": args.model, **result.summary()}
     if args.json:
@@ -226,6 +257,29 @@ def cmd_generate(args) -> int:
         print(f"wrote {out} ({summary['num_frames']} frames, {summary['height']}x{summary['width']}) in "
               f"{summary['seconds']:.2f} s; transformer passes {summary['transformer_calls']}, "
               f"skipped {summary['skipped_calls']}")
+    return 0
+
+
+def _dry_run(args, request) -> int:
+    """Print the estimated peak memory of `request` and whether it fits; exit 0 either way."""
+    from genaccel.errors import MemoryFitError
+    from genaccel.prepare import check_memory, prepare
+
+    pipe = _load(args, placed=False)
+    prepared = prepare(pipe, request, check_fit=False)
+    try:
+        check_memory(pipe, prepared.request, prepared.spec, prepared.family)
+        fits, note = True, None
+    except MemoryFitError as exc:
+        fits, note = False, str(exc)
+    estimate = prepared.memory
+    if args.json:
+        print(json.dumps({"model": args.model, "fits": fits, "message": note,
+                          **(estimate.to_dict() if estimate else {"peak_bytes": None})}))
+    elif estimate is None:
+        print("no estimate: this model leaves the frame size to its pipeline (give --frames, --height and --width)")
+    else:
+        print(f"peak memory: {estimate.describe()}; {'fits' if fits else note}")
     return 0
 
 
@@ -316,12 +370,18 @@ def _stop_on_sigterm():
 
 def cmd_batch(args) -> int:
     from genaccel.batch import read_items, run_batch
+    from genaccel.distributed import process_device, process_state
 
     base = _request_from_args(args, GENERATE_OPTIONS)
     items = read_items(Path(args.file), base)
-    pipe = _load(args)
-    summary = run_batch(pipe, items, Path(args.out), fmt=args.format, fps=args.fps, progress=not args.json)
+    processes = process_state(args.device)  # accelerate's, when launched as one of several processes
+    args.device = process_device(processes, args.device)
+    pipe = _load(args, placed=False)
+    summary = run_batch(pipe, items, Path(args.out), fmt=args.format, fps=args.fps, progress=not args.json,
+                        processes=processes)
     summary["model"] = args.model
+    if processes is not None and not processes.is_main_process:
+        return 0  # the main process reports the batch
     if args.json:
         print(json.dumps(summary))
     else:

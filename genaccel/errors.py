@@ -19,3 +19,7 @@ class ModelError(GenAccelError):
 
 class InputError(GenAccelError):
     """A generation argument outside what the model accepts."""
+
+
+class MemoryFitError(InputError):
+    """A run whose estimated peak memory exceeds what the device has (or what --max-memory allows)."""

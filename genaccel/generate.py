@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from genaccel.acceleration import Acceleration, acceleration_of, apply
+from genaccel.distributed import enable_context_parallel
+from genaccel.offload import place
 from genaccel.prepare import PreparedRequest, prepare
 from genaccel.request import GenerationRequest, request_from_options
 
@@ -85,13 +87,16 @@ def _frames(output) -> np.ndarray:
 
 
 def _acceleration(pipe, prepared: PreparedRequest) -> Acceleration:
-    """The pipeline's acceleration for this request: kept when it already runs the same spec."""
+    """The pipeline's acceleration for this request, the pipeline placed as it asks (offloading, VAE
+    tiling); the acceleration is kept when it already runs the same spec."""
     current = acceleration_of(pipe)
-    if prepared.spec is None:
-        return current or apply(pipe, "none")
-    if current is not None and current.spec == prepared.spec.text:
-        return current
-    return apply(pipe, prepared.spec)
+    if current is None or (prepared.spec is not None and current.spec != prepared.spec.text):
+        current = apply(pipe, prepared.spec or "none")
+    degrees = getattr(pipe, "_genaccel_context_parallel", None)
+    if degrees and not current.runtime.sharded:  # once: diffusers' split hooks must wrap the accelerators'
+        enable_context_parallel(pipe, current, degrees)
+    place(pipe, prepared.request.offload, prepared.request.vae_tiling)
+    return current
 
 
 def generate(pipe, request: PreparedRequest | GenerationRequest | str, *, progress: bool = False, callback=None,

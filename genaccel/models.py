@@ -112,8 +112,16 @@ def select_attention_backend(pipe, device: torch.device, family) -> str:
     return backend
 
 
-def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.dtype | None = None):
-    """Load a pipeline by name: `tiny-<family>`, a local diffusers folder, or a hub id."""
+def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.dtype | None = None, *,
+                  offload: str | None = "none", vae_tiling: bool | None = None, context_parallel: str | None = None):
+    """Load a pipeline by name: `tiny-<family>`, a local diffusers folder, or a hub id.
+
+    The pipeline is placed on `device` with `offload` and `vae_tiling` (see `genaccel.offload`);
+    `offload=None` leaves the weights on the CPU for the first generation to place, which lets a caller
+    check the memory estimate (`genaccel.prepare`) before anything moves to the device.
+    `context_parallel` ("ring=N", "ulysses=N") splits each generation's sequence across the processes a
+    launcher started (see `genaccel.distributed`), from the first generation on.
+    """
     from genaccel.pipelines.families import family_of
 
     name = (model or default_model()).strip()
@@ -162,13 +170,25 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
         if stream:
             pipe._genaccel_stream = stream
     pipe._genaccel_model_key = key
+    pipe._genaccel_device = target
     family = family_of(pipe)
-    pipe.to(target)
+    if context_parallel:
+        from genaccel.distributed import context_parallel_refusal, parse_context_parallel
+
+        degrees = parse_context_parallel(context_parallel)
+        reason = context_parallel_refusal(pipe, family, (), degrees)
+        if reason:
+            raise ModelError(reason)
+        pipe._genaccel_context_parallel = degrees
     select_attention_backend(pipe, target, family)
     if getattr(pipe, "_genaccel_stream", None):
         from genaccel.acceleration import apply
 
         apply(pipe, "none")  # installs the attention its [stream] table declares (block-causal) under every spec
+    if offload is not None:
+        from genaccel.offload import place
+
+        place(pipe, offload, vae_tiling)
     return pipe
 
 

@@ -12,7 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from genaccel.errors import InputError
+from genaccel.errors import InputError, MemoryFitError
+from genaccel.estimate import REMEDIES, MemoryEstimate, ModelSizes, device_budget, estimate_peak, fit_message
 from genaccel.pipelines.families import FamilyAdapter, family_of
 from genaccel.profiles import pipeline_model_key
 from genaccel.request import GenerationRequest
@@ -30,6 +31,7 @@ class PreparedRequest:
     family: FamilyAdapter
     spec: ResolvedSpec | None  # None: run with whatever genaccel applied to the pipeline
     call: dict[str, Any]  # the pipeline's keyword arguments, except the generator (made per call)
+    memory: MemoryEstimate | None = None  # the run's estimated peak (None where the model's sizes are unknown)
 
 
 def model_settings(pipe) -> list[str]:
@@ -63,8 +65,9 @@ def _check_defaults(table: dict, where: str) -> None:
                          f"(allowed: {', '.join(DEFAULTED)}, [extra])")
 
 
-def prepare(pipe, request: GenerationRequest) -> PreparedRequest:
-    """Complete and check `request` for `pipe`; raise InputError or SpecError naming the problem."""
+def prepare(pipe, request: GenerationRequest, *, check_fit: bool = True) -> PreparedRequest:
+    """Complete and check `request` for `pipe`; raise InputError or SpecError naming the problem, and
+    MemoryFitError when its estimated peak memory exceeds the budget (unless `check_fit` is False)."""
     family = family_of(pipe)
     defaults = model_defaults(pipe, request.setting)
     filled = dataclasses.replace(request, **{
@@ -74,9 +77,69 @@ def prepare(pipe, request: GenerationRequest) -> PreparedRequest:
     if filled.height is not None or filled.width is not None:
         family.check_size(filled.height or family.size_multiple, filled.width or family.size_multiple)
     spec = None if filled.accel is None else resolve_spec(filled.accel, family, pipeline_model_key(pipe))
+    _check_context_parallel(pipe, spec)
     call = {**defaults.get("extra", {}), **family.call_extra,
             "prompt": filled.prompt, "negative_prompt": filled.negative_prompt, "output_type": "np"}
     for name in DEFAULTED:  # the family names the frame argument (Latte: video_length)
         if getattr(filled, name) is not None:
             call[family.frames_arg if name == "num_frames" else name] = getattr(filled, name)
-    return PreparedRequest(filled, family, spec, call)
+    memory = check_memory(pipe, filled, spec, family) if check_fit else estimate_memory(pipe, filled, spec, family)
+    return PreparedRequest(filled, family, spec, call, memory)
+
+
+def _check_context_parallel(pipe, spec: ResolvedSpec | None) -> None:
+    """Under context parallelism: accelerators that keep the processes in step, and the spec the split
+    was set up with (diffusers' split hooks wrap the accelerators' once, for the process's lifetime)."""
+    from genaccel.acceleration import acceleration_of
+    from genaccel.errors import SpecError
+
+    if not getattr(pipe, "_genaccel_context_parallel", None) or spec is None:
+        return
+    for cls, _ in spec.accelerators:
+        reason = cls.context_parallel_refusal()
+        if reason:
+            raise SpecError(f"{cls.name} cannot run with --context-parallel: {reason}")
+    current = acceleration_of(pipe)
+    if current is not None and current.runtime.sharded and current.spec != spec.text:
+        raise SpecError(f"this process split its model for '{current.spec}'; under --context-parallel every "
+                        f"generation of a process runs that spec (asked: '{spec.text}')")
+
+
+def estimate_memory(pipe, request: GenerationRequest, spec: ResolvedSpec | None = None, family=None,
+                    **overrides) -> MemoryEstimate | None:
+    """The estimated peak of `request` on `pipe`'s device (fields of `overrides` replace the request's);
+    None when the request leaves a size to the pipeline's own defaults."""
+    from genaccel.offload import placement, target_device
+
+    request = dataclasses.replace(request, **overrides)
+    if None in (request.num_frames, request.height, request.width):
+        return None
+    placed = placement(pipe) or ("none", False)
+    sizes = ModelSizes.of(pipe, family)
+    guidance = request.guidance_scale if request.guidance_scale is not None else 5.0
+    return estimate_peak(sizes, num_frames=request.num_frames, height=request.height, width=request.width,
+                         guidance_scale=guidance, accelerators=spec.accelerators if spec else (),
+                         offload=request.offload or placed[0],
+                         vae_tiling=request.vae_tiling if request.vae_tiling is not None else placed[1],
+                         device=target_device(pipe).type,
+                         shards=_shards(getattr(pipe, "_genaccel_context_parallel", None)))
+
+
+def _shards(degrees: dict | None) -> int:
+    return (degrees or {}).get("ring", 1) * (degrees or {}).get("ulysses", 1)
+
+
+def check_memory(pipe, request: GenerationRequest, spec: ResolvedSpec | None = None, family=None) -> MemoryEstimate | None:
+    """The run's estimate, or MemoryFitError when it exceeds the budget (`max_memory`, else what the device
+    has free), naming the first option of REMEDIES that would make it fit."""
+    from genaccel.offload import target_device
+    from genaccel.request import parse_size
+
+    estimate = estimate_memory(pipe, request, spec, family)
+    if estimate is None:
+        return None
+    budget = parse_size(request.max_memory) if request.max_memory else device_budget(pipe, target_device(pipe))
+    if estimate.peak <= budget:
+        return estimate
+    alternatives = {flag: estimate_memory(pipe, request, spec, family, **fields) for flag, fields in REMEDIES}
+    raise MemoryFitError(fit_message(estimate, budget, alternatives))

@@ -20,8 +20,16 @@ from genaccel.errors import InputError
 EXAMPLE_PROMPT = "a red circle moving left on a black background"
 
 
-def _field(default, help: str, *, alias: str | None = None, low=None, high=None, metavar: str | None = None):
-    return field(default=default, metadata={"help": help, "alias": alias, "low": low, "high": high, "metavar": metavar})
+def _field(default, help: str, *, alias: str | None = None, low=None, high=None, metavar: str | None = None,
+           choices: tuple[str, ...] | None = None):
+    return field(default=default, metadata={"help": help, "alias": alias, "low": low, "high": high, "metavar": metavar,
+                                            "choices": choices})
+
+
+# Where the weights live during a run (diffusers' offloading): "none" keeps every component on the device,
+# "model" moves each component there while it runs, "group" one transformer block at a time, "sequential"
+# one layer at a time (least memory, slowest).
+OFFLOAD_MODES = ("none", "model", "group", "sequential")
 
 
 @dataclass
@@ -44,6 +52,15 @@ class GenerationRequest:
     accel: str | None = _field(None, "accelerators: 'none', a preset (quality, balanced, fast), a spec such as "
                                "'teacache(threshold=0.1)+pab(spatial=2)', or a .toml/.json spec file",
                                metavar="SPEC|PRESET")
+    offload: str | None = _field(None, "where the weights wait while another component runs: none (all on the device), "
+                                 "model (one component at a time), group (one transformer block at a time), "
+                                 "sequential (one layer at a time: least memory, slowest) (default: none)",
+                                 choices=OFFLOAD_MODES, metavar="MODE")
+    vae_tiling: bool | None = _field(None, "decode the video in overlapping tiles: less memory for large frames, "
+                                     "seams possible (default: off)")
+    max_memory: str | None = _field(None, "memory this run may use on the device, e.g. 20GB (default: what the device "
+                                    "has free); a run estimated above it is refused with the option that would fit",
+                                    metavar="SIZE")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -55,9 +72,16 @@ _HINTS = typing.get_type_hints(GenerationRequest)
 ALIASES: dict[str, str] = {f.metadata["alias"]: name for name, f in FIELDS.items() if f.metadata["alias"]}
 
 
+# Fields that decide how a run uses memory, not what it makes: a video made under one value is the video asked for
+# under another (vae_tiling does change pixels at tile seams, so it is not here).
+MEMORY_ONLY = ("offload", "max_memory")
+MEMORY_FIELDS = ("offload", "vae_tiling", "max_memory")  # the memory options of a request
+
+
 def option_name(name: str) -> str:
-    """The short name of a field where it has one (`num_frames` -> `frames`)."""
-    return FIELDS[name].metadata["alias"] or name
+    """The short name of a field where it has one (`num_frames` -> `frames`), else its name with dashes
+    (`vae_tiling` -> `vae-tiling`); options are accepted under either spelling."""
+    return FIELDS[name].metadata["alias"] or name.replace("_", "-")
 
 
 def field_kind(name: str) -> type:
@@ -75,10 +99,17 @@ def field_limits(name: str) -> tuple[Any, Any]:
 def _convert(name: str, value: Any, label: str) -> Any:
     """One option value converted to its field's type and range-checked."""
     kind = field_kind(name)
+    if kind is bool:
+        return _boolean(value, label)
     if kind is str:
         if not isinstance(value, str):
             raise InputError(f"{label} must be text; got {value!r}")
-        return value.strip() if name in ("setting", "accel") else value
+        choices = FIELDS[name].metadata["choices"]
+        if choices and value.strip().lower() not in choices:
+            raise InputError(f"{label} must be one of {', '.join(choices)}; got '{value}'")
+        if name == "max_memory":
+            parse_size(value, label)
+        return value.strip().lower() if choices else value.strip() if name in ("setting", "accel", "max_memory") else value
     if isinstance(value, bool):
         raise InputError(f"{label} must be a number; got {value!r}")
     if isinstance(value, str):
@@ -101,6 +132,31 @@ def _convert(name: str, value: Any, label: str) -> Any:
     return value
 
 
+def _boolean(value: Any, label: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InputError(f"{label} must be true or false; got {value!r}")
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}
+
+
+def parse_size(text: str, label: str = "size") -> int:
+    """Bytes from a size such as "24GB", "512 MiB" or "1e9"; raises InputError naming `label`."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", str(text).lower())
+    if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
+        raise InputError(f"{label} must be a size such as 24GB or 512MB; got '{text}'")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
 def request_from_options(options: Mapping[str, Any], base: GenerationRequest | None = None, *,
                          source: str = "", ignore: tuple[str, ...] = (), partial: bool = False,
                          option_prefix: str = "") -> GenerationRequest:
@@ -119,7 +175,7 @@ def request_from_options(options: Mapping[str, Any], base: GenerationRequest | N
     for key, value in options.items():
         if key in ignore:
             continue
-        name = ALIASES.get(key, key)
+        name = ALIASES.get(key, key.replace("-", "_") if isinstance(key, str) else key)
         if name not in FIELDS:
             allowed = ", ".join(sorted(option_name(n) for n in FIELDS) + list(ignore))
             raise InputError(f"{source}unknown option '{key}' (allowed: {allowed})")

@@ -44,6 +44,10 @@ class Runtime:
     # The current denoiser calls must run in full (a stream's commit pass, which fills the KV cache):
     # accelerators that honour it (`Accelerator.honours_full_pass`) skip nothing then.
     full_pass: bool = False
+    # The denoiser's sequence is split across processes (context parallelism): a decision taken from
+    # activations must be taken from sums over every process's shard (`sum_over_shards`), so that all
+    # processes take the same one.
+    sharded: bool = False
     started: bool = False  # the current generation's first denoiser call has happened
     profile: dict = field(default_factory=dict)  # this model's calibrated profile, if any
     first_call_start: float = 0.0  # perf_counter at the first denoiser call of this generation
@@ -51,6 +55,14 @@ class Runtime:
     branch_steps: dict[str, int] = field(default_factory=dict)
     counters: "CounterSet" = field(default_factory=lambda: CounterSet())
     _timesteps_seen: object = None
+
+    def sum_over_shards(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` summed over the processes sharing the sequence (itself when it is not split)."""
+        if self.sharded:
+            import torch.distributed as dist
+
+            dist.all_reduce(values)
+        return values
 
     @property
     def num_steps(self) -> int:

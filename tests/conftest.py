@@ -21,6 +21,7 @@ _PIPES = {}
 def tiny():
     """tiny("wan") -> a cached tiny pipeline with nothing applied."""
     from genaccel.acceleration import remove
+    from genaccel.offload import place
 
     def get(family: str):
         name = f"tiny-{family}"
@@ -28,6 +29,7 @@ def tiny():
             _PIPES[name] = load_pipeline(name, device="cpu")
         pipe = _PIPES[name]
         remove(pipe)
+        place(pipe, "none", False)  # no offloading or tiling left by an earlier test
         return pipe
 
     yield get

@@ -83,12 +83,24 @@ class Accelerator:
     needs_full_passes: ClassVar[dict[str, str]] = {}
     # True if this accelerator computes every call the runtime marks as a full pass (Runtime.full_pass).
     honours_full_pass: ClassVar[bool] = False
+    # Why it cannot run while the sequence is split across processes (context parallelism); None if it can:
+    # its decisions depend on the step alone, or on sums over every shard (Runtime.sum_over_shards). The
+    # owners of the attention computation (KERNEL_NESTING slots) never can: see `context_parallel_refusal`.
+    context_parallel: ClassVar[str | None] = None
 
     def __init__(self, config: AcceleratorConfig, family, runtime: Runtime):
         self.config = config
         self.family = family
         self.runtime = runtime
         self._ledger = HookLedger()
+
+    @classmethod
+    def context_parallel_refusal(cls) -> str | None:
+        """Why this accelerator cannot run under context parallelism; None if it can."""
+        if cls.slots & set(KERNEL_NESTING):
+            return ("it changes the attention computation, which would see one process's shard of the sequence "
+                    "(split attention runs through diffusers' ring/Ulysses dispatch)")
+        return cls.context_parallel
 
     # -- to implement
     @classmethod
@@ -99,6 +111,12 @@ class Accelerator:
     def apply(self, denoiser: torch.nn.Module) -> None:
         """Register this accelerator's hooks on one denoising transformer."""
         raise NotImplementedError
+
+    @classmethod
+    def state_bytes(cls, config: AcceleratorConfig, shape) -> int:
+        """Bytes this accelerator keeps between transformer passes in one generation of `shape` (a
+        `genaccel.estimate.ActivationShape`), for the memory estimate; 0 for none."""
+        return 0
 
     def stats(self) -> dict[str, Any]:
         """Accelerator-specific figures of the last generation."""

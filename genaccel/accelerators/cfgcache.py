@@ -113,6 +113,11 @@ class CFGCache(Accelerator):
     slots = frozenset({SLOT_CFG})
 
     @classmethod
+    def state_bytes(cls, config, shape) -> int:
+        """The unconditional-minus-conditional difference of the prediction."""
+        return shape.latent_bytes
+
+    @classmethod
     def unsupported_reason(cls, family):
         if family.cfg == "separate":
             return None

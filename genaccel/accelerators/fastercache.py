@@ -36,6 +36,13 @@ class FasterCache(Accelerator):
     slots = frozenset({SLOT_ATTENTION_OUTPUT, SLOT_CFG})
 
     @classmethod
+    def state_bytes(cls, config, shape) -> int:
+        """Two outputs of every self-attention layer per CFG branch, and the unconditional prediction's
+        frequency parts."""
+        return 2 * shape.branches * shape.self_attention_layers * shape.hidden_bytes \
+            + 2 * shape.latent_bytes
+
+    @classmethod
     def unsupported_reason(cls, family):
         if family.cfg != "batched":
             return f"diffusers' FasterCache needs batched CFG; {family.title} runs cond and uncond as separate passes"

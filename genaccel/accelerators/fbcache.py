@@ -29,6 +29,8 @@ class FirstBlockCache(Accelerator):
     summary = "run block 0, skip the rest while its residual barely changes (diffusers FirstBlockCache)"
     config_class = FirstBlockCacheConfig
     slots = frozenset({SLOT_PASS})
+    context_parallel = ("diffusers' FirstBlockCache decides from each process's shard of the sequence: the processes "
+                        "would skip different passes")
 
     @classmethod
     def unsupported_reason(cls, family):
@@ -37,6 +39,11 @@ class FirstBlockCache(Accelerator):
             return (f"diffusers' FirstBlockCache takes its tail from {family.title}'s {last}, "
                     f"which alternate with {first} in another token layout")
         return None
+
+    @classmethod
+    def state_bytes(cls, config, shape) -> int:
+        """Block 0's last residual and the last full residual of each CFG branch."""
+        return 2 * shape.branches * shape.hidden_bytes
 
     def apply(self, denoiser):
         # diffusers skips when the change is <= threshold; -1 makes "0: skip nothing" exact.

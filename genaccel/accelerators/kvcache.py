@@ -65,6 +65,12 @@ class KVCache(KernelOwner):
     # Pass skippers that compute the commit pass in full (teacache) stack: they skip denoising steps only.
     needs_full_passes = {SLOT_PASS: _COMMIT}
 
+    @classmethod
+    def state_bytes(cls, config, shape) -> int:
+        """Keys and values of the window and sink frames in every self-attention layer."""
+        return 2 * shape.self_attention_layers * (config.window + config.sink) * shape.frame_tokens * shape.dim \
+            * shape.dtype_bytes
+
     def __init__(self, config, family, runtime):
         super().__init__(config, family, runtime)
         self.caches: list[RollingKVCache] = []

@@ -45,6 +45,11 @@ class MagCache(Accelerator):
         self.ratios = torch.tensor([float(r) for r in ratios])
         self._configs: list[DiffusersMagCacheConfig] = []
 
+    @classmethod
+    def state_bytes(cls, config, shape) -> int:
+        """The last residual of each CFG branch."""
+        return shape.branches * shape.hidden_bytes
+
     def apply(self, denoiser):
         config = DiffusersMagCacheConfig(
             threshold=self.config.threshold if self.config.threshold > 0 else -1.0,

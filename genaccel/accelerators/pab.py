@@ -36,6 +36,11 @@ class PyramidAttentionBroadcast(Accelerator):
     config_class = PyramidAttentionBroadcastConfig
     slots = frozenset({SLOT_ATTENTION_OUTPUT})
 
+    @classmethod
+    def state_bytes(cls, config, shape) -> int:
+        """One output of every attention layer per CFG branch."""
+        return shape.branches * (shape.self_attention_layers + shape.cross_attention_layers) * shape.hidden_bytes
+
     def apply(self, denoiser):
         c = self.config
         apply_pyramid_attention_broadcast(

@@ -36,6 +36,11 @@ class TaylorSeer(Accelerator):
     config_class = TaylorSeerConfig
     slots = frozenset({SLOT_MODULE_OUTPUT, SLOT_ATTENTION_OUTPUT})
 
+    @classmethod
+    def state_bytes(cls, config, shape) -> int:
+        """The output and its `order` differences, for every attention layer of each CFG branch."""
+        return (config.order + 1) * shape.branches * (shape.self_attention_layers + shape.cross_attention_layers) * shape.hidden_bytes
+
     def apply(self, denoiser):
         c = self.config
         config = TaylorSeerCacheConfig(

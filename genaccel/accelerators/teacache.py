@@ -17,6 +17,7 @@ from diffusers.hooks.hooks import BaseState, StateManager
 
 from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig, param
 from genaccel.accelerators.block_io import BlockIO
+from genaccel.runtime import Runtime
 
 HEAD_HOOK = "genaccel_teacache_head"
 BLOCK_HOOK = "genaccel_teacache_block"
@@ -24,10 +25,14 @@ IDENTITY = (0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 # ------------------------------------------------------------------------ math
-def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    """mean|current - previous| / mean|previous|."""
+def relative_l1(current: torch.Tensor, previous: torch.Tensor, runtime: Runtime | None = None) -> float:
+    """mean|current - previous| / mean|previous|, over every process's shard when the sequence is split
+    (`Runtime.sum_over_shards`: the same value, so the same decision, on every process)."""
     previous = previous.float()
-    return float((current.float() - previous).abs().mean() / previous.abs().mean().clamp_min(1e-12))
+    sums = torch.stack([(current.float() - previous).abs().sum(), previous.abs().sum()])
+    if runtime is not None:
+        sums = runtime.sum_over_shards(sums)
+    return float(sums[0] / sums[1].clamp_min(1e-12))
 
 
 def rescale(distance: float, coefficients: tuple[float, ...]) -> float:
@@ -136,6 +141,11 @@ class TeaCache(Accelerator):
     slots = frozenset({SLOT_PASS})
     honours_full_pass = True  # a stream's commit pass is always computed (it fills the KV cache)
 
+    @classmethod
+    def state_bytes(cls, config, shape) -> int:
+        """The last residual and modulated input of each CFG branch."""
+        return 2 * shape.branches * shape.hidden_bytes
+
     def __init__(self, config: TeaCacheConfig, family, runtime, coefficients: tuple[float, ...] | None = None):
         super().__init__(config, family, runtime)
         self.coefficients = coefficients or resolve_coefficients(config.coefficients, family, runtime.profile)
@@ -155,7 +165,7 @@ class TeaCache(Accelerator):
             or self.config.threshold <= 0
         )
         if not must_compute:
-            state.accumulated += rescale(relative_l1(indicator, state.previous_indicator), self.coefficients)
+            state.accumulated += rescale(relative_l1(indicator, state.previous_indicator, rt), self.coefficients)
             must_compute = state.accumulated >= self.config.threshold
         if must_compute:
             state.accumulated = 0.0

@@ -93,6 +93,60 @@ class CudaPeakMemory:
             self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
 
 
+class TensorPeakMemory:
+    """Context manager: the peak bytes of tensor storage allocated inside the block and alive at once,
+    on any device (`peak_bytes`), counted as PyTorch dispatches each operation.
+
+    The CPU counterpart of `torch.cuda.max_memory_allocated` (without the tensors alive before the block,
+    such as the weights): it counts what the run's tensors hold, not the allocator's caches or the
+    libraries' own workspaces, which the resident set size includes. Every operation goes through a
+    Python dispatch mode, so the block runs several times slower.
+    """
+
+    def __init__(self):
+        self.peak_bytes = 0
+        self._live: dict[int, int] = {}
+        self._bytes = 0
+        self._mode = None
+
+    def _track(self, tensor) -> None:
+        import weakref
+
+        storage = tensor.untyped_storage()
+        key, size = storage.data_ptr(), storage.nbytes()
+        if size == 0 or key in self._live:
+            return
+        self._live[key] = size
+        self._bytes += size
+        self.peak_bytes = max(self.peak_bytes, self._bytes)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self._bytes -= self._live.pop(key, 0)
+
+    def __enter__(self) -> "TensorPeakMemory":
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for value in tree_flatten(out)[0]:
+                    if isinstance(value, torch.Tensor) and value.device.type != "meta":
+                        tracker._track(value)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size so far, in bytes."""
     try:
