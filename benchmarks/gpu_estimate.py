@@ -32,18 +32,19 @@ WAN_VAE = dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, a
                temperal_downsample=[False, True, True])
 
 
-def count_flops(height: int, width: int, frames: int, text_tokens: int = 512) -> dict:
-    """FLOPs of one transformer pass (total and attention score/value products) and of one VAE decode."""
+def count_flops(height: int, width: int, frames: int, text_tokens: int = 512, config: dict = WAN_1_3B) -> dict:
+    """FLOPs of one transformer pass (total and attention score/value products) and of one VAE decode, for a
+    Wan transformer of `config` (default: Wan2.1-1.3B's)."""
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from torch.utils.flop_counter import FlopCounterMode
 
     latent = (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
     with torch.device("meta"):
-        transformer = WanTransformer3DModel(**WAN_1_3B)
+        transformer = WanTransformer3DModel(**config)
         vae = AutoencoderKLWan(**WAN_VAE)
         x = torch.randn(latent)
-        text = torch.randn(1, text_tokens, WAN_1_3B["text_dim"])
+        text = torch.randn(1, text_tokens, config["text_dim"])
         t = torch.tensor([500.0])
     params = sum(p.numel() for p in transformer.parameters())
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

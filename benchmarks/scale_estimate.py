@@ -55,16 +55,9 @@ def meta_pipeline(config: dict):
 
 
 def flops(config: dict, height: int, width: int) -> dict:
-    import gpu_estimate
+    from gpu_estimate import count_flops
 
-    saved = dict(gpu_estimate.WAN_1_3B)
-    gpu_estimate.WAN_1_3B.clear()
-    gpu_estimate.WAN_1_3B.update(config)
-    try:
-        return gpu_estimate.count_flops(height, width, FRAMES)
-    finally:
-        gpu_estimate.WAN_1_3B.clear()
-        gpu_estimate.WAN_1_3B.update(saved)
+    return count_flops(height, width, FRAMES, config=config)
 
 
 def presets(summary: str | None) -> list[dict]:
@@ -96,33 +89,32 @@ def main() -> int:
             attention_share = f["attention_product_flops"] / f["pass_flops"]
             decode = f["decode_flops"] / rate
             tokens, dim, layers = f["tokens"], config["num_attention_heads"] * config["attention_head_dim"], config["num_layers"]
+            rows = presets(args.summary)
+            names = [r["accel"] for r in rows]
             lines += [f"**{name}, {label} ({width}x{height}, {tokens:,} tokens)**", "",
-                      "| GPUs | mode | memory/GPU, no offload | memory/GPU, --offload model | accel | s per video | "
-                      "videos per hour |", "|---|---|---|---|---|---|---|"]
+                      "| GPUs | memory/GPU: no offload / `--offload model` / `group` | context parallel | "
+                      + " | ".join(f"s per video, `{a}`: batch / context parallel" for a in names)
+                      + " | videos per hour, batch: " + " / ".join(f"`{a}`" for a in names) + " |",
+                      "|---|---|---|" + "---|" * len(names) + "---|"]
             for n in (1, 2, 4, 8):
-                for mode in (["single"] if n == 1 else ["batch (data parallel)", "context parallel"]):
-                    shards = n if mode == "context parallel" else 1
-                    memory = {off: estimate_peak(sizes, num_frames=FRAMES, height=height, width=width, guidance_scale=5.0,
-                                                 offload=off, device="cuda", shards=shards).peak
-                              for off in ("none", "model")}
-                    kind = "ulysses" if heads % n == 0 else "ring"
-                    if shards > 1:
-                        local = tokens // n * dim * 2  # bytes of one local q, k, v or output in bf16
-                        per_layer = 4 * local * (n - 1) / n if kind == "ulysses" else 2 * local * (n - 1)
-                        communication = layers * per_layer / NVLINK
-                    for r in presets(args.summary):
-                        computed = 1.0 - float(r["skipped_fraction"] or 0)
-                        reused = float(r["attention_reused_fraction"] or 0)
-                        passes = 2 * STEPS * computed
-                        pass_time = per_pass * (1 - attention_share * reused)
-                        if shards > 1:
-                            seconds = passes * (pass_time / n + communication) + decode
-                        else:
-                            seconds = passes * pass_time + decode
-                        per_hour = 3600 / seconds * (n if mode.startswith("batch") else 1)
-                        shown = mode if shards == 1 else f"context parallel ({kind}={n})"
-                        lines.append(f"| {n} | {shown} | {gib(memory['none'])} | {gib(memory['model'])} | "
-                                     f"`{r['accel']}` | {seconds:.0f} | {per_hour:.1f} |")
+                memory = {off: estimate_peak(sizes, num_frames=FRAMES, height=height, width=width, guidance_scale=5.0,
+                                             offload=off, device="cuda", shards=n).peak
+                          for off in ("none", "model", "group")}
+                kind = "ulysses" if heads % n == 0 else "ring"
+                local = tokens // n * dim * 2  # bytes of one local q, k, v or output in bf16
+                per_layer = 4 * local * (n - 1) / n if kind == "ulysses" else 2 * local * (n - 1)
+                communication = layers * per_layer / NVLINK
+                times, per_hour = [], []
+                for r in rows:
+                    passes = 2 * STEPS * (1.0 - float(r["skipped_fraction"] or 0))
+                    pass_time = per_pass * (1 - attention_share * float(r["attention_reused_fraction"] or 0))
+                    single = passes * pass_time + decode
+                    split = passes * (pass_time / n + communication) + decode
+                    times.append(f"{single:.0f}" if n == 1 else f"{single:.0f} / {split:.0f}")
+                    per_hour.append(f"{3600 / single * n:.0f}")
+                lines.append(f"| {n} | {gib(memory['none'])} / {gib(memory['model'])} / {gib(memory['group'])} | "
+                             f"{'-' if n == 1 else f'{kind}={n}'} | " + " | ".join(times) + " | " + " / ".join(per_hour)
+                             + " |")
             lines.append("")
     text = "\n".join(lines)
     print(text)

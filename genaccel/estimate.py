@@ -184,8 +184,10 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         """One line: the peak and what it is made of."""
-        return (f"about {gib(self.peak)} on {self.device} (weights {gib(self.weights)}, denoising "
-                f"{gib(self.activations)}, accelerator state {gib(self.state)}, decode {gib(self.decode)})")
+        phase = max(self.phases, key=self.phases.get)
+        return (f"about {gib(self.peak)} on {self.device}, at the {phase} (weights resident {gib(self.weights)}; "
+                f"denoising activations {gib(self.activations)}, accelerator state {gib(self.state)}, decode "
+                f"{gib(self.decode)})")
 
 
 def gib(n: int) -> str:

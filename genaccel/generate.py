@@ -19,7 +19,7 @@ import torch
 
 from genaccel.acceleration import Acceleration, acceleration_of, apply
 from genaccel.distributed import enable_context_parallel
-from genaccel.offload import place
+from genaccel.offload import place, placement
 from genaccel.prepare import PreparedRequest, prepare
 from genaccel.request import GenerationRequest, request_from_options
 
@@ -32,6 +32,7 @@ class GenerationResult:
     denoise_seconds: float
     decode_seconds: float
     stats: dict[str, Any] = field(default_factory=dict)
+    estimated_peak_bytes: int | None = None  # genaccel.estimate's figure for this run, when it had one
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready figures of this run (no frames), in the request's vocabulary."""
@@ -49,6 +50,7 @@ class GenerationResult:
             "attention_calls": self.stats.get("attention_calls", 0),
             "attention_reused": self.stats.get("attention_reused", 0),
             "accelerator_stats": self.stats.get("accelerators", {}),
+            "estimated_peak_bytes": self.estimated_peak_bytes,
         }
 
 
@@ -129,10 +131,9 @@ def generate(pipe, request: PreparedRequest | GenerationRequest | str, *, progre
         output = pipe(**call)
         seconds = time.perf_counter() - start
     denoise = max(0.0, runtime.last_call_end - runtime.first_call_start) if runtime.first_call_start else 0.0
-    ran = prepared.request
-    if ran.num_inference_steps is None or ran.accel != acceleration.spec:
-        ran = dataclasses.replace(ran, num_inference_steps=ran.num_inference_steps or runtime.num_steps,
-                                  accel=acceleration.spec)
+    offload, vae_tiling = placement(pipe)
+    ran = dataclasses.replace(prepared.request, num_inference_steps=prepared.request.num_inference_steps or
+                              runtime.num_steps, accel=acceleration.spec, offload=offload, vae_tiling=vae_tiling)
     return GenerationResult(
         frames=_frames(output),
         request=ran,
@@ -140,4 +141,5 @@ def generate(pipe, request: PreparedRequest | GenerationRequest | str, *, progre
         denoise_seconds=denoise,
         decode_seconds=timings["decode"],
         stats=acceleration.stats(),
+        estimated_peak_bytes=prepared.memory.peak if prepared.memory else None,
     )

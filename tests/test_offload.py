@@ -165,3 +165,58 @@ def test_cli_generate_over_max_memory_is_one_line_and_writes_nothing(tmp_path, c
     assert not out.exists()
     assert main(["generate", PROMPT, "--model", "tiny-wan", "--offload", "group", "--vae-tiling",
                  "--out", str(out)]) == 0 and out.is_file()
+
+
+def test_wan_14b_on_a_24gb_card_is_told_to_offload_by_group():
+    """The published Wan2.1-T2V-14B configuration, built on the meta device (no weights): 480p, 81 frames
+    does not fit 24 GB as it is or with model offloading; genaccel names group offloading."""
+    import torch
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    with torch.device("meta"):
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=16, out_channels=16,
+            text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024).to(torch.bfloat16)
+        vae = AutoencoderKLWan(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                               temperal_downsample=[False, True, True])
+        text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
+                                                   num_heads=64, feed_forward_proj="gated-gelu")).to(torch.bfloat16)
+    pipe = WanPipeline(tokenizer=None, text_encoder=text_encoder, transformer=transformer, vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler())
+    sizes = ModelSizes.of(pipe)
+    assert 13.5e9 < sizes.components["transformer"].total / 2 < 14.5e9  # 14B parameters in bf16
+    shape = dict(num_frames=81, height=480, width=832, guidance_scale=5.0, device="cuda")
+    alternatives = {flag: estimate_peak(sizes, **shape, **fields) for flag, fields in REMEDIES}
+    message = fit_message(estimate_peak(sizes, **shape), 24 * 10**9, alternatives)
+    assert alternatives["--offload model"].peak > 24e9 > alternatives["--offload group"].peak
+    assert message.endswith(f"--offload group brings it to about {alternatives['--offload group'].peak / 1e9:.2f} GB")
+
+
+def test_the_estimate_is_within_a_quarter_of_the_measured_tensor_peak(embedded):
+    """The embedded model at a size other than the one the decoder's working set was read off (64x64x17)."""
+    from genaccel.bench.memory import TensorPeakMemory
+
+    request = genaccel.GenerationRequest(prompt=PROMPT, height=96, width=96, num_frames=21, num_inference_steps=1,
+                                         accel="none")
+    prepared = prepare(embedded, request)
+    weights = sum(t.numel() * t.element_size() for name in ("transformer", "vae", "text_encoder")
+                  for module in [getattr(embedded, name)] for t in (*module.parameters(), *module.buffers()))
+    with TensorPeakMemory() as measured:
+        genaccel.generate(embedded, prepared)
+    assert abs(prepared.memory.peak / (measured.peak_bytes + weights) - 1) < 0.25
+
+
+def test_tensor_peak_memory_counts_what_is_alive_at_once():
+    import torch
+
+    from genaccel.bench.memory import TensorPeakMemory
+
+    with TensorPeakMemory() as measured:
+        a = torch.ones(1_000_000)  # 4 MB
+        b = a * 2  # 4 MB more while a lives
+        del a, b
+        c = torch.zeros(250_000)  # 1 MB, after both were freed
+    assert measured.peak_bytes == 8_000_000
+    assert c.numel() == 250_000

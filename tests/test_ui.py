@@ -158,6 +158,8 @@ def test_studio_batch_yields_items_and_a_zip(studio):
     (dict(width=31), InputError, "multiple"),
     (dict(accel="fastercache"), SpecError, "fastercache"),
     (dict(setting="huge"), InputError, "no 'huge' setting"),
+    (dict(max_memory="10kB"), InputError, "more than the 0.0 MB it may use"),
+    (dict(offload="disk"), InputError, "offload must be one of"),
     (dict(model="/no/such/folder"), ModelError, "no/such"),
 ])
 def test_studio_rejects_bad_input_before_running(studio, options, error, message):
@@ -184,9 +186,10 @@ def client(tmp_path_factory):
 
 def _settings(**overrides):
     values = dict(model="tiny-wan", setting="default", width=32, height=32, frames=9, steps=4, guidance=5.0, seed=0,
-                  spec="none")
+                  spec="none", offload="none", tiling=False)
     values.update(overrides)
-    return [values[k] for k in ("model", "setting", "width", "height", "frames", "steps", "guidance", "seed", "spec")]
+    return [values[k] for k in ("model", "setting", "width", "height", "frames", "steps", "guidance", "seed", "spec",
+                                "offload", "tiling")]
 
 
 def test_api_generate(client):
@@ -197,6 +200,16 @@ def test_api_generate(client):
     assert figures["num_inference_steps"] == 4 and figures["skipped_calls"] > 0 and figures["accel"].startswith("teacache")
     # The server wrote the video (and Gradio its served copy) inside its output folder.
     assert list(out.glob("generate-*/video.mp4")) and list((out / ".gradio").rglob("*.mp4"))
+
+
+def test_api_generate_with_offloading_and_tiling(client):
+    c, _ = client
+    plain = c.predict(PROMPT, "", *_settings(), api_name="/generate")
+    video, _, figures = c.predict(PROMPT, "", *_settings(offload="group", tiling=True), api_name="/generate")
+    assert figures["offload"] == "group" and figures["vae_tiling"] is True
+    frames = read_video(video["video"] if isinstance(video, dict) else video)
+    expected = read_video(plain[0]["video"] if isinstance(plain[0], dict) else plain[0])
+    assert frames.shape == expected.shape and abs(frames.astype(float) - expected.astype(float)).max() <= 2 / 255
 
 
 def test_api_compare(client):

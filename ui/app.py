@@ -18,7 +18,8 @@ import gradio as gr
 
 from genaccel.accelerators import ACCELERATORS
 from genaccel.errors import GenAccelError, InputError
-from genaccel.request import EXAMPLE_PROMPT, GenerationRequest, field_limits, request_from_options
+from genaccel.request import (EXAMPLE_PROMPT, FIELDS, OFFLOAD_MODES, GenerationRequest, field_limits,
+                              request_from_options)
 from genaccel.spec import PRESET_NAMES
 from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, spec_from_controls
 from genaccel.ui.jobs import Cancelled
@@ -82,6 +83,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
                         dice = gr.Button("Random seed", scale=1, elem_id="random-seed")
+                with gr.Accordion("Memory", open=False):
+                    offload = gr.Dropdown(list(OFFLOAD_MODES), value="none", label="Offload", elem_id="offload",
+                                          info=FIELDS["offload"].metadata["help"])
+                    tiling = gr.Checkbox(False, label="VAE tiling", elem_id="vae-tiling",
+                                         info=FIELDS["vae_tiling"].metadata["help"])
                 with gr.Accordion("Acceleration", open=True):
                     preset = gr.Dropdown(PRESETS, value="none", label="Preset", elem_id="preset",
                                          info="fills the accelerators below; editing them makes it 'custom'")
@@ -159,7 +165,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         s_full = gr.Video(label="The whole stream", elem_id="stream-video", loop=True, height=256)
 
         controls = [c for name in CONTROL_LAYOUT for c in (toggles[name], *params_of(name, params))]
-        request_inputs = [model, setting, width, height, frames, steps, guidance, seed, spec]
+        request_inputs = [model, setting, width, height, frames, steps, guidance, seed, spec, offload, tiling]
 
         # ---------------------------------------------------------------- model, setting, controls
         def on_model(model_name, setting_name, preset_name, *values):
@@ -210,20 +216,20 @@ def build_app(studio: Studio) -> gr.Blocks:
         dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
 
         # ---------------------------------------------------------------- generate
-        def on_generate(prompt_text, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text,
-                        request: gr.Request, progress=gr.Progress()):
+        def on_generate(prompt_text, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text, off,
+                        tile, request: gr.Request, progress=gr.Progress()):
             done = _finish(lambda: studio.generate(_session(request), model_name, _request(
-                prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text)), progress)
+                prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile)), progress)
             return done["video"], done["video"], done["figures"]
 
         gen_event = run.click(on_generate, [prompt, negative, *request_inputs], [video, download, stats],
                               api_name="generate", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
 
         # ---------------------------------------------------------------- compare
-        def on_compare(prompt_text, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text,
-                       request: gr.Request, progress=gr.Progress()):
+        def on_compare(prompt_text, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text, off,
+                       tile, request: gr.Request, progress=gr.Progress()):
             done = _finish(lambda: studio.compare(_session(request), model_name, _request(
-                prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text)), progress)
+                prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile)), progress)
             table = [[r.get(h) for h in COMPARE_COLUMNS] for r in done["rows"]]
             return done["baseline"], done["accelerated"], done["side_by_side"], table
 
@@ -231,12 +237,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                                 api_name="compare", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
 
         # ---------------------------------------------------------------- batch
-        def on_batch(text, upload, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text,
-                     request: gr.Request, progress=gr.Progress()):
+        def on_batch(text, upload, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text, off,
+                     tile, request: gr.Request, progress=gr.Progress()):
             from genaccel.batch import parse_items, read_items
 
             try:
-                base = _request(None, negative_text, setting_name, w, h, f, n, g, s, spec_text)
+                base = _request(None, negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile)
                 if upload:
                     items = read_items(Path(upload), base)
                 else:
@@ -423,12 +429,15 @@ def _support_text(info: dict) -> str:
     return "Not available for this model: " + "; ".join(f"**{n}**: {why}" for n, why in info["unsupported"].items())
 
 
-def _request(prompt, negative, setting, width, height, frames, steps, guidance, seed, spec) -> GenerationRequest:
+def _request(prompt, negative, setting, width, height, frames, steps, guidance, seed, spec, offload=None,
+             vae_tiling=None) -> GenerationRequest:
     """The page's fields as a request (empty numbers mean the model's default); without a prompt, the
-    base every batch item shares."""
+    base every batch item shares. The page always sends its Memory panel's values: the cached model
+    is placed as it shows."""
     options = {"prompt": prompt, "negative": negative or "", "setting": setting or "default", "width": _number(width),
                "height": _number(height), "frames": _number(frames), "steps": _number(steps),
-               "guidance": _number(guidance), "seed": _number(seed) or 0, "accel": (spec or "none").strip() or "none"}
+               "guidance": _number(guidance), "seed": _number(seed) or 0, "accel": (spec or "none").strip() or "none",
+               "offload": offload, "vae_tiling": None if vae_tiling is None else bool(vae_tiling)}
     return request_from_options(options, partial=prompt is None)
 
 

@@ -24,7 +24,7 @@ from genaccel.ui.jobs import Cancelled, Job, JobRunner, PipelineCache
 # What the page shows of a run's summary (GenerationResult.summary keys).
 FIGURES = ("accel", "seconds", "denoise_seconds", "decode_seconds", "transformer_calls", "skipped_calls",
            "attention_calls", "attention_reused", "num_frames", "height", "width", "num_inference_steps", "seed",
-           "accelerator_stats")
+           "offload", "vae_tiling", "estimated_peak_bytes", "accelerator_stats")
 COMPARE_COLUMNS = ["run", "accel", "seconds", "speedup", "skipped_passes", "psnr_db", "ssim", "adherence"]
 
 
