@@ -26,7 +26,8 @@ def catalog() -> dict:
             for f in FAMILIES.values()
         },
         "accelerators": {
-            name: {"summary": cls.summary, "slots": sorted(cls.slots), "parameters": cls.config_class.parameters()}
+            name: {"summary": cls.summary, "slots": sorted(cls.slots), "parameters": cls.config_class.parameters(),
+                   "context_parallel": cls.context_parallel_refusal() or "yes"}
             for name, cls in ACCELERATORS.items()
         },
         "presets": {
@@ -59,6 +60,8 @@ def format_catalog(data: dict) -> str:
     out += [f"  default: {data['default_model']}", "", "Accelerators (spec: name(key=value,...)+name):"]
     for name, info in data["accelerators"].items():
         out.append(f"  {name:12s} {info['summary']}")
+        if info["context_parallel"] != "yes":
+            out.append(f"      (not with --context-parallel: {info['context_parallel']})")
         for p in info["parameters"]:
             default = ":".join(map(str, p["default"])) if isinstance(p["default"], tuple) else p["default"]
             out.append(f"      {p['name'] + '=' + str(default):22s} {p['help']} ({p['type']})")

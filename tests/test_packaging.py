@@ -31,6 +31,14 @@ def test_pipelines_ui_and_data_are_under_genaccel(wheel):
             "genaccel/pipelines/embedded-causal/transformer/diffusion_pytorch_model.safetensors"} <= names
 
 
+def test_every_module_of_the_library_is_in_the_wheel(wheel):
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    modules = {f"genaccel/{path.relative_to(root / 'genaccel')}" for path in (root / "genaccel").rglob("*.py")}
+    assert modules and modules <= set(wheel.namelist())  # subpackages too (streaming was once left out)
+
+
 def test_console_script_and_extras(wheel):
     meta = next(n for n in wheel.namelist() if n.endswith("METADATA"))
     text = wheel.read(meta).decode()
