@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--summary", default=None, help="bench summary.csv whose presets' skip/reuse fractions apply")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
     args = parser.parse_args()
-    from genaccel.estimate import ModelSizes, estimate_peak, gib
+    from genaccel.estimate import ModelSizes, estimate_peak, size_text
 
     peak_flops, _ = GPUS["H100-SXM"]
     rate = peak_flops * UTILISATION
@@ -112,7 +112,8 @@ def main() -> int:
                     split = passes * (pass_time / n + communication) + decode
                     times.append(f"{single:.0f}" if n == 1 else f"{single:.0f} / {split:.0f}")
                     per_hour.append(f"{3600 / single * n:.0f}")
-                lines.append(f"| {n} | {gib(memory['none'])} / {gib(memory['model'])} / {gib(memory['group'])} | "
+                shown = " / ".join(size_text(memory[mode]) for mode in ("none", "model", "group"))
+                lines.append(f"| {n} | {shown} | "
                              f"{'-' if n == 1 else f'{kind}={n}'} | " + " | ".join(times) + " | " + " / ".join(per_hour)
                              + " |")
             lines.append("")

@@ -13,9 +13,11 @@ manifest and the parts left say what is finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,8 +150,12 @@ def prepare_items(pipe, items: list[BatchItem]) -> list:
 
     prepared = []
     for item in items:
+        # Unset memory options mean the defaults here, not "as the previous item left the pipeline": an item's
+        # video must not depend on its neighbours (VAE tiling changes pixels).
+        request = dataclasses.replace(item.request, offload=item.request.offload or "none",
+                                      vae_tiling=bool(item.request.vae_tiling))
         try:
-            prepared.append(prepare(pipe, item.request))
+            prepared.append(prepare(pipe, request))
         except GenAccelError as exc:
             raise type(exc)(f"{item.where}{exc}") from None
     return prepared
@@ -161,7 +167,8 @@ def _ran_as_asked(entry: dict, prepared) -> bool:
              if v is not None and k not in ("accel", "num_frames", "height", "width", *MEMORY_ONLY)}
     if prepared.spec is not None:
         asked["accel"] = prepared.spec.text
-    return all(entry.get(k) == v for k, v in asked.items())
+    # Manifests written before VAE tiling was an option have no "vae_tiling": those videos were untiled.
+    return all(bool(entry.get(k)) == v if k == "vae_tiling" else entry.get(k) == v for k, v in asked.items())
 
 
 def _targets(out_dir: Path, items: list[BatchItem], suffix: str, ours: set[str]) -> list[Path]:
@@ -180,6 +187,28 @@ def _targets(out_dir: Path, items: list[BatchItem], suffix: str, ours: set[str])
                              "move it or give the item another name")
         targets.append(check_output_path(target, probe=False))
     return targets
+
+
+@contextmanager
+def _together(processes):
+    """Run the block on every process; if it fails on any, every process stops with that error (instead
+    of the others waiting for it at the next barrier)."""
+    from genaccel.errors import GenAccelError, InputError
+
+    error = None
+    try:
+        yield
+    except GenAccelError as exc:
+        error = exc
+    if processes is not None and processes.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        reports = gather_object([str(error) if error else ""])
+        first = next((report for report in reports if report), None)
+        if first and error is None:
+            raise InputError(f"another process stopped the batch: {first}")
+    if error is not None:
+        raise error
 
 
 def _remove_superseded(path: Path) -> None:
@@ -211,48 +240,49 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
     from genaccel.video_io import check_output_path, write_video
 
     out_dir = Path(out_dir).expanduser()
-    check_output_path(out_dir / "probe.mp4")  # the folder: writable, not a file
     suffix = "" if fmt == "png" else f".{fmt}"
-    prepared = prepared if prepared is not None else prepare_items(pipe, items)
     launched = processes is not None and processes.num_processes > 1
     if processes is None or processes.is_main_process:
         _merge_parts(out_dir)  # what an earlier, killed launch left: this run's parts start empty
-    if launched:
-        processes.wait_for_everyone()
-    done = _load_manifest(out_dir)
-    # An item is finished when the manifest has it, as asked now (request, spec, format), and its video exists.
-    finished = {item.name for item, ready in zip(items, prepared)
-                if item.name in done and done[item.name]["out"] == f"{item.name}{suffix}"
-                and (out_dir / done[item.name]["out"]).exists() and _ran_as_asked(done[item.name], ready)}
-    names = {item.name for item in items}
-    todo = [(item, ready) for item, ready in zip(items, prepared) if item.name not in finished]
-    targets = _targets(out_dir, [item for item, _ in todo], suffix, {e["out"] for e in done.values()})
+    with _together(processes):  # every process checks everything, and stops if any one cannot go on
+        check_output_path(out_dir / "probe.mp4")  # the folder: writable, not a file
+        prepared = prepared if prepared is not None else prepare_items(pipe, items)
+        done = _load_manifest(out_dir)
+        # An item is finished when the manifest has it, as asked now (request, spec, format), and its video exists.
+        finished = {item.name for item, ready in zip(items, prepared)
+                    if item.name in done and done[item.name]["out"] == f"{item.name}{suffix}"
+                    and (out_dir / done[item.name]["out"]).exists() and _ran_as_asked(done[item.name], ready)}
+        todo = [(item, ready) for item, ready in zip(items, prepared) if item.name not in finished]
+        targets = _targets(out_dir, [item for item, _ in todo], suffix, {e["out"] for e in done.values()})
     out_dir.mkdir(parents=True, exist_ok=True)
+    names = {item.name for item in items}
     work = list(zip(todo, targets))
     if launched:
         processes.wait_for_everyone()  # every process has read the manifest before any writes to it
         with processes.split_between_processes(work) as share:
             work = list(share)
         part = out_dir / MANIFEST_PART.format(rank=processes.process_index)
-        entries: list[dict] = []  # a part lists this process's videos only
+        entries: dict[str, dict] = {}  # a part lists this process's videos only
         label = f"batch [{processes.process_index + 1}/{processes.num_processes}]"
     else:
         part = out_dir / MANIFEST
-        entries = [e for e in done.values() if e["name"] in finished or e["name"] not in names]
+        entries = dict(done)  # an item's entry is replaced when its redo is in place, never dropped before
         label = "batch"
     written = 0
     with tqdm(total=len(work), desc=label, unit="video", disable=not progress) as bar:
         for (item, ready), target in work:
             result = generate(pipe, ready, callback=step_callback)
             staged = target.with_name(f".{item.name}-partial{suffix}")  # genaccel's own: replaced freely
-            for leftover in (staged, *out_dir.glob(f".{staged.name}.*")):  # and write_video's temporaries of it
+            for leftover in (staged, *out_dir.glob(f".{staged.stem}.*")):  # and write_video's temporaries of it
                 _remove_superseded(leftover)  # (a process killed while writing leaves them)
             write_video(result.frames, staged, fps=fps, checked=True)
             entry = {"name": item.name, "out": target.name, "index": item.index, **result.summary()}
-            entries.append(entry)
-            _write_manifest(part, entries)
-            if item.name in done:  # its earlier video (listed, so genaccel's) goes; the new one takes its place
-                _remove_superseded(out_dir / done[item.name]["out"])
+            entries[item.name] = entry
+            _write_manifest(part, list(entries.values()))
+            # The earlier video (listed in the manifest, or a frame folder genaccel wrote: checked by _targets)
+            # makes way for the new one.
+            for earlier in {out_dir / done[item.name]["out"], target} if item.name in done else {target}:
+                _remove_superseded(earlier)
             os.replace(staged, target)
             written += 1
             bar.update(1)

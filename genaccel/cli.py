@@ -47,9 +47,7 @@ def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None
 def _add_request_options(p: argparse.ArgumentParser, names: tuple[str, ...], **defaults) -> None:
     """One option per request field, named by its short alias; values are converted and checked by
     `request_from_options`, so every entry point reports a bad value the same way."""
-    from genaccel.request import option_name
-
-    from genaccel.request import field_kind
+    from genaccel.request import field_kind, option_name
 
     for name in names:
         meta = FIELDS[name].metadata
@@ -218,13 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- commands
-def _load(args, placed: bool = True):
-    """The model of --model on --device; `placed=False` leaves the weights on the CPU for the first
-    generation to place as its request says (offloading), after its memory estimate was checked."""
+def _load(args):
+    """The model of --model on --device, its weights left on the CPU: the first generation places it as its
+    request says (offloading), after its memory estimate was checked, so a model too large for the device
+    is refused in one line instead of failing to load."""
     from genaccel.models import default_model, load_pipeline
 
     args.model = args.model or default_model()
-    return load_pipeline(args.model, device=args.device, offload="none" if placed else None,
+    return load_pipeline(args.model, device=args.device, offload=None,
                          context_parallel=getattr(args, "context_parallel", None))
 
 
@@ -245,7 +244,7 @@ def cmd_generate(args) -> int:
     if args.dry_run:
         return _dry_run(args, request)
     out = check_output_path(args.out)
-    pipe = _load(args, placed=False)
+    pipe = _load(args)
     result = generate(pipe, prepare(pipe, request), progress=not args.json and main_process)
     if not main_process:
         return 0  # the main process writes the video
@@ -265,7 +264,7 @@ def _dry_run(args, request) -> int:
     from genaccel.errors import MemoryFitError
     from genaccel.prepare import check_memory, prepare
 
-    pipe = _load(args, placed=False)
+    pipe = _load(args)
     prepared = prepare(pipe, request, check_fit=False)
     try:
         check_memory(pipe, prepared.request, prepared.spec, prepared.family)
@@ -376,7 +375,7 @@ def cmd_batch(args) -> int:
     items = read_items(Path(args.file), base)
     processes = process_state(args.device)  # accelerate's, when launched as one of several processes
     args.device = process_device(processes, args.device)
-    pipe = _load(args, placed=False)
+    pipe = _load(args)
     summary = run_batch(pipe, items, Path(args.out), fmt=args.format, fps=args.fps, progress=not args.json,
                         processes=processes)
     summary["model"] = args.model

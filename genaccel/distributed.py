@@ -96,9 +96,13 @@ def enable_context_parallel(pipe, acceleration, degrees: dict[str, int]) -> None
     from genaccel.errors import InputError
 
     reason = context_parallel_refusal(pipe, acceleration.family, acceleration.accelerators, degrees)
+    if getattr(pipe, "_genaccel_split_for", None) is not None:  # diffusers splits a model once
+        reason = (f"this process split its model for '{pipe._genaccel_split_for}' and cannot re-apply accelerators "
+                  "under the split: start the process again for another spec")
     if reason:
         raise InputError(reason)
     for _, denoiser in acceleration.family.denoiser_modules(pipe):
         denoiser.enable_parallelism(config=ContextParallelConfig(ring_degree=degrees.get("ring"),
                                                                  ulysses_degree=degrees.get("ulysses")))
     acceleration.runtime.sharded = True
+    pipe._genaccel_split_for = acceleration.spec

@@ -19,7 +19,7 @@ the CUDA context or allocator caching. BENCHMARKS.md compares it with measured p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -101,7 +101,7 @@ class ModelSizes:
     latent_channels: int
     patch: tuple[int, int, int]  # frames, height, width
     vae_factors: tuple[int, int]  # temporal, spatial
-    decoder_width: int  # channels of the decoder's full-resolution feature maps
+    decoder_width: float  # channels of the decoder's last feature maps per output pixel
     decode_chunk_frames: int | None  # latent frames per decoded chunk; None: all
     tile: tuple[int, int] | None  # the VAE's tile in pixels when tiling, None without tiling support
     dtype_bytes: int  # of the denoiser's activations
@@ -144,13 +144,21 @@ class ModelSizes:
             latent_channels=config.get("in_channels", 16),
             patch=patch,
             vae_factors=(_first_attr(pipe, TEMPORAL_FACTOR_ATTRS, 1), _first_attr(pipe, SPATIAL_FACTOR_ATTRS, 8)),
-            decoder_width=convs[-1].in_channels if convs else 128,
+            decoder_width=(convs[-1].in_channels if convs else 128) / _vae_patch_pixels(vae),
             decode_chunk_frames=DECODE_CHUNK_LATENT_FRAMES.get(type(vae).__name__),
             tile=tile,
             dtype_bytes=next(transformer.parameters()).element_size(),
             vae_dtype_bytes=next(vae.parameters()).element_size(),
             cfg_batched=family.cfg == "batched",
         )
+
+
+def _vae_patch_pixels(vae) -> int:
+    """Output pixels per position of the decoder's last feature map: a VAE that unpatchifies its output
+    (LTX-Video's, Wan 2.2's) runs its last layers at 1/patch of the resolution."""
+    patch = vae.config.get("patch_size") or 1
+    patch_t = vae.config.get("patch_size_t") or 1
+    return patch * patch * patch_t if isinstance(patch, int) else 1
 
 
 def _first_attr(obj, names, default: int) -> int:
@@ -174,7 +182,6 @@ class MemoryEstimate:
     device: str
     offload: str
     vae_tiling: bool
-    parts: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"peak_bytes": self.peak, "phases": self.phases, "weights_bytes": self.weights,
@@ -185,12 +192,12 @@ class MemoryEstimate:
     def describe(self) -> str:
         """One line: the peak and what it is made of."""
         phase = max(self.phases, key=self.phases.get)
-        return (f"about {gib(self.peak)} on {self.device}, at the {phase} (weights resident {gib(self.weights)}; "
-                f"denoising activations {gib(self.activations)}, accelerator state {gib(self.state)}, decode "
-                f"{gib(self.decode)})")
+        return (f"about {size_text(self.peak)} on {self.device}, at the {phase} (weights resident "
+                f"{size_text(self.weights)}; denoising activations {size_text(self.activations)}, accelerator state "
+                f"{size_text(self.state)}, decode {size_text(self.decode)})")
 
 
-def gib(n: int) -> str:
+def size_text(n: int) -> str:
     """Bytes as a short decimal size ("1.23 GB", "45.6 MB")."""
     return f"{n / GB:.2f} GB" if n >= 0.1 * GB else f"{n / 1e6:.1f} MB"
 
@@ -204,7 +211,7 @@ def activation_shape(sizes: ModelSizes, num_frames: int, height: int, width: int
     frame_tokens = max(1, lh // ph) * max(1, lw // pw)
     branches = 2 if guidance_scale > 1 else 1
     return ActivationShape(
-        tokens=max(1, latent_frames // pt) * frame_tokens // shards, frame_tokens=frame_tokens, dim=sizes.dim,
+        tokens=-(-latent_frames // pt) * frame_tokens // shards, frame_tokens=frame_tokens, dim=sizes.dim,
         blocks=sizes.blocks, self_attention_layers=sizes.self_attention_layers,
         cross_attention_layers=sizes.cross_attention_layers, branches=branches, dtype_bytes=sizes.dtype_bytes,
         latent_bytes=sizes.latent_channels * latent_frames * lh * lw * 4)
@@ -260,7 +267,8 @@ def device_budget(pipe, device: torch.device) -> int:
                for t in (*module.parameters(), *module.buffers()) if t.device.type == device.type)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free) + held
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # PyTorch's, reusable
+        return int(free) + int(cached) + held
     import psutil
 
     return int(psutil.virtual_memory().available) + held
@@ -281,10 +289,10 @@ REMEDIES = (
 def fit_message(estimate: MemoryEstimate, budget: int, alternatives: dict[str, MemoryEstimate]) -> str:
     """One line saying that a run does not fit and which option would make it fit (the first of
     `alternatives`, in REMEDIES order, whose estimate is under `budget`)."""
-    head = f"this run needs {estimate.describe()}, more than the {gib(budget)} it may use"
+    head = f"this run needs {estimate.describe()}, more than the {size_text(budget)} it may use"
     for flag, alternative in alternatives.items():
         if alternative.peak <= budget:
-            return f"{head}: {flag} brings it to about {gib(alternative.peak)}"
+            return f"{head}: {flag} brings it to about {size_text(alternative.peak)}"
     smallest = min(alternatives.values(), key=lambda e: e.peak, default=estimate)
-    return (f"{head}, and even with offloading and VAE tiling it needs about {gib(smallest.peak)}: make fewer or "
-            "smaller frames (--frames, --height, --width)")
+    return (f"{head}, and even with offloading and VAE tiling it needs about {size_text(smallest.peak)}: make "
+            "fewer or smaller frames (--frames, --height, --width)")

@@ -19,7 +19,7 @@ import torch
 
 from genaccel.acceleration import Acceleration, acceleration_of, apply
 from genaccel.distributed import enable_context_parallel
-from genaccel.offload import place, placement
+from genaccel.offload import place, placement, unplaced
 from genaccel.prepare import PreparedRequest, prepare
 from genaccel.request import GenerationRequest, request_from_options
 
@@ -96,7 +96,8 @@ def _acceleration(pipe, prepared: PreparedRequest) -> Acceleration:
         current = apply(pipe, prepared.spec or "none")
     degrees = getattr(pipe, "_genaccel_context_parallel", None)
     if degrees and not current.runtime.sharded:  # once: diffusers' split hooks must wrap the accelerators'
-        enable_context_parallel(pipe, current, degrees)
+        with unplaced(pipe):  # and be wrapped by the offloading's, like genaccel's
+            enable_context_parallel(pipe, current, degrees)
     place(pipe, prepared.request.offload, prepared.request.vae_tiling)
     return current
 

@@ -48,7 +48,6 @@ def _is_diffusers_model(module: torch.nn.Module) -> bool:
     return isinstance(module, ModelMixin)
 
 
-@torch.inference_mode()  # a sequential offload's weights became inference tensors in the runs; so are their copies
 def _remove_offload(pipe, mode: str) -> None:
     if mode in ("model", "sequential"):
         pipe.remove_all_hooks()
@@ -59,7 +58,6 @@ def _remove_offload(pipe, mode: str) -> None:
                 registry.remove_hook(name, recurse=True)
 
 
-@torch.inference_mode()
 def _add_offload(pipe, mode: str, device: torch.device) -> None:
     from accelerate import cpu_offload
 
@@ -99,6 +97,12 @@ def place(pipe, offload: str | None = None, vae_tiling: bool | None = None) -> t
     current = placement(pipe)
     mode = offload or (current[0] if current else "none")
     tiling = vae_tiling if vae_tiling is not None else (current[1] if current else False)
+    if current is None:
+        # Inference only: weights that need no gradient. Offloading moves them while generations run in
+        # inference mode, and accelerate re-creates each parameter with its `requires_grad` when its hooks
+        # come off, which PyTorch refuses for a tensor made in inference mode that asks for a gradient.
+        for _, component in _components(pipe):
+            component.requires_grad_(False)
     if current is None or current[0] != mode:
         if current is not None:
             _remove_offload(pipe, current[0])

@@ -99,9 +99,10 @@ def _check_context_parallel(pipe, spec: ResolvedSpec | None) -> None:
         reason = cls.context_parallel_refusal()
         if reason:
             raise SpecError(f"{cls.name} cannot run with --context-parallel: {reason}")
+    split_for = getattr(pipe, "_genaccel_split_for", None)
     current = acceleration_of(pipe)
-    if current is not None and current.runtime.sharded and current.spec != spec.text:
-        raise SpecError(f"this process split its model for '{current.spec}'; under --context-parallel every "
+    if split_for is not None and (current is None or current.spec != spec.text):
+        raise SpecError(f"this process split its model for '{split_for}'; under --context-parallel every "
                         f"generation of a process runs that spec (asked: '{spec.text}')")
 
 

@@ -26,7 +26,8 @@ class PipelineCache:
         from genaccel.models import load_pipeline
 
         self.capacity = capacity
-        self._loader = loader or (lambda model, device: load_pipeline(model, device=device))
+        # Left on the CPU: the first generation places it as its request says, after its memory check.
+        self._loader = loader or (lambda model, device: load_pipeline(model, device=device, offload=None))
         self._pipes: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # how many times a pipeline was really loaded (tests check the cache works)

@@ -86,7 +86,7 @@ class Accelerator:
     # Why it cannot run while the sequence is split across processes (context parallelism); None if it can:
     # its decisions depend on the step alone, or on sums over every shard (Runtime.sum_over_shards). The
     # owners of the attention computation (KERNEL_NESTING slots) never can: see `context_parallel_refusal`.
-    context_parallel: ClassVar[str | None] = None
+    context_parallel_reason: ClassVar[str | None] = None
 
     def __init__(self, config: AcceleratorConfig, family, runtime: Runtime):
         self.config = config
@@ -100,7 +100,7 @@ class Accelerator:
         if cls.slots & set(KERNEL_NESTING):
             return ("it changes the attention computation, which would see one process's shard of the sequence "
                     "(split attention runs through diffusers' ring/Ulysses dispatch)")
-        return cls.context_parallel
+        return cls.context_parallel_reason
 
     # -- to implement
     @classmethod

@@ -29,7 +29,7 @@ class FirstBlockCache(Accelerator):
     summary = "run block 0, skip the rest while its residual barely changes (diffusers FirstBlockCache)"
     config_class = FirstBlockCacheConfig
     slots = frozenset({SLOT_PASS})
-    context_parallel = ("diffusers' FirstBlockCache decides from each process's shard of the sequence: the processes "
+    context_parallel_reason = ("diffusers' FirstBlockCache decides from each process's shard of the sequence: the processes "
                         "would skip different passes")
 
     @classmethod

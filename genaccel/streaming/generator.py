@@ -27,6 +27,7 @@ import torch
 
 from genaccel.acceleration import Acceleration, apply
 from genaccel.errors import InputError, ModelError
+from genaccel.offload import place
 from genaccel.prepare import PreparedRequest, prepare
 from genaccel.request import GenerationRequest, request_from_options
 from genaccel.streaming.decode import StreamingDecoder
@@ -234,6 +235,7 @@ class Stream:
     def _run(self) -> Iterator[StreamChunk]:
         pipe, request = self.pipe, self.request
         accel = apply(pipe, self.prepared.spec)
+        place(pipe)  # on its device, as genaccel last placed it (a model loaded unplaced: no offloading)
         self.acceleration: Acceleration = accel
         kv = [a for a in accel.accelerators if a.name == "kvcache"]
         if not kv:
