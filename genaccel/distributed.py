@@ -53,13 +53,23 @@ def parse_context_parallel(text: str) -> dict[str, int]:
         if kind not in CONTEXT_PARALLEL_KINDS or kind in degrees or not value.strip().isdigit() or int(value) < 1:
             raise InputError(f"--context-parallel must look like ring=N, ulysses=N or ring=N,ulysses=M; got '{text}'")
         degrees[kind] = int(value)
-    if _product(degrees) < 2:
+    if shard_count(degrees) < 2:
         raise InputError(f"--context-parallel {text}: split the sequence over 2 or more processes")
     return degrees
 
 
-def _product(degrees: dict[str, int]) -> int:
-    return degrees.get("ring", 1) * degrees.get("ulysses", 1)
+def shard_count(degrees: dict[str, int] | None) -> int:
+    """The number of processes `degrees` split the sequence across (1 without context parallelism)."""
+    return (degrees or {}).get("ring", 1) * (degrees or {}).get("ulysses", 1)
+
+
+def accelerators_refusal(accelerators) -> str | None:
+    """Why the first of `accelerators` (classes or instances) that cannot run split cannot; None if all can."""
+    for accelerator in accelerators:
+        reason = accelerator.context_parallel_refusal()
+        if reason:
+            return f"{accelerator.name} cannot run with --context-parallel: {reason}"
+    return None
 
 
 def context_parallel_refusal(pipe, family, accelerators, degrees: dict[str, int]) -> str | None:
@@ -70,15 +80,14 @@ def context_parallel_refusal(pipe, family, accelerators, degrees: dict[str, int]
         if getattr(denoiser, "_cp_plan", None) is None:
             return (f"{family.title}'s transformer ({type(denoiser).__name__}) has no context-parallel plan in "
                     "diffusers: it runs on one device (families with a plan: Wan, LTX-Video)")
-    for accelerator in accelerators:
-        reason = accelerator.context_parallel_refusal()
-        if reason:
-            return f"{accelerator.name} cannot run with --context-parallel: {reason}"
+    refusal = accelerators_refusal(accelerators)
+    if refusal:
+        return refusal
     if not dist.is_available() or not dist.is_initialized():
         return ("--context-parallel needs one process per shard: start it with "
-                f"`accelerate launch --num_processes {_product(degrees)} -m genaccel generate ...`")
-    if dist.get_world_size() != _product(degrees):
-        return (f"--context-parallel {_format(degrees)} splits the sequence over {_product(degrees)} processes, but "
+                f"`accelerate launch --num_processes {shard_count(degrees)} -m genaccel generate ...`")
+    if dist.get_world_size() != shard_count(degrees):
+        return (f"--context-parallel {_format(degrees)} splits the sequence over {shard_count(degrees)} processes, but "
                 f"{dist.get_world_size()} were launched")
     return None
 

@@ -91,14 +91,14 @@ def _check_context_parallel(pipe, spec: ResolvedSpec | None) -> None:
     """Under context parallelism: accelerators that keep the processes in step, and the spec the split
     was set up with (diffusers' split hooks wrap the accelerators' once, for the process's lifetime)."""
     from genaccel.acceleration import acceleration_of
+    from genaccel.distributed import accelerators_refusal
     from genaccel.errors import SpecError
 
     if not getattr(pipe, "_genaccel_context_parallel", None) or spec is None:
         return
-    for cls, _ in spec.accelerators:
-        reason = cls.context_parallel_refusal()
-        if reason:
-            raise SpecError(f"{cls.name} cannot run with --context-parallel: {reason}")
+    refusal = accelerators_refusal(cls for cls, _ in spec.accelerators)
+    if refusal:
+        raise SpecError(refusal)
     split_for = getattr(pipe, "_genaccel_split_for", None)
     current = acceleration_of(pipe)
     if split_for is not None and (current is None or current.spec != spec.text):
@@ -107,40 +107,40 @@ def _check_context_parallel(pipe, spec: ResolvedSpec | None) -> None:
 
 
 def estimate_memory(pipe, request: GenerationRequest, spec: ResolvedSpec | None = None, family=None,
-                    **overrides) -> MemoryEstimate | None:
+                    sizes: ModelSizes | None = None, **overrides) -> MemoryEstimate | None:
     """The estimated peak of `request` on `pipe`'s device (fields of `overrides` replace the request's);
-    None when the request leaves a size to the pipeline's own defaults."""
+    None when the request leaves a size to the pipeline's own defaults. `sizes`: `ModelSizes.of(pipe)`,
+    when the caller has it already."""
+    from genaccel.distributed import shard_count
     from genaccel.offload import placement, target_device
 
     request = dataclasses.replace(request, **overrides)
     if None in (request.num_frames, request.height, request.width):
         return None
     placed = placement(pipe) or ("none", False)
-    sizes = ModelSizes.of(pipe, family)
+    sizes = sizes or ModelSizes.of(pipe, family)
     guidance = request.guidance_scale if request.guidance_scale is not None else 5.0
     return estimate_peak(sizes, num_frames=request.num_frames, height=request.height, width=request.width,
                          guidance_scale=guidance, accelerators=spec.accelerators if spec else (),
                          offload=request.offload or placed[0],
                          vae_tiling=request.vae_tiling if request.vae_tiling is not None else placed[1],
                          device=target_device(pipe).type,
-                         shards=_shards(getattr(pipe, "_genaccel_context_parallel", None)))
+                         shards=shard_count(getattr(pipe, "_genaccel_context_parallel", None)))
 
 
-def _shards(degrees: dict | None) -> int:
-    return (degrees or {}).get("ring", 1) * (degrees or {}).get("ulysses", 1)
-
-
-def check_memory(pipe, request: GenerationRequest, spec: ResolvedSpec | None = None, family=None) -> MemoryEstimate | None:
+def check_memory(pipe, request: GenerationRequest, spec: ResolvedSpec | None = None,
+                 family=None) -> MemoryEstimate | None:
     """The run's estimate, or MemoryFitError when it exceeds the budget (`max_memory`, else what the device
     has free), naming the first option of REMEDIES that would make it fit."""
     from genaccel.offload import target_device
     from genaccel.request import parse_size
 
-    estimate = estimate_memory(pipe, request, spec, family)
+    sizes = ModelSizes.of(pipe, family)
+    estimate = estimate_memory(pipe, request, spec, family, sizes)
     if estimate is None:
         return None
     budget = parse_size(request.max_memory) if request.max_memory else device_budget(pipe, target_device(pipe))
     if estimate.peak <= budget:
         return estimate
-    alternatives = {flag: estimate_memory(pipe, request, spec, family, **fields) for flag, fields in REMEDIES}
+    alternatives = {flag: estimate_memory(pipe, request, spec, family, sizes, **fields) for flag, fields in REMEDIES}
     raise MemoryFitError(fit_message(estimate, budget, alternatives))
