@@ -52,9 +52,10 @@ class ComponentSize:
         def size(m, recurse=True):
             return sum(t.numel() * t.element_size() for t in (*m.parameters(recurse), *m.buffers(recurse)))
 
-        blocks = [block for child in module.children() if isinstance(child, torch.nn.ModuleList) for block in child]
+        blocks = [size(block) for child in module.children() if isinstance(child, torch.nn.ModuleList)
+                  for block in child]
         total = size(module)
-        return cls(total, max((size(b) for b in blocks), default=0), total - sum(size(b) for b in blocks),
+        return cls(total, max(blocks, default=0), total - sum(blocks),
                    max((size(m, False) for m in module.modules()), default=0))
 
     def resident(self, offload: str, prefetch: bool) -> int:
@@ -73,7 +74,6 @@ class ActivationShape:
     tokens: int  # per transformer pass, per batch element
     frame_tokens: int  # tokens of one latent frame
     dim: int  # hidden width
-    blocks: int
     self_attention_layers: int
     cross_attention_layers: int
     branches: int  # CFG branches whose state is kept apart
@@ -95,7 +95,6 @@ class ModelSizes:
     dim: int
     ffn_dim: int
     head_dim: int
-    blocks: int
     self_attention_layers: int
     cross_attention_layers: int
     latent_channels: int
@@ -138,7 +137,6 @@ class ModelSizes:
             dim=dim,
             ffn_dim=max((m.out_features for m in linears if m.in_features == dim), default=4 * dim),
             head_dim=dim // heads,
-            blocks=len(family.blocks(transformer)),
             self_attention_layers=len(family.attention_layers(transformer, "self")),
             cross_attention_layers=len(family.attention_layers(transformer, "cross")),
             latent_channels=config.get("in_channels", 16),
@@ -212,7 +210,7 @@ def activation_shape(sizes: ModelSizes, num_frames: int, height: int, width: int
     branches = 2 if guidance_scale > 1 else 1
     return ActivationShape(
         tokens=-(-latent_frames // pt) * frame_tokens // shards, frame_tokens=frame_tokens, dim=sizes.dim,
-        blocks=sizes.blocks, self_attention_layers=sizes.self_attention_layers,
+        self_attention_layers=sizes.self_attention_layers,
         cross_attention_layers=sizes.cross_attention_layers, branches=branches, dtype_bytes=sizes.dtype_bytes,
         latent_bytes=sizes.latent_channels * latent_frames * lh * lw * 4)
 
@@ -242,9 +240,10 @@ def estimate_peak(sizes: ModelSizes, *, num_frames: int, height: int, width: int
     t, _ = sizes.vae_factors
     video = 3 * num_frames * height * width * sizes.vae_dtype_bytes
     chunk_frames = num_frames if sizes.decode_chunk_frames is None else min(num_frames, sizes.decode_chunk_frames * t)
-    tile_h, tile_w = (min(height, sizes.tile[0]), min(width, sizes.tile[1])) if vae_tiling and sizes.tile else (height, width)
+    tiled = vae_tiling and sizes.tile is not None
+    tile_h, tile_w = (min(height, sizes.tile[0]), min(width, sizes.tile[1])) if tiled else (height, width)
     maps = DECODE_WORKING_MAPS * sizes.decoder_width * chunk_frames * tile_h * tile_w * sizes.vae_dtype_bytes
-    copies = 3 if vae_tiling and sizes.tile and (tile_h, tile_w) != (height, width) else 2  # tiles, then blended
+    copies = 3 if tiled and (tile_h, tile_w) != (height, width) else 2  # tiles, then blended
     post = POSTPROCESS_COPIES.get(device, 2.0) * 3 * num_frames * height * width * (4 if device == "cpu" else
                                                                                     sizes.vae_dtype_bytes)
     decode = int(max(maps + copies * video, post))
@@ -263,7 +262,8 @@ def estimate_peak(sizes: ModelSizes, *, num_frames: int, height: int, width: int
 # ----------------------------------------------------------------------------- fitting a device
 def device_budget(pipe, device: torch.device) -> int:
     """Bytes a run may use on `device`: what is free there plus what this pipeline already holds there."""
-    held = sum(t.numel() * t.element_size() for module in pipe.components.values() if isinstance(module, torch.nn.Module)
+    held = sum(t.numel() * t.element_size() for module in pipe.components.values()
+               if isinstance(module, torch.nn.Module)
                for t in (*module.parameters(), *module.buffers()) if t.device.type == device.type)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
