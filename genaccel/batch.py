@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from genaccel import failpoints
 from genaccel.errors import InputError
 from genaccel.request import MEMORY_ONLY, GenerationRequest, request_from_options
+
+log = logging.getLogger("genaccel")
 
 MANIFEST = "manifest.jsonl"  # item names have no dot, so no item can be named like this (or the UI's videos.zip)
 # What each process of a launched batch writes instead; folded into the manifest when the batch ends.
@@ -54,59 +59,117 @@ def _item_name(index: int, prompt: str, given) -> str:
     return f"{index:04d}-{safe_name(prompt.lower())[:48].strip('-')}".rstrip("-")
 
 
+# At most this many errors of a batch file are listed (the rest are counted): enough to fix a file in one go.
+MAX_REPORTED = 20
+
+
 def read_items(path: Path, base: GenerationRequest | None = None) -> list[BatchItem]:
-    """Parse a prompts file; raise InputError on anything malformed, naming the line."""
+    """Parse a prompts file; raise InputError listing everything malformed in it, by line."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
+    if b"\0" in data:
+        raise InputError(f"{path}: a binary file, not a prompts file (it holds NUL bytes)")
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of line 1
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
     return parse_items(text, path.suffix.lower(), source=str(path), base=base)
+
+
+class _Errors:
+    """Errors of a whole file, collected so that one run lists them all."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.lines.append(message)
+
+    def raise_any(self, error=InputError) -> None:
+        if not self.lines:
+            return
+        shown = self.lines[:MAX_REPORTED]
+        if len(self.lines) > MAX_REPORTED:
+            shown.append(f"... and {len(self.lines) - MAX_REPORTED} more errors")
+        raise error("\n".join(shown))
+
+
+def _line_options(line: str, kind: str, where: str) -> dict:
+    """One line's options: the prompt of a .txt line, the object of a .jsonl line (names checked)."""
+    if kind == ".txt":
+        return {"prompt": line.strip()}
+    try:
+        options = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except (ValueError, RecursionError):  # a number of thousands of digits, nesting thousands deep
+        raise InputError(f"{where}not valid JSON (a number too long or nesting too deep)") from None
+    if not isinstance(options, dict):
+        raise InputError(f"{where}each line must be a JSON object such as {{\"prompt\": \"...\"}}; got "
+                         f"{type(options).__name__}")
+    if "prompt" not in options:
+        raise InputError(f"{where}the line has no \"prompt\"")
+    name = options.get("name")
+    if name is not None and (isinstance(name, bool) or not isinstance(name, (str, int))):
+        raise InputError(f"{where}name must be text or a whole number; got {type(name).__name__}")
+    return options
 
 
 def parse_items(text: str, kind: str = ".txt", source: str = "prompts", base: GenerationRequest | None = None) -> list[BatchItem]:
     """Parse prompts text: `.txt` (one prompt per line) or `.jsonl` (objects with "prompt", an optional
-    "name" and request options by their names or aliases). Each item's options override `base`."""
+    "name" and request options by their names or aliases, with JSON types: 12, not "12"). Each item's
+    options override `base`. The whole text is checked: the InputError lists every bad line."""
+    from genaccel.errors import GenAccelError
+
     if kind not in (".txt", ".jsonl"):
         raise InputError(f"{source}: batch files must be .txt (one prompt per line) or .jsonl")
     items: list[BatchItem] = []
     lines: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    errors = _Errors()
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         where = f"{source}:{number}: "
-        if kind == ".txt":
-            options = {"prompt": line.strip()}
-        else:
-            try:
-                options = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}not valid JSON ({exc.msg})") from None
-            if not isinstance(options, dict) or not isinstance(options.get("prompt"), str):
-                raise InputError(f"{where}each line needs a \"prompt\" text")
-        request = request_from_options(options, base, source=where, ignore=("name",))
+        try:
+            options = _line_options(line, kind, where)
+            request = request_from_options(options, base, source=where, ignore=("name",), typed=kind == ".jsonl")
+        except GenAccelError as exc:
+            errors.add(str(exc))
+            continue
         name = _item_name(len(items), request.prompt, options.get("name"))
         if name in lines:
-            raise InputError(f"{where}the name '{name}' is already used by line {lines[name]}")
+            errors.add(f"{where}the name '{name}' is already used by line {lines[name]}")
+            continue
         lines[name] = number
         items.append(BatchItem(len(items), name, request, where))
+    errors.raise_any()
     if not items:
         raise InputError(f"{source}: no prompts found")
     return items
 
 
-def _read_entries(path: Path) -> list[dict]:
-    entries = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # not a finished item's line: the item is redone
-            if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("out"), str):
-                entries.append(entry)
-    return entries
+def _read_entries(path: Path) -> tuple[list[dict], bool]:
+    """The entries of a manifest (or part), and whether the file is clean: every line a complete entry.
+    A process killed while appending leaves a torn last line; it is skipped (its item is redone)."""
+    if not path.is_file():
+        return [], True
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    entries, clean = [], text.endswith("\n") or not text
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            clean = False
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("out"), str):
+            entries.append(entry)
+        else:
+            clean = False
+    return entries, clean
 
 
 def _part_paths(out_dir: Path) -> list[Path]:
@@ -115,31 +178,77 @@ def _part_paths(out_dir: Path) -> list[Path]:
 
 
 def _load_manifest(out_dir: Path) -> dict[str, dict]:
-    """Finished items by name: the manifest, then the parts of an unfinished launched batch (newer)."""
+    """Finished items by name, the latest line of each: the manifest, then the parts of an unfinished
+    launched batch (newer)."""
     done = {}
     for path in (out_dir / MANIFEST, *_part_paths(out_dir)):
-        done.update((entry["name"], entry) for entry in _read_entries(path))
+        done.update((entry["name"], entry) for entry in _read_entries(path)[0])
     return done
 
 
-def _write_manifest(path: Path, entries: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    os.replace(tmp, path)
+def _append_entry(path: Path, entry: dict) -> None:
+    """Add one finished item's line to a manifest (or part) and flush it to disk. The file is only ever
+    appended to while a batch runs; `_settle_manifest` rewrites it (atomically) between runs."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
-def _merge_parts(out_dir: Path) -> list[dict]:
-    """Fold the processes' manifest parts into the manifest (one line per item, in batch order) and
-    remove them; returns the manifest's entries."""
+def _settle_manifest(out_dir: Path) -> list[dict]:
+    """Make the manifest one complete line per item, in batch order: fold in the processes' parts,
+    drop torn and superseded lines (written to a temporary file, then renamed into place), remove the
+    parts; returns its entries."""
+    manifest = out_dir / MANIFEST
     parts = _part_paths(out_dir)
-    entries = sorted(_load_manifest(out_dir).values(), key=lambda e: (e.get("index", 0), e["name"]))
-    if parts:
-        _write_manifest(out_dir / MANIFEST, entries)
+    lines, clean = _read_entries(manifest)
+    done = _load_manifest(out_dir)
+    entries = sorted(done.values(), key=lambda e: (e.get("index", 0), e["name"]))
+    if parts or not clean or len(lines) != len(entries):
+        tmp = manifest.with_name(manifest.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(e) + "\n" for e in entries))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, manifest)
         for part in parts:
             part.unlink()
-    for unfinished in out_dir.glob(MANIFEST_PART.format(rank="*") + ".tmp"):  # a process killed while writing
+    for unfinished in out_dir.glob(MANIFEST + ".tmp"):  # a process killed while settling
         unfinished.unlink()
     return entries
+
+
+def _staged(target: Path, token: str) -> Path:
+    """Where an item's video is written before it is listed: hidden, named by the run's token (which its
+    manifest line records), so a resumed batch knows whether a staged video is the one listed."""
+    stem = target.name[:-len(target.suffix)] if target.suffix else target.name
+    return target.with_name(f".{stem}-partial-{token}{target.suffix}")
+
+
+def _promote(staged: Path, target: Path, earlier: Path | None) -> None:
+    """Put a listed video under its final name, in place of the item's earlier video (genaccel's: listed
+    in the manifest, or a frame folder genaccel wrote)."""
+    if earlier is not None and earlier != target:
+        _remove_superseded(earlier)
+    if target.is_dir():
+        _remove_superseded(target)  # a folder cannot be replaced in one rename
+    os.replace(staged, target)
+
+
+def _finish_listed(out_dir: Path, items: list[BatchItem], suffix: str, done: dict[str, dict]) -> None:
+    """What a killed batch left between writing and renaming: a staged video its manifest line lists is
+    put in place; any other staged video, or a writer's temporary of one, is removed."""
+    for item in items:
+        entry = done.get(item.name)
+        target = out_dir / f"{item.name}{suffix}"
+        for leftover in sorted(out_dir.glob(f".{glob_escape(item.name)}-partial-*")) + \
+                sorted(out_dir.glob(f"..{glob_escape(item.name)}-partial-*")):
+            listed = entry is not None and entry.get("token") and entry["out"] == target.name \
+                and leftover == _staged(target, entry["token"])
+            if listed:
+                _promote(leftover, target, None)
+            else:
+                _remove_superseded(leftover)
 
 
 def prepare_items(pipe, items: list[BatchItem]) -> list:
@@ -148,16 +257,21 @@ def prepare_items(pipe, items: list[BatchItem]) -> list:
     from genaccel.errors import GenAccelError
     from genaccel.prepare import prepare
 
-    prepared = []
+    prepared, errors = [], _Errors()
     for item in items:
         # Unset memory options mean the defaults here, not "as the previous item left the pipeline": an item's
         # video must not depend on its neighbours (VAE tiling changes pixels).
         request = dataclasses.replace(item.request, offload=item.request.offload or "none",
                                       vae_tiling=bool(item.request.vae_tiling))
         try:
-            prepared.append(prepare(pipe, request))
+            ready = prepare(pipe, request)
         except GenAccelError as exc:
-            raise type(exc)(f"{item.where}{exc}") from None
+            errors.add(f"{item.where}{exc}")
+            continue
+        for notice in ready.notices:
+            log.warning("%s%s", item.where, notice)
+        prepared.append(ready)
+    errors.raise_any()
     return prepared
 
 
@@ -216,12 +330,18 @@ def _remove_superseded(path: Path) -> None:
     place, so that the folder holds what the manifest says; a frame folder only if still genaccel's."""
     import shutil
 
-    from genaccel.video_io import is_frame_folder
+    from genaccel.video_io import holds_only_frames
 
     if path.is_file() and not path.is_symlink():
         path.unlink()
-    elif path.is_dir() and is_frame_folder(path):
+    elif holds_only_frames(path):  # a frame folder genaccel wrote, or its unfinished temporary
         shutil.rmtree(path)
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
 
 
 def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", fps: int = 8, progress: bool = True,
@@ -242,8 +362,11 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
     out_dir = Path(out_dir).expanduser()
     suffix = "" if fmt == "png" else f".{fmt}"
     launched = processes is not None and processes.num_processes > 1
-    if processes is None or processes.is_main_process:
-        _merge_parts(out_dir)  # what an earlier, killed launch left: this run's parts start empty
+    if (processes is None or processes.is_main_process) and out_dir.is_dir():
+        # What an earlier, killed run left: its parts folded in, its listed videos renamed, the rest removed.
+        _finish_listed(out_dir, items, suffix, {e["name"]: e for e in _settle_manifest(out_dir)})
+    if launched:
+        processes.wait_for_everyone()
     with _together(processes):  # every process checks everything, and stops if any one cannot go on
         check_output_path(out_dir / "probe.mp4")  # the folder: writable, not a file
         prepared = prepared if prepared is not None else prepare_items(pipe, items)
@@ -261,41 +384,35 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
         processes.wait_for_everyone()  # every process has read the manifest before any writes to it
         with processes.split_between_processes(work) as share:
             work = list(share)
-        part = out_dir / MANIFEST_PART.format(rank=processes.process_index)
-        entries: dict[str, dict] = {}  # a part lists this process's videos only
+        manifest = out_dir / MANIFEST_PART.format(rank=processes.process_index)  # this process's videos only
         label = f"batch [{processes.process_index + 1}/{processes.num_processes}]"
     else:
-        part = out_dir / MANIFEST
-        entries = dict(done)  # an item's entry is replaced when its redo is in place, never dropped before
+        manifest = out_dir / MANIFEST
         label = "batch"
-    written = 0
     with tqdm(total=len(work), desc=label, unit="video", disable=not progress) as bar:
         for (item, ready), target in work:
             result = generate(pipe, ready, callback=step_callback)
-            staged = target.with_name(f".{item.name}-partial{suffix}")  # genaccel's own: replaced freely
-            for leftover in (staged, *out_dir.glob(f".{staged.stem}.*")):  # and write_video's temporaries of it
-                _remove_superseded(leftover)  # (a process killed while writing leaves them)
+            failpoints.reached("batch:generated")
+            token = uuid.uuid4().hex[:12]
+            staged = _staged(target, token)
             write_video(result.frames, staged, fps=fps, checked=True)
-            entry = {"name": item.name, "out": target.name, "index": item.index, **result.summary()}
-            entries[item.name] = entry
-            _write_manifest(part, list(entries.values()))
-            # The earlier video (listed in the manifest, or a frame folder genaccel wrote: checked by _targets)
-            # makes way for the new one.
-            for earlier in {out_dir / done[item.name]["out"], target} if item.name in done else {target}:
-                _remove_superseded(earlier)
-            os.replace(staged, target)
-            written += 1
+            failpoints.reached("batch:staged")
+            entry = {"name": item.name, "out": target.name, "index": item.index, "token": token, **result.summary()}
+            _append_entry(manifest, entry)
+            failpoints.reached("batch:listed")
+            earlier = out_dir / done[item.name]["out"] if item.name in done else None
+            _promote(staged, target, earlier)
+            failpoints.reached("batch:renamed")
             bar.update(1)
             if on_item is not None:
                 on_item(entry, target)
     if launched:
         processes.wait_for_everyone()
+    written = len(work)
     if processes is None or processes.is_main_process:
-        merged = _merge_parts(out_dir)
-        for item in items:  # staged videos of a killed process that outlived it (its ffmpeg finishing them)
-            staged = f".{item.name}-partial"
-            for leftover in (*out_dir.glob(f"{staged}*"), *out_dir.glob(f".{staged}*")):
-                _remove_superseded(leftover)
+        merged = _settle_manifest(out_dir)
+        # Staged videos of a killed process that outlived it (its encoder finishing them).
+        _finish_listed(out_dir, items, suffix, {e["name"]: e for e in merged})
         written = sum(1 for e in merged if e["name"] in names) - len(finished)
     return {"out": str(out_dir), "manifest": str(out_dir / MANIFEST), "done": written, "skipped": len(finished),
             "total": len(items)}

@@ -28,14 +28,21 @@ CALIBRATE_OPTIONS = tuple(name for name in DEFAULTED if name != "guidance_scale"
 
 
 # ----------------------------------------------------------------------------- arguments
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, high: int = 2**31 - 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if not 0 < value <= high:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {high}, got {value}")
     return value
+
+
+MAX_FPS = 240
+
+
+def _fps(text: str) -> int:
+    return _positive_int(text, MAX_FPS)
 
 
 def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None) -> None:
@@ -71,7 +78,7 @@ def _request_from_args(args, names: tuple[str, ...], prompt: str | None = None):
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fps", type=_positive_int, default=8, help="frames per second of written videos (default: 8)")
+    p.add_argument("--fps", type=_fps, default=8, help="frames per second of written videos (default: 8)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the run's figures as the last line")
 
 
@@ -120,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(st, "a causal model: tiny-causal (default), or a folder whose genaccel.toml has a [stream] "
                            "table (see genaccel convert-causal)")
     _add_request_options(st, STREAM_OPTIONS, accel="none")
-    st.add_argument("--fps", type=_positive_int, default=8, help="frames per second of the video (default: 8)")
+    st.add_argument("--fps", type=_fps, default=8, help="frames per second of the video (default: 8)")
     st.add_argument("--json", action="store_true", help="print one JSON object per chunk, then a summary object")
 
     cc = sub.add_parser("convert-causal", help="turn a Self-Forcing / CausVid / LongLive checkpoint into a streaming model",
@@ -245,7 +252,9 @@ def cmd_generate(args) -> int:
         return _dry_run(args, request)
     out = check_output_path(args.out)
     pipe = _load(args)
-    result = generate(pipe, prepare(pipe, request), progress=not args.json and main_process)
+    prepared = prepare(pipe, request)
+    _tell(prepared.notices)
+    result = generate(pipe, prepared, progress=not args.json and main_process)
     if not main_process:
         return 0  # the main process writes the video
     write_video(result.frames, out, fps=args.fps, checked=True)
@@ -257,6 +266,12 @@ def cmd_generate(args) -> int:
               f"{summary['seconds']:.2f} s; transformer passes {summary['transformer_calls']}, "
               f"skipped {summary['skipped_calls']}")
     return 0
+
+
+def _tell(notices) -> None:
+    """Notices that do not stop a run (a prompt longer than the text encoder reads), one line each."""
+    for notice in notices:
+        logging.getLogger("genaccel").warning("note: %s", notice)
 
 
 def _dry_run(args, request) -> int:
@@ -284,7 +299,6 @@ def _dry_run(args, request) -> int:
 
 def cmd_stream(args) -> int:
     import math
-    import signal
     import time
 
     from genaccel.models import EMBEDDED_CAUSAL, load_pipeline
@@ -314,7 +328,6 @@ def cmd_stream(args) -> int:
             raise _user_error(f"--prompt-at {max(switches)}: --seconds {args.seconds} makes only {chunks} chunks")
     start, made, stopped = time.perf_counter(), [], False
     frames_total = 0
-    previous = _stop_on_sigterm()  # `kill` ends a stream like Ctrl-C: the video is finished and renamed
     try:
         with stream(pipe, prepared, chunks=chunks, prompts_at=switches) as chunk_iter:
             for chunk in chunk_iter:
@@ -331,9 +344,8 @@ def cmd_stream(args) -> int:
                           f"frames, state {chunk.memory_bytes / 1e6:.2f} MB{note}", flush=True)
     except KeyboardInterrupt:
         stopped = True
-    finally:
+    finally:  # also on `kill` (main() makes SIGTERM a KeyboardInterrupt): the video is finished and renamed
         path = writer.close()
-        signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - start
     summary = {"summary": True, "out": str(path) if path else None, "model": args.model, "accel": prepared.spec.text,
                "chunks": len(made), "frames": frames_total, "seconds": round(seconds, 4),
@@ -358,12 +370,15 @@ def cmd_convert_causal(args) -> int:
 
 
 def _stop_on_sigterm():
-    """Make SIGTERM raise KeyboardInterrupt; returns the handler it replaces."""
+    """Make SIGTERM raise KeyboardInterrupt (in the main thread); returns the handler it replaces."""
     import signal
+    import threading
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
+    if threading.current_thread() is not threading.main_thread():
+        return None
     return signal.signal(signal.SIGTERM, stop)
 
 
@@ -515,14 +530,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries(args.verbose)
+    previous = _stop_on_sigterm()  # `kill` stops a run like Ctrl-C: temporary files are removed on the way out
     try:
         return COMMANDS[args.command](args)
     except GenAccelError as exc:
-        print(f"genaccel: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # a batch file's errors: one line each
+            print(f"genaccel: error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("genaccel: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

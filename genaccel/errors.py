@@ -1,7 +1,9 @@
 """User-facing errors.
 
 Every error a user can cause (bad spec, bad model path, invalid frame count...) is a
-`GenAccelError`: the CLI prints its message on one line and exits non-zero, without a traceback.
+`GenAccelError`: the CLI prints its message on one line and exits with status 2, without a traceback.
+The one exception to "one line": the errors of a batch file are all listed, one line each, so that a
+file is fixed in one go.
 """
 
 

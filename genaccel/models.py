@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from importlib import resources
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from genaccel.errors import ModelError
+from genaccel.model_files import check_model_folder, read_toml
 from genaccel.profiles import model_key
 
 log = logging.getLogger("genaccel")
@@ -37,10 +37,12 @@ def embedded_model_dir(name: str = "embedded") -> Path:
 
 def _is_model_folder(path: Path) -> bool:
     """A diffusers pipeline folder, or a folder whose genaccel.toml names a `base` pipeline it overrides."""
+    from genaccel.model_files import read_toml
+
     if (path / "model_index.json").is_file():
         return True
     settings = path / MODEL_SETTINGS_FILE
-    return settings.is_file() and "base" in tomllib.loads(settings.read_text())
+    return settings.is_file() and "base" in read_toml(settings)
 
 
 def default_model() -> str:
@@ -74,7 +76,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 @lru_cache(maxsize=None)
 def _note_attention_backend(note: str) -> None:
-    log.warning("%s", note)
+    # True of every run on this machine, so not a warning: shown with --verbose, once per process.
+    log.info("%s", note)
 
 
 def attention_backend(family, device_type: str, xformers_available: bool) -> tuple[str, str]:
@@ -156,8 +159,9 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
             source, local = name, False
         else:
             raise ModelError(f"unknown model '{name}': not a built-in name, an existing folder, or a hub id (org/name)")
-        settings = tomllib.loads((path / MODEL_SETTINGS_FILE).read_text()) \
-            if local and (path / MODEL_SETTINGS_FILE).is_file() else {}
+        settings = read_toml(path / MODEL_SETTINGS_FILE) if local and (path / MODEL_SETTINGS_FILE).is_file() else {}
+        if local and "base" not in settings:
+            check_model_folder(path)  # every config and weight header, before diffusers reads any of them
         dtype = dtype or (torch.bfloat16 if target.type == "cuda" else torch.float32)
         if "base" in settings:
             pipe = _from_base(path, settings.pop("base"), dtype)
@@ -195,12 +199,18 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
 def _from_base(path: Path, base: str, dtype: torch.dtype):
     """A pipeline from the `base` folder named in `path`'s genaccel.toml (relative to `path`), with each
     component that `path` has a subfolder for (e.g. transformer/) loaded from there instead."""
+    from genaccel.model_files import check_component
+
+    if not isinstance(base, str):
+        raise ModelError(f"{path / MODEL_SETTINGS_FILE}: base must be the path of a pipeline folder")
     base_path = (path / base).resolve()
     if not (base_path / "model_index.json").is_file():
         raise ModelError(f"{path}: its base pipeline {base_path} is not a diffusers pipeline folder")
+    check_model_folder(base_path)
     pipe = _from_pretrained(str(base_path), True, dtype)
     for name in pipe.components:
         if (path / name / "config.json").is_file():
+            check_component(path / name, path)
             component = getattr(pipe, name)
             try:
                 replacement = type(component).from_pretrained(path / name, dtype=dtype, local_files_only=True)
@@ -215,7 +225,9 @@ def _from_pretrained(source: str, local: bool, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
 
     try:
-        return DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, local_files_only=local)
+        # Safetensors only: a pickle weight file can run code when loaded.
+        return DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, local_files_only=local,
+                                                 use_safetensors=True)
     except Exception as exc:  # diffusers/hub raise many types; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model '{source}': {first}") from None

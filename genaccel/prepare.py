@@ -32,6 +32,7 @@ class PreparedRequest:
     spec: ResolvedSpec | None  # None: run with whatever genaccel applied to the pipeline
     call: dict[str, Any]  # the pipeline's keyword arguments, except the generator (made per call)
     memory: MemoryEstimate | None = None  # the run's estimated peak (None where the model's sizes are unknown)
+    notices: tuple[str, ...] = ()  # what the user should know but that does not stop the run (a truncated prompt)
 
 
 def model_settings(pipe) -> list[str]:
@@ -84,7 +85,38 @@ def prepare(pipe, request: GenerationRequest, *, check_fit: bool = True) -> Prep
         if getattr(filled, name) is not None:
             call[family.frames_arg if name == "num_frames" else name] = getattr(filled, name)
     memory = check_memory(pipe, filled, spec, family) if check_fit else estimate_memory(pipe, filled, spec, family)
-    return PreparedRequest(filled, family, spec, call, memory)
+    return PreparedRequest(filled, family, spec, call, memory, prompt_notices(pipe, filled, call))
+
+
+def text_token_limit(pipe, call: dict | None = None) -> int | None:
+    """How many prompt tokens the pipeline's text encoder reads: the call's `max_sequence_length` (the
+    model's defaults may set it), else the pipeline's default for it (Wan: 512), else the tokenizer's own
+    limit; None when unknown."""
+    import inspect
+
+    if isinstance((call or {}).get("max_sequence_length"), int):
+        return call["max_sequence_length"]
+    parameter = inspect.signature(type(pipe).__call__).parameters.get("max_sequence_length")
+    if parameter is not None and isinstance(parameter.default, int):
+        return parameter.default
+    limit = getattr(getattr(pipe, "tokenizer", None), "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < 1_000_000 else None
+
+
+def prompt_notices(pipe, request: GenerationRequest, call: dict | None = None) -> tuple[str, ...]:
+    """A notice for each prompt longer than the text encoder reads (the rest of it is silently dropped)."""
+    tokenizer, limit = getattr(pipe, "tokenizer", None), text_token_limit(pipe, call)
+    if tokenizer is None or limit is None:
+        return ()
+    notices = []
+    for label, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
+        if len(text) + 2 <= limit:  # a token covers at least one character: it fits
+            continue
+        # Counting stops one past the limit: enough to know, and the tokenizer does not warn about its length.
+        if len(tokenizer(text, truncation=True, max_length=limit + 1)["input_ids"]) > limit:
+            notices.append(f"the {label} is longer than the {limit} tokens the text encoder reads; the rest "
+                           "is ignored")
+    return tuple(notices)
 
 
 def _check_context_parallel(pipe, spec: ResolvedSpec | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -96,17 +97,36 @@ def field_limits(name: str) -> tuple[Any, Any]:
     return meta["low"], meta["high"]
 
 
-def _convert(name: str, value: Any, label: str) -> Any:
-    """One option value converted to its field's type and range-checked."""
+# Longest prompt accepted (characters). Text encoders read a few hundred tokens (Wan: 512); `prepare` warns
+# when one truncates. Beyond this the text is not a prompt (a file pasted by mistake).
+MAX_PROMPT_CHARS = 10_000
+
+
+def _show(value: Any) -> str:
+    """A value as an error message shows it: short, on one line."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"a {'negative ' if value < 0 else ''}number of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _convert(name: str, value: Any, label: str, typed: bool = False) -> Any:
+    """One option value converted to its field's type and range-checked. `typed`: the value comes from a
+    typed source (a JSON line), so it must already have the field's type; text is converted only when
+    it comes from a command line or a form."""
     kind = field_kind(name)
+    if typed and value is not None:
+        _check_json_type(name, kind, value, label)
     if kind is bool:
         return _boolean(value, label)
     if kind is str:
         if not isinstance(value, str):
-            raise InputError(f"{label} must be text; got {value!r}")
+            raise InputError(f"{label} must be text; got {_show(value)}")
+        if name in ("prompt", "negative_prompt"):
+            check_text(value, label)
         choices = FIELDS[name].metadata["choices"]
         if choices and value.strip().lower() not in choices:
-            raise InputError(f"{label} must be one of {', '.join(choices)}; got '{value}'")
+            raise InputError(f"{label} must be one of {', '.join(choices)}; got {_show(value)}")
         if name == "max_memory":
             parse_size(value, label)
         return value.strip().lower() if choices else value.strip() if name in ("setting", "accel", "max_memory") else value
@@ -117,30 +137,73 @@ def _convert(name: str, value: Any, label: str) -> Any:
             value = float(value) if kind is float else int(value.strip())
         except ValueError:
             expected = "a number" if kind is float else "a whole number"
-            raise InputError(f"{label} must be {expected}; got '{value}'") from None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{label} must be a finite number; got {value!r}")
+            raise InputError(f"{label} must be {expected}; got {_show(value)}") from None
+    if not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        raise InputError(f"{label} must be a finite number; got {_show(value)}")
+    low, high = field_limits(name)
     if kind is int:
         if isinstance(value, float) and not value.is_integer():
             raise InputError(f"{label} must be a whole number; got {value}")
         value = int(value)
+    elif isinstance(value, int) and not -2**64 < value < 2**64:  # no float holds it exactly; none is in range
+        raise InputError(f"{label} must be between {low} and {high}; got {_show(value)}")
     else:
         value = float(value)
-    low, high = field_limits(name)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise InputError(f"{label} must be between {low} and {high}; got {value}")
+        raise InputError(f"{label} must be between {low} and {high}; got {_show(value)}")
     return value
+
+
+_JSON_KINDS = {bool: ("true or false", (bool,)), str: ("text", (str,)), int: ("a whole number", (int, float)),
+               float: ("a number", (int, float))}
+
+
+def _check_json_type(name: str, kind: type, value: Any, label: str) -> None:
+    """A typed value must have its field's JSON type: "12" is not a number there, 1 is not true, 2.5 is not a
+    whole number (2.0 is)."""
+    expected, types = _JSON_KINDS[kind]
+    wrong_bool = isinstance(value, bool) and kind is not bool
+    if wrong_bool or not isinstance(value, types):
+        raise InputError(f"{label} must be {expected}; got {type(value).__name__} {_show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{label} must be a finite number; got {_show(value)}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise InputError(f"{label} must be a whole number; got {_show(value)}")
+
+
+# C0 controls but tab and line breaks, DEL and C1 controls, lone surrogates (not text: no encoder takes them).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_text(text: str, label: str) -> None:
+    """A prompt is printable text: no NUL or other control characters (tabs and line breaks aside), not
+    longer than MAX_PROMPT_CHARS."""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(f"{label} is {len(text)} characters long; at most {MAX_PROMPT_CHARS} are accepted")
+    bad = _CONTROL.search(text)
+    if bad:
+        raise InputError(f"{label} holds the control character U+{ord(bad.group()):04X} at position {bad.start() + 1}")
+
+
+def nearest_name(word: str, names) -> str:
+    """' (did you mean 'x'?)' for the name closest to a mistyped `word`, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word).replace("-", "_").lower(), [n.replace("-", "_") for n in names], 1, 0.6)
+    if not close:
+        return ""
+    return f" (did you mean '{next(n for n in names if n.replace('-', '_') == close[0])}'?)"
 
 
 def _boolean(value: Any, label: str) -> bool:
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
+    text = value.strip().lower() if isinstance(value, str) else value if value in (0, 1) else None
+    if text in ("1", "true", "yes", "on", 1):
         return True
-    if text in ("0", "false", "no", "off"):
+    if text in ("0", "false", "no", "off", 0):
         return False
-    raise InputError(f"{label} must be true or false; got {value!r}")
+    raise InputError(f"{label} must be true or false; got {_show(value)}")
 
 
 _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
@@ -149,23 +212,22 @@ _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**
 
 def parse_size(text: str, label: str = "size") -> int:
     """Bytes from a size such as "24GB", "512 MiB" or "1e9"; raises InputError naming `label`."""
-    import re
-
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", str(text).lower())
-    if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
-        raise InputError(f"{label} must be a size such as 24GB or 512MB; got '{text}'")
+    if not match or match.group(2) not in _UNITS or not 0 < float(match.group(1)) * _UNITS[match.group(2)] < 1e18:
+        raise InputError(f"{label} must be a size such as 24GB or 512MB; got {_show(text)}")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def request_from_options(options: Mapping[str, Any], base: GenerationRequest | None = None, *,
                          source: str = "", ignore: tuple[str, ...] = (), partial: bool = False,
-                         option_prefix: str = "") -> GenerationRequest:
+                         option_prefix: str = "", typed: bool = False) -> GenerationRequest:
     """A request from `options` (field names or aliases) over `base`, checked as far as no model is needed.
 
     Options whose value is None leave `base` as it is. `source` prefixes error messages (e.g.
     "prompts.jsonl:3: "); keys in `ignore` are skipped (e.g. a batch line's "name"); `partial`
     builds a base for other requests, whose prompt may be empty; `option_prefix` is how messages
-    write an option's name ("--" on the command line). Raises InputError naming the option.
+    write an option's name ("--" on the command line); `typed` says the values come from JSON and
+    must have their fields' types already (no "12" for 12). Raises InputError naming the option.
     """
     from genaccel.errors import SpecError
     from genaccel.spec import check_spec
@@ -177,14 +239,16 @@ def request_from_options(options: Mapping[str, Any], base: GenerationRequest | N
             continue
         name = ALIASES.get(key, key.replace("-", "_") if isinstance(key, str) else key)
         if name not in FIELDS:
+            known = sorted({option_name(n) for n in FIELDS} | set(FIELDS) | set(ignore))
+            hint = nearest_name(key, known)
             allowed = ", ".join(sorted(option_name(n) for n in FIELDS) + list(ignore))
-            raise InputError(f"{source}unknown option '{key}' (allowed: {allowed})")
+            raise InputError(f"{source}unknown option {_show(key)}{hint or f' (allowed: {allowed})'}")
         if name in given:
             raise InputError(f"{source}option '{option_name(name)}' given twice")
         given.add(name)
         if value is None:
             continue
-        values[name] = _convert(name, value, f"{source}{option_prefix}{option_name(name)}")
+        values[name] = _convert(name, value, f"{source}{option_prefix}{option_name(name)}", typed)
     values["prompt"] = values["prompt"].strip()
     if not values["prompt"] and not partial:
         raise InputError(f"{source}the prompt is empty")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import tomllib
 import typing
@@ -19,7 +20,8 @@ from genaccel.accelerators import ACCELERATORS
 from genaccel.errors import SpecError
 
 PRESET_NAMES = ("quality", "balanced", "fast")
-_ITEM = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$", re.S)
+# Names are ASCII: lowered, a Unicode name can change length or letters ('İ' lowers to 'i' and a combining dot).
+_ITEM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*(?:\((.*)\))?\s*$", re.S)
 
 
 @dataclass
@@ -38,8 +40,15 @@ class AccelRequest:
 
 def _format_value(value) -> str:
     if isinstance(value, (tuple, list)):
-        return ":".join(str(v) for v in value)
+        return ":".join(_format_value(v) if isinstance(v, str) else str(v) for v in value)
+    if isinstance(value, str) and _parse_scalar(value) != value:
+        return f'"{value}"'  # text that would read back as a number, a flag or stripped ('1', 'true', ' a'): quoted
     return str(value)
+
+
+def _shown(text) -> str:
+    """Text as a one-line message shows it: line breaks and other unprintable characters escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
 
 
 def format_spec(requests: list[AccelRequest]) -> str:
@@ -56,14 +65,14 @@ def _split_top_level(text: str, sep: str) -> list[str]:
         elif ch in ")]":
             depth -= 1
             if depth < 0:
-                raise SpecError(f"unbalanced ')' in spec '{text}'")
+                raise SpecError(f"unbalanced ')' in spec '{_shown(text)}'")
         if ch == sep and depth == 0:
             parts.append("".join(current))
             current = []
         else:
             current.append(ch)
     if depth != 0:
-        raise SpecError(f"unbalanced '(' in spec '{text}'")
+        raise SpecError(f"unbalanced '(' in spec '{_shown(text)}'")
     parts.append("".join(current))
     return parts
 
@@ -94,19 +103,22 @@ def parse_spec_string(text: str) -> list[AccelRequest]:
     for item in _split_top_level(text, "+"):
         match = _ITEM.match(item)
         if not match:
-            raise SpecError(f"malformed accelerator '{item.strip()}' in spec '{text}' (expected name or name(key=value,...))")
+            raise SpecError(f"malformed accelerator '{_shown(item.strip())}' in spec '{_shown(text)}' "
+                            "(expected name or name(key=value,...))")
         name, body = match.group(1).lower(), match.group(2)
+        if name == "none":  # printed back, a lone 'none()' would read as no accelerator at all
+            raise SpecError(f"'none' stands alone, without parameters or other accelerators (spec '{_shown(text)}')")
         params: dict[str, object] = {}
         if body and body.strip():
             for pair in _split_top_level(body, ","):
                 if "=" not in pair:
-                    raise SpecError(f"malformed parameter '{pair.strip()}' of {name} (expected key=value)")
+                    raise SpecError(f"malformed parameter '{_shown(pair.strip())}' of {name} (expected key=value)")
                 key, value = pair.split("=", 1)
                 key = key.strip()
                 if not key:
-                    raise SpecError(f"malformed parameter '{pair.strip()}' of {name} (empty name)")
+                    raise SpecError(f"malformed parameter '{_shown(pair.strip())}' of {name} (empty name)")
                 if key in params:
-                    raise SpecError(f"parameter '{key}' of {name} given twice")
+                    raise SpecError(f"parameter '{_shown(key)}' of {name} given twice")
                 params[key] = _parse_scalar(value)
         requests.append(AccelRequest(name, params))
     return requests
@@ -118,19 +130,24 @@ def parse_spec_file(path: Path) -> list[AccelRequest]:
         text = path.read_text()
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (OSError, ValueError) as exc:
-        raise SpecError(f"cannot read spec file {path}: {exc}") from None
+        raise SpecError(f"cannot read spec file {_shown(path)}: {_shown(exc)}") from None
+    except RecursionError:
+        raise SpecError(f"cannot read spec file {_shown(path)}: nested too deeply") from None
     if isinstance(data, dict) and "accelerators" in data:
         data = data["accelerators"]
     if isinstance(data, dict):
+        for name, params in data.items():
+            if params is not None and not isinstance(params, dict):
+                raise SpecError(f"spec file {_shown(path)}: '{_shown(name)}' must be a table of parameters")
         items = [{"name": name, **(params or {})} for name, params in data.items()]
     elif isinstance(data, list):
         items = data
     else:
-        raise SpecError(f"spec file {path} must hold a table per accelerator or a list of them")
+        raise SpecError(f"spec file {_shown(path)} must hold a table per accelerator or a list of them")
     requests = []
     for item in items:
         if not isinstance(item, dict) or "name" not in item:
-            raise SpecError(f"spec file {path}: every accelerator needs a 'name'")
+            raise SpecError(f"spec file {_shown(path)}: every accelerator needs a 'name'")
         params = {k: v for k, v in item.items() if k != "name"}
         requests.append(AccelRequest(str(item["name"]).lower(), params))
     return requests
@@ -156,9 +173,16 @@ def parse_spec(spec: str, family=None, model_key: str | None = None) -> list[Acc
 
         return parse_spec_string(preset_spec(family.name, text.lower(), model_key))
     if re.search(r"\.(toml|json)$", text, re.I):
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise SpecError(f"spec file not found: {text}")
+        try:
+            path = Path(text).expanduser()
+        except (RuntimeError, ValueError):  # '~name' of no user, or a NUL byte: not a file either way
+            path = Path(text)
+        try:
+            found = path.is_file()
+        except OSError as exc:  # a name too long, a folder that cannot be read
+            raise SpecError(f"cannot read spec file {_shown(text)}: {_shown(exc.strerror or exc)}") from None
+        if not found:
+            raise SpecError(f"spec file not found: {_shown(text)}")
         return parse_spec_file(path)
     return parse_spec_string(text)
 
@@ -178,7 +202,10 @@ def _convert(value, hint, where: str):
         if hint is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
         if hint is str:
             if isinstance(value, (list, tuple)):
                 return "[" + ";".join(str(v) for v in value) + "]"
@@ -188,12 +215,14 @@ def _convert(value, hint, where: str):
             if not isinstance(value, (list, tuple)) or len(value) != len(args):
                 raise ValueError
             return tuple(_convert(v, a, where) for v, a in zip(value, args))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an int too large for a float
         pass
     if origin is tuple:
         expected = "low:high" if len(typing.get_args(hint)) == 2 else f"{len(typing.get_args(hint))} numbers joined by ':'"
     elif hint is bool:
         expected = "true or false"
+    elif hint is float:
+        expected = "a finite number"
     else:
         expected = getattr(hint, "__name__", str(hint))
     raise SpecError(f"bad value {_format_value(value)!r} for {where} (expected {expected})")
@@ -204,20 +233,21 @@ def build_config(request: AccelRequest):
     cls = ACCELERATORS.get(request.name)
     if cls is None:
         known = ", ".join(sorted(ACCELERATORS))
-        raise SpecError(f"unknown accelerator '{request.name}' (known: {known}, or none)")
+        raise SpecError(f"unknown accelerator '{_shown(request.name)}' (known: {known}, or none)")
     config_cls = cls.config_class
     hints = typing.get_type_hints(config_cls)
     fields = {f.name for f in dataclasses.fields(config_cls)}
     kwargs = {}
     for key, value in request.params.items():
         if key not in fields:
-            raise SpecError(f"unknown parameter '{key}' for {request.name} (parameters: {', '.join(sorted(fields))})")
+            raise SpecError(f"unknown parameter '{_shown(key)}' for {request.name} "
+                            f"(parameters: {', '.join(sorted(fields))})")
         kwargs[key] = _convert(value, hints[key], f"{request.name}.{key}")
     config = config_cls(**kwargs)
     try:
         config.validate()
     except ValueError as exc:
-        raise SpecError(f"bad value for {request.name}: {exc}") from None
+        raise SpecError(f"bad value for {request.name}: {_shown(exc)}") from None
     return cls, config
 
 
@@ -244,9 +274,10 @@ def check_spec(spec: str) -> None:
         return
     parts = _preset_parts(text)
     if parts:  # a preset's accelerators are known only with the model: check the others
-        text = "+".join(part for part in parts if part.lower() not in PRESET_NAMES)
-        if not text:
+        others = [part for part in parts if part.lower() not in PRESET_NAMES]
+        if not others:
             return
+        text = "+".join(others)  # an empty part ('balanced+') stays, to be refused
     resolve(parse_spec(text), family=None)
 
 

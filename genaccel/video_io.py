@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genaccel import failpoints
 from genaccel.errors import InputError
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")
@@ -102,9 +103,11 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8, *, checked: 
     if not suffix:
         _write_frame_folder(path, data)
         return path
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    failpoints.reached("video:temp-created")
     try:
         if suffix == ".mp4":
             # macro_block_size=1 keeps small frames at their size; yuv420p plays everywhere but
@@ -119,11 +122,82 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8, *, checked: 
         else:
             _write_webp(tmp, data, fps)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
+        _fsync(tmp)
+        failpoints.reached("video:encoded")
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _temp_prefix(path: Path) -> str:
+    """Temporary files and folders for `path` are named `.NAME.genaccel-PID-...`: hidden, recognisably
+    genaccel's, and tied to the process writing them (see `remove_stale_temporaries`)."""
+    return f".{path.name}.genaccel-{os.getpid()}-"
+
+
+def _temp_owner(entry: Path, path: Path) -> int | None:
+    """The process id in the name of a temporary of `path`, or None when `entry` is not one."""
+    match = re.fullmatch(re.escape(f".{path.name}.genaccel-") + r"(\d+)-[^/]*", entry.name)
+    return int(match.group(1)) if match else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove what a killed writer of `path` left (its temporary file or frame folder), never another
+    live process's; returns what was removed. A write that is interrupted normally removes its own."""
+    removed = []
+    for entry in path.parent.glob(f".{glob_escape(path.name)}.genaccel-*"):
+        pid = _temp_owner(entry, path)
+        if pid is None or (pid != os.getpid() and _alive(pid)) or entry.is_symlink():
+            continue
+        if entry.is_dir():
+            moved_aside = entry / "frames"  # an earlier frame folder on its way out (_write_frame_folder)
+            if holds_only_frames(entry) or ([p.name for p in entry.iterdir()] == ["frames"] and holds_only_frames(moved_aside)):
+                shutil.rmtree(entry)
+                removed.append(entry)
+        else:
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def holds_only_frames(folder: Path) -> bool:
+    """A real folder holding nothing but PNG frames as genaccel names them (and its marker, if finished)."""
+    return folder.is_dir() and not folder.is_symlink() and all(
+        p.name == FRAME_FOLDER_MARKER or (_FRAME_NAME.match(p.name) and p.is_file()) for p in folder.iterdir())
+
+
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters taken literally."""
+    import glob
+
+    return glob.escape(name)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries, after a rename) to disk, so a rename never outlives its data."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder
+    finally:
+        os.close(fd)
 
 
 def _write_frame_folder(path: Path, data: np.ndarray) -> None:
@@ -131,17 +205,20 @@ def _write_frame_folder(path: Path, data: np.ndarray) -> None:
     at `path` is moved aside and deleted only once the new one is in place."""
     import imageio.v3 as iio
 
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temporaries(path)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
+    failpoints.reached("video:temp-created")
     old = None
     try:
         for i, frame in enumerate(data):
             iio.imwrite(tmp_dir / f"frame_{i:04d}.png", frame)
         (tmp_dir / FRAME_FOLDER_MARKER).write_text("PNG frames written by genaccel\n")
         os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp makes it private
+        failpoints.reached("video:encoded")
         _check_frame_folder_target(path)  # again: something may have appeared since the first check
         if path.is_dir():
             if any(path.iterdir()):
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+                old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path) + "old-", dir=path.parent))
                 os.replace(path, old / "frames")
             else:
                 path.rmdir()

@@ -151,20 +151,19 @@ class FamilyAdapter:
         if self.frames_config_attr and pipe is not None:
             fixed = getattr(getattr(pipe, self.denoisers[0]).config, self.frames_config_attr)
             if frames not in (1, fixed):
-                raise InputError(f"this {self.title} model makes {fixed} frames (or 1); got {frames}")
+                raise InputError(f"frames {frames}: this {self.title} model makes {fixed} frames (or 1)")
             return
         if frames < 1 or (frames - self.frames_offset) % self.frames_multiple != 0:
             rule = self.frames_rule()
             lo = self.frames_offset or self.frames_multiple
             near = max(lo, (frames - self.frames_offset) // self.frames_multiple * self.frames_multiple + self.frames_offset)
-            raise InputError(
-                f"{self.title} needs a frame count of the form {rule} (e.g. {near} or {near + self.frames_multiple}); got {frames}"
-            )
+            raise InputError(f"frames {frames}: {self.title} makes frame counts of the form {rule} "
+                             f"(e.g. {near} or {near + self.frames_multiple})")
 
     def check_size(self, height: int, width: int) -> None:
         for label, value in (("height", height), ("width", width)):
             if value <= 0 or value % self.size_multiple:
-                raise InputError(f"{self.title} needs {label} to be a positive multiple of {self.size_multiple}; got {value}")
+                raise InputError(f"{label} {value}: must be a positive multiple of {self.size_multiple} for {self.title}")
 
 
 # ---------------------------------------------------------------- modulated inputs (TeaCache indicators)

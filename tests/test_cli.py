@@ -190,7 +190,7 @@ def test_batch_refuses_duplicate_names_and_names_errors_by_line(tmp_path, capsys
     assert "p.jsonl:2: the name 'a' is already used by line 1" in capsys.readouterr().err
     prompts.write_text(json.dumps({"prompt": PROMPT, "frames": 6}) + "\n")
     assert main(["batch", str(prompts), "--out", str(tmp_path / "o")]) == 2
-    assert "p.jsonl:1: Wan 2.1/2.2 needs a frame count" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert "p.jsonl:1: frames 6: Wan 2.1/2.2 makes frame counts of the form 4k+1" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_batch_txt_and_jsonl_resume(tmp_path, capsys):
