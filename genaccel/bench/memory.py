@@ -248,6 +248,7 @@ def measure_configs(model: str, device: str, request: dict, accels: list[str], *
 
 
 def _quiet_libraries() -> None:
+    import importlib
     import logging
     import warnings
 
@@ -255,7 +256,7 @@ def _quiet_libraries() -> None:
     logging.disable(logging.WARNING)
     for name in ("diffusers", "transformers"):
         try:
-            module = __import__(f"{name}.utils.logging", fromlist=["set_verbosity_error"])
+            module = importlib.import_module(f"{name}.utils.logging")
             module.set_verbosity_error()
             module.disable_progress_bar()
         except (ImportError, AttributeError):
