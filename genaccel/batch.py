@@ -251,6 +251,32 @@ def _finish_listed(out_dir: Path, items: list[BatchItem], suffix: str, done: dic
                 _remove_superseded(leftover)
 
 
+def _as_run(item: BatchItem) -> GenerationRequest:
+    # Unset memory options mean the defaults here, not "as the previous item left the pipeline": an item's
+    # video must not depend on its neighbours (VAE tiling changes pixels).
+    return dataclasses.replace(item.request, offload=item.request.offload or "none",
+                               vae_tiling=bool(item.request.vae_tiling))
+
+
+def check_items_before_loading(model: str, items: list[BatchItem]) -> None:
+    """What the model's files tell of every item (frame rules, sizes, settings, accelerator support),
+    before the model loads; the InputError lists every item that fails, by line."""
+    from genaccel.errors import GenAccelError
+    from genaccel.models import model_facts
+    from genaccel.prepare import complete
+
+    facts = model_facts(model)
+    if facts is None:
+        return
+    errors = _Errors()
+    for item in items:
+        try:
+            complete(facts, _as_run(item))
+        except GenAccelError as exc:
+            errors.add(f"{item.where}{exc}")
+    errors.raise_any()
+
+
 def prepare_items(pipe, items: list[BatchItem]) -> list:
     """Every item prepared for this model (spec, settings, frame rules) before anything runs; an
     error names the item's line."""
@@ -259,12 +285,8 @@ def prepare_items(pipe, items: list[BatchItem]) -> list:
 
     prepared, errors = [], _Errors()
     for item in items:
-        # Unset memory options mean the defaults here, not "as the previous item left the pipeline": an item's
-        # video must not depend on its neighbours (VAE tiling changes pixels).
-        request = dataclasses.replace(item.request, offload=item.request.offload or "none",
-                                      vae_tiling=bool(item.request.vae_tiling))
         try:
-            ready = prepare(pipe, request)
+            ready = prepare(pipe, _as_run(item))
         except GenAccelError as exc:
             errors.add(f"{item.where}{exc}")
             continue

@@ -236,7 +236,8 @@ def _load(args):
 
 def cmd_generate(args) -> int:
     from genaccel.generate import generate
-    from genaccel.prepare import prepare
+    from genaccel.models import default_model
+    from genaccel.prepare import check_before_loading, prepare
     from genaccel.video_io import check_output_path, write_video
 
     request = _request_from_args(args, GENERATE_OPTIONS, args.prompt)  # no model needed: fails fast
@@ -248,6 +249,7 @@ def cmd_generate(args) -> int:
         processes = process_state(args.device)  # every process makes the same video, one share of the sequence each
         args.device = process_device(processes, args.device)
         main_process = processes is None or processes.is_main_process
+    check_before_loading(args.model or default_model(), request)  # what the model's files tell, before loading it
     if args.dry_run:
         return _dry_run(args, request)
     out = check_output_path(args.out)
@@ -383,11 +385,13 @@ def _stop_on_sigterm():
 
 
 def cmd_batch(args) -> int:
-    from genaccel.batch import read_items, run_batch
+    from genaccel.batch import check_items_before_loading, read_items, run_batch
     from genaccel.distributed import process_device, process_state
+    from genaccel.models import default_model
 
     base = _request_from_args(args, GENERATE_OPTIONS)
     items = read_items(Path(args.file), base)
+    check_items_before_loading(args.model or default_model(), items)
     processes = process_state(args.device)  # accelerate's, when launched as one of several processes
     args.device = process_device(processes, args.device)
     pipe = _load(args)

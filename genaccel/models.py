@@ -50,6 +50,39 @@ def default_model() -> str:
     return EMBEDDED if (embedded_model_dir() / "model_index.json").is_file() else f"{TINY_PREFIX}wan"
 
 
+def model_facts(model: str | None):
+    """What `genaccel.prepare` checks a request against (family, defaults, fixed frame count), read from a
+    model folder's configs without loading any weight; its files are checked on the way (a broken one is a
+    ModelError). None where the files do not tell: hub ids, models built in code, folders over a base."""
+    from genaccel.model_files import read_json
+    from genaccel.pipelines.families import FAMILIES
+    from genaccel.prepare import ModelFacts
+
+    name = (model or default_model()).strip()
+    if name == EMBEDDED:
+        path = embedded_model_dir()
+    elif name.startswith(TINY_PREFIX):
+        return None
+    else:
+        path = Path(name).expanduser()
+    if not (path / "model_index.json").is_file():
+        return None
+    settings = read_toml(path / MODEL_SETTINGS_FILE) if (path / MODEL_SETTINGS_FILE).is_file() else {}
+    if "base" in settings:
+        return None
+    check_model_folder(path)
+    settings.pop("stream", None)
+    class_name = read_json(path / "model_index.json", path).get("_class_name")
+    family = next((f for f in FAMILIES.values() if class_name in f.pipeline_classes), None)
+    if family is None:
+        return None  # loading says what is wrong with it
+    fixed = None
+    if family.frames_config_attr:
+        config = read_json(path / family.denoisers[0] / "config.json", path)
+        fixed = config.get(family.frames_config_attr) if isinstance(config, dict) else None
+    return ModelFacts(family, model_key(name), settings, fixed if isinstance(fixed, int) else None)
+
+
 def builtin_models() -> dict[str, str]:
     """Model names that need no download, with a description."""
     from genaccel.pipelines.tiny import TINY_FAMILIES

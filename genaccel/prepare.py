@@ -35,20 +35,46 @@ class PreparedRequest:
     notices: tuple[str, ...] = ()  # what the user should know but that does not stop the run (a truncated prompt)
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What checking a request needs to know of a model: from a loaded pipeline (`of`), or from the model's
+    files before any weight is loaded (`genaccel.models.model_facts`)."""
+
+    family: FamilyAdapter
+    key: str  # the profile and preset key
+    defaults: dict  # genaccel's call defaults, with their named settings ({} where genaccel knows none)
+    fixed_frames: int | None = None  # the frame count the model's config fixes (Latte), else None
+
+    @classmethod
+    def of(cls, pipe) -> "ModelFacts":
+        family = family_of(pipe)
+        return cls(family, pipeline_model_key(pipe), getattr(pipe, "_genaccel_defaults", None) or {},
+                   family.fixed_frames(pipe))
+
+
 def model_settings(pipe) -> list[str]:
     """Names of the settings a loaded model offers ("default" always)."""
-    return ["default", *(getattr(pipe, "_genaccel_defaults", None) or {}).get("settings", {})]
+    return _settings_of(getattr(pipe, "_genaccel_defaults", None) or {})
+
+
+def _settings_of(table: dict) -> list[str]:
+    return ["default", *table.get("settings", {})]
 
 
 def model_defaults(pipe, setting: str = "default") -> dict[str, Any]:
     """Call defaults of a loaded pipeline for a setting, with the setting's extra pipeline arguments
     under "extra" (empty where genaccel knows nothing: the pipeline's own defaults apply)."""
-    defaults = dict(getattr(pipe, "_genaccel_defaults", None) or {})
+    return setting_defaults(getattr(pipe, "_genaccel_defaults", None) or {}, setting)
+
+
+def setting_defaults(table: dict, setting: str = "default") -> dict[str, Any]:
+    """The call defaults of one setting out of a model's defaults table (genaccel.toml's)."""
+    defaults = dict(table)
     settings = defaults.pop("settings", {})
     _check_defaults(defaults, "")
     if setting != "default":
         if setting not in settings:
-            raise InputError(f"this model has no '{setting}' setting (settings: {', '.join(model_settings(pipe))})")
+            raise InputError(f"this model has no '{setting}' setting (settings: {', '.join(_settings_of(table))})")
         chosen = dict(settings[setting])
         _check_defaults(chosen, f"[settings.{setting}] ")
         extra = {**defaults.get("extra", {}), **chosen.pop("extra", {})}
@@ -66,18 +92,38 @@ def _check_defaults(table: dict, where: str) -> None:
                          f"(allowed: {', '.join(DEFAULTED)}, [extra])")
 
 
-def prepare(pipe, request: GenerationRequest, *, check_fit: bool = True) -> PreparedRequest:
-    """Complete and check `request` for `pipe`; raise InputError or SpecError naming the problem, and
-    MemoryFitError when its estimated peak memory exceeds the budget (unless `check_fit` is False)."""
-    family = family_of(pipe)
-    defaults = model_defaults(pipe, request.setting)
+def complete(facts: ModelFacts, request: GenerationRequest) -> tuple[GenerationRequest, dict, ResolvedSpec | None]:
+    """`request` with unset fields filled from the model's defaults for its setting, checked against the
+    model's rules (frame counts, size multiple, accelerator support); also returns the setting's defaults
+    and the resolved spec. Raises InputError or SpecError naming the field."""
+    family = facts.family
+    defaults = setting_defaults(facts.defaults, request.setting)
     filled = dataclasses.replace(request, **{
         name: defaults[name] for name in DEFAULTED if getattr(request, name) is None and name in defaults})
     if filled.num_frames is not None:
-        family.check_frames(filled.num_frames, pipe)
+        family.check_frames(filled.num_frames, fixed=facts.fixed_frames)
     if filled.height is not None or filled.width is not None:
         family.check_size(filled.height or family.size_multiple, filled.width or family.size_multiple)
-    spec = None if filled.accel is None else resolve_spec(filled.accel, family, pipeline_model_key(pipe))
+    spec = None if filled.accel is None else resolve_spec(filled.accel, family, facts.key)
+    return filled, defaults, spec
+
+
+def check_before_loading(model: str, request: GenerationRequest) -> None:
+    """Everything `prepare` checks that the model's files tell without loading its weights (a local folder,
+    the embedded model): a typo costs one line, not a model load. Nothing for hub ids."""
+    from genaccel.models import model_facts
+
+    facts = model_facts(model)
+    if facts is not None:
+        complete(facts, request)
+
+
+def prepare(pipe, request: GenerationRequest, *, check_fit: bool = True) -> PreparedRequest:
+    """Complete and check `request` for `pipe`; raise InputError or SpecError naming the problem, and
+    MemoryFitError when its estimated peak memory exceeds the budget (unless `check_fit` is False)."""
+    facts = ModelFacts.of(pipe)
+    family = facts.family
+    filled, defaults, spec = complete(facts, request)
     _check_context_parallel(pipe, spec)
     call = {**defaults.get("extra", {}), **family.call_extra,
             "prompt": filled.prompt, "negative_prompt": filled.negative_prompt, "output_type": "np"}

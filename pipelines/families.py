@@ -146,10 +146,17 @@ class FamilyAdapter:
             return "fixed by the model"
         return f"{self.frames_multiple}k+{self.frames_offset}" if self.frames_offset else f"a multiple of {self.frames_multiple}"
 
-    def check_frames(self, frames: int, pipe=None) -> None:
-        """Raise InputError unless `frames` is a frame count this family (and pipeline) can make."""
-        if self.frames_config_attr and pipe is not None:
-            fixed = getattr(getattr(pipe, self.denoisers[0]).config, self.frames_config_attr)
+    def fixed_frames(self, pipe) -> int | None:
+        """The frame count a loaded pipeline's denoiser config fixes (Latte), or None."""
+        if not self.frames_config_attr or pipe is None:
+            return None
+        return getattr(getattr(pipe, self.denoisers[0]).config, self.frames_config_attr)
+
+    def check_frames(self, frames: int, pipe=None, *, fixed: int | None = None) -> None:
+        """Raise InputError unless `frames` is a frame count this family (and pipeline) can make; `fixed`:
+        the model's fixed frame count when known without the pipeline (read from its config file)."""
+        fixed = fixed if fixed is not None else self.fixed_frames(pipe)
+        if self.frames_config_attr and fixed is not None:
             if frames not in (1, fixed):
                 raise InputError(f"frames {frames}: this {self.title} model makes {fixed} frames (or 1)")
             return

@@ -71,6 +71,27 @@ def test_a_bad_generate_option_is_refused_in_one_line(tmp_path, capsys, monkeypa
     assert not any(tmp_path.iterdir())  # nothing written, not even a temporary file
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--height", "100"], "height 100: must be a positive multiple of 16 for Wan 2.1/2.2"),
+    (["--frames", "6"], "frames 6: Wan 2.1/2.2 makes frame counts of the form 4k+1"),
+    (["--setting", "huge"], "this model has no 'huge' setting (settings: default, long)"),
+    (["--accel", "teacache+fbcache"], "cannot stack"),
+])
+def test_what_the_model_files_tell_is_checked_before_the_model_loads(tmp_path, capsys, monkeypatch, options, message):
+    """The embedded model (a local folder): family rules and settings come from its configs, not its weights."""
+    import genaccel.models
+
+    monkeypatch.setattr(genaccel.models, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.chdir(tmp_path)
+    _refused(capsys, ["generate", PROMPT, "--out", "x.mp4", *options], message)
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": PROMPT, "steps": 1}) + "\n" + json.dumps({"prompt": PROMPT, "steps": 1}))
+    lines = _refused(capsys, ["batch", str(path), "--out", str(tmp_path / "out"), *options], message)
+    if options[0] != "--accel":  # (a spec given for every item is refused once, before the file is read)
+        assert len(lines) == 2 and "p.jsonl:1: " in lines[0] and "p.jsonl:2: " in lines[1]  # every item, by line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
 @pytest.mark.parametrize("prompt, message", [
     ("", "the prompt is empty"),
     (" \t ", "the prompt is empty"),
