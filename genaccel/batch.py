@@ -25,6 +25,7 @@ from pathlib import Path
 
 from genaccel import failpoints
 from genaccel.errors import InputError
+from genaccel.files import append_line, write_atomic
 from genaccel.request import MEMORY_ONLY, GenerationRequest, request_from_options
 
 log = logging.getLogger("genaccel")
@@ -186,15 +187,6 @@ def _load_manifest(out_dir: Path) -> dict[str, dict]:
     return done
 
 
-def _append_entry(path: Path, entry: dict) -> None:
-    """Add one finished item's line to a manifest (or part) and flush it to disk. The file is only ever
-    appended to while a batch runs; `_settle_manifest` rewrites it (atomically) between runs."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _settle_manifest(out_dir: Path) -> list[dict]:
     """Make the manifest one complete line per item, in batch order: fold in the processes' parts,
     drop torn and superseded lines (written to a temporary file, then renamed into place), remove the
@@ -205,15 +197,10 @@ def _settle_manifest(out_dir: Path) -> list[dict]:
     done = _load_manifest(out_dir)
     entries = sorted(done.values(), key=lambda e: (e.get("index", 0), e["name"]))
     if parts or not clean or len(lines) != len(entries):
-        tmp = manifest.with_name(manifest.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(json.dumps(e) + "\n" for e in entries))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, manifest)
+        write_atomic(manifest, "".join(json.dumps(e) + "\n" for e in entries))
         for part in parts:
             part.unlink()
-    for unfinished in out_dir.glob(MANIFEST + ".tmp"):  # a process killed while settling
+    for unfinished in out_dir.glob(f".{MANIFEST}.tmp-*"):  # a process killed while settling
         unfinished.unlink()
     return entries
 
@@ -420,7 +407,7 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
             write_video(result.frames, staged, fps=fps, checked=True)
             failpoints.reached("batch:staged")
             entry = {"name": item.name, "out": target.name, "index": item.index, "token": token, **result.summary()}
-            _append_entry(manifest, entry)
+            append_line(manifest, json.dumps(entry))  # only appended to while a batch runs
             failpoints.reached("batch:listed")
             earlier = out_dir / done[item.name]["out"] if item.name in done else None
             _promote(staged, target, earlier)

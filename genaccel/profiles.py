@@ -67,8 +67,7 @@ def dump_profile(profile: dict) -> str:
 
 def save_profile(profile: dict, path: Path) -> Path:
     """Write a profile atomically."""
+    from genaccel.files import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_profile(profile))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, dump_profile(profile))

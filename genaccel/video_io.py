@@ -16,6 +16,7 @@ import numpy as np
 
 from genaccel import failpoints
 from genaccel.errors import InputError
+from genaccel.files import fsync_path
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")
 # A frame folder genaccel wrote holds this marker and frame_NNNN.png files, nothing else; only such
@@ -122,10 +123,10 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8, *, checked: 
         else:
             _write_webp(tmp, data, fps)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
-        _fsync(tmp)
+        fsync_path(tmp)
         failpoints.reached("video:encoded")
         os.replace(tmp, path)
-        _fsync(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -184,20 +185,6 @@ def glob_escape(name: str) -> str:
     import glob
 
     return glob.escape(name)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or a folder's entries, after a rename) to disk, so a rename never outlives its data."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a folder
-    finally:
-        os.close(fd)
 
 
 def _write_frame_folder(path: Path, data: np.ndarray) -> None:

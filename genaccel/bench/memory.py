@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from genaccel.errors import GenAccelError
+from genaccel.files import write_atomic
 
 FRESH_PROCESS = "rss_fresh_process"
 CUDA_MAX_ALLOCATED = "cuda_max_allocated"
@@ -241,9 +242,7 @@ def measure_configs(model: str, device: str, request: dict, accels: list[str], *
         result = generation_peak(model, device, request, spec, timeout=timeout)
         measured[spec] = {"peak_memory_bytes": result.peak_bytes, "method": result.method}
         if path is not None:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(measured, indent=1) + "\n")
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(measured, indent=1) + "\n")
     return measured
 
 
@@ -281,6 +280,4 @@ def _child_main() -> None:
         message = " ".join(str(exc).split()) or "(no message)"
         print(f"{type(exc).__name__}: {message}", file=sys.stderr, flush=True)
         sys.exit(1)
-    tmp = Path(result_path + ".tmp")
-    tmp.write_text(json.dumps({"peak_rss_bytes": peak_rss_bytes(), "result": result}))
-    os.replace(tmp, result_path)
+    write_atomic(Path(result_path), json.dumps({"peak_rss_bytes": peak_rss_bytes(), "result": result}))

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from genaccel.files import replace_atomic, write_atomic
 
 PSNR_CAP = 100.0
 
@@ -125,12 +126,6 @@ def summarize(rows: list[dict], plan, memory: dict | None = None) -> list[dict[s
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _fmt(value, spec: str = ".2f", none: str = "—") -> str:
     if value is None:
         return none
@@ -168,8 +163,8 @@ def write_summary(out_dir: Path, summary: list[dict], plan) -> None:
     writer.writeheader()
     for row in summary:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    _atomic_write(out_dir / "summary.csv", buffer.getvalue())
-    _atomic_write(out_dir / "summary.md", summary_markdown(summary, plan))
+    write_atomic(out_dir / "summary.csv", buffer.getvalue())
+    write_atomic(out_dir / "summary.md", summary_markdown(summary, plan))
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -208,7 +203,7 @@ def write_pareto(path: Path, summary: list[dict], title: str = "") -> bool:
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
+    replace_atomic(tmp, path)
     return True
 
 

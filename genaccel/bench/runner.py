@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from genaccel.bench.quality import compare_videos
 from genaccel.errors import InputError
+from genaccel.files import write_atomic
 from genaccel.request import GenerationRequest, request_from_options
 
 RESULTS = "results.jsonl"
@@ -112,7 +113,7 @@ def _load_done(out_dir: Path) -> set[tuple[int, int]]:
         text = path.read_text()
         if text and not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]
-            _atomic_text(path, text)
+            write_atomic(path, text)
         for line in text.splitlines():
             if line.strip():
                 row = json.loads(line)
@@ -120,14 +121,8 @@ def _load_done(out_dir: Path) -> set[tuple[int, int]]:
     return done
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _atomic_json(path: Path, data) -> None:
-    _atomic_text(path, json.dumps(data, indent=1) + "\n")
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def _check_or_write_plan(out_dir: Path, meta: dict) -> None:

@@ -1,0 +1,58 @@
+"""Crash-safe file writes: a file appears under its name only when complete.
+
+`write_atomic` writes a temporary file in the same folder, flushes it to disk and renames it into place
+(a rename within a folder is atomic), so a kill at any moment leaves the old file or the new one, never
+half of one. `append_line` adds one complete, flushed line to a log such as a batch manifest; readers
+drop a torn last line that a kill in the middle of an append can leave.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries after a rename, to disk (where the file system can)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write `data` (text as UTF-8) to `path` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+    return path
+
+
+def replace_atomic(tmp: Path, path: Path) -> None:
+    """Move a finished temporary file (written by a library: a plot, a video) into place, flushed first."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (without its newline) and flush it to disk."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
