@@ -210,15 +210,47 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--json", action="store_true", help="print the summary rows as JSON on the last line")
 
     u = sub.add_parser("ui", help="start the web UI in your browser (Gradio)",
-                       description="Start the web UI: Generate, Compare (against the baseline) and Batch tabs. It "
-                                   "listens on this machine only unless --host says otherwise; one generation runs at a "
-                                   "time, other visitors see their place in the queue.")
-    _add_model_options(u)
+                       description="Start the web UI: Generate, Compare (against the baseline), Batch and Stream tabs. "
+                                   "It listens on this machine only unless --host says otherwise. One generation runs "
+                                   "at a time; up to --queue-size more wait, each visitor seeing their place; a request "
+                                   "above the limits below or the memory estimate is refused when its turn comes, "
+                                   "without taking the device. Visitors choose among the --models offered, and files are served from "
+                                   "the outputs folder only.",
+                       epilog="example (a shared lab machine): genaccel ui --host 0.0.0.0 --auth-file ui-users.txt "
+                              "--models tiny /models/Wan2.1-T2V-1.3B-Diffusers --max-frames 81 --keep-hours 48")
+    _add_model_options(u, "the model shown first (default: the embedded model); offered with the built-in ones "
+                          "unless --models says otherwise")
+    u.add_argument("--models", nargs="+", default=None, metavar="M",
+                   help="the models visitors may choose (built-in names, local folders or hub ids; default: --model "
+                        "and the built-in ones); anything else is refused without being loaded")
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only; "
                    "0.0.0.0 opens it to your network)")
     u.add_argument("--port", type=_positive_int, default=7860, help="port (default: %(default)s)")
     u.add_argument("--outputs", default=None, metavar="DIR", help="folder for the videos it writes (default: a new temporary folder)")
     u.add_argument("--share", action="store_true", help="also open a public Gradio share link (off unless asked)")
+    u.add_argument("--auth", action="append", default=None, metavar="USER:PASSWORD",
+                   help="ask visitors for this login (repeatable); prefer --auth-file, which keeps passwords out "
+                        "of the process list")
+    u.add_argument("--auth-file", default=None, metavar="FILE", help="file of USER:PASSWORD lines (# comments)")
+    u.add_argument("--queue-size", type=_positive_int, default=16, metavar="N",
+                   help="generations that may wait for the device; more get a 'busy, try again' (default: %(default)s)")
+    limits = u.add_argument_group("limits of one request", "a request above them is refused in one line, before "
+                                                                    "any model loads or the device is used")
+    limits.add_argument("--max-size", type=_positive_int, default=1280, metavar="PX",
+                        help="frame height and width (default: %(default)s)")
+    limits.add_argument("--max-frames", type=_positive_int, default=257, metavar="N", help="frames (default: %(default)s)")
+    limits.add_argument("--max-steps", type=_positive_int, default=100, metavar="N",
+                        help="denoising steps (default: %(default)s)")
+    limits.add_argument("--max-batch", type=_positive_int, default=32, metavar="N",
+                        help="prompts in one batch (default: %(default)s)")
+    limits.add_argument("--max-prompt", type=_positive_int, default=2000, metavar="CHARS",
+                        help="prompt length (default: %(default)s)")
+    limits.add_argument("--max-chunks", type=_positive_int, default=64, metavar="N",
+                        help="chunks of one stream (default: %(default)s)")
+    limits.add_argument("--max-memory", default=None, metavar="SIZE",
+                        help="memory one run may use on the device, e.g. 20GB (default: what the device has free)")
+    u.add_argument("--keep-hours", type=float, default=24.0, metavar="H",
+                   help="remove the UI's job folders older than this; 0 keeps them (default: %(default)s)")
     return parser
 
 
@@ -503,7 +535,15 @@ def cmd_bench(args) -> int:
 def cmd_ui(args) -> int:
     from genaccel.ui.app import launch
 
-    launch(host=args.host, port=args.port, model=args.model, device=args.device, output_dir=args.outputs, share=args.share)
+    import math
+
+    if not (math.isfinite(args.keep_hours) and args.keep_hours >= 0):
+        raise _user_error(f"--keep-hours must be 0 or more; got {args.keep_hours}")
+    launch(host=args.host, port=args.port, model=args.model, device=args.device, output_dir=args.outputs,
+           share=args.share, models=args.models, auth=args.auth, auth_file=args.auth_file, queue_size=args.queue_size,
+           max_size=args.max_size, max_frames=args.max_frames, max_steps=args.max_steps, max_batch=args.max_batch,
+           max_prompt=args.max_prompt, max_chunks=args.max_chunks, max_memory=args.max_memory,
+           keep_hours=args.keep_hours)
     return 0
 
 

@@ -297,3 +297,16 @@ def test_request_options_are_generated_from_the_request_fields(capsys):
     for name, f in FIELDS.items():
         if name != "prompt":
             assert f"--{option_name(name)}" in text and f.metadata["help"].split(" (")[0][:30] in " ".join(text.split())
+
+
+def test_ui_options_reach_the_server(monkeypatch):
+    import genaccel.ui.app
+
+    seen = {}
+    monkeypatch.setattr(genaccel.ui.app, "launch", lambda **kwargs: seen.update(kwargs))
+    assert main(["ui", "--models", "tiny-wan", "tiny-ltx", "--auth", "ann:secret", "--queue-size", "3",
+                 "--max-size", "64", "--max-frames", "9", "--max-memory", "2GB", "--keep-hours", "0"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["share"] is False  # this machine only unless asked
+    assert seen["models"] == ["tiny-wan", "tiny-ltx"] and seen["auth"] == ["ann:secret"]
+    assert (seen["queue_size"], seen["max_size"], seen["max_frames"], seen["max_steps"]) == (3, 64, 9, 100)
+    assert seen["max_memory"] == "2GB" and seen["keep_hours"] == 0.0

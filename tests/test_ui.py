@@ -1,19 +1,23 @@
 """The web UI: its service layer in plain Python, and each tab's function through gradio_client."""
 
+import http.client
 import json
+import os
 import threading
+import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import free_port
 
-from genaccel.errors import InputError, ModelError, SpecError
+from genaccel.errors import InputError, MemoryFitError, SpecError
 from genaccel.pipelines.families import FAMILIES
 from genaccel.ui.controls import controls_from_spec, default_controls, spec_from_controls
 from genaccel.ui.jobs import Cancelled, JobRunner, PipelineCache
 from genaccel.request import request_from_options
-from genaccel.ui.service import Studio
+from genaccel.ui.service import Studio, UILimits
 from genaccel.video_io import read_video
 
 PROMPT = "a red circle moving left on a black background"
@@ -35,6 +39,7 @@ def test_controls_round_trip_presets_and_specs():
         assert spec_from_controls(controls_from_spec(spec)) == spec
     values = controls_from_spec("pab(spatial=3,window=200:700)+teacache(threshold=0.2)")
     assert spec_from_controls(values) == "teacache(threshold=0.2)+pab(spatial=3,window=200:700)"
+    assert spec_from_controls(controls_from_spec("pab")) == "pab"  # a range at its default is left out
 
 
 def test_controls_validate_values_and_stacking():
@@ -160,7 +165,8 @@ def test_studio_batch_yields_items_and_a_zip(studio):
     (dict(setting="huge"), InputError, "no 'huge' setting"),
     (dict(max_memory="10kB"), InputError, "more than the 0.0 MB it may use"),
     (dict(offload="disk"), InputError, "offload must be one of"),
-    (dict(model="/no/such/folder"), ModelError, "no/such"),
+    (dict(model="/no/such/folder"), InputError, "model '/no/such/folder' is not offered on this server"),
+    (dict(height=4096), InputError, r"Height 4096 is above this server's limit of 1280 \(--max-size\)"),
 ])
 def test_studio_rejects_bad_input_before_running(studio, options, error, message):
     before = set(studio.output_dir.iterdir())
@@ -170,18 +176,231 @@ def test_studio_rejects_bad_input_before_running(studio, options, error, message
     assert set(studio.output_dir.iterdir()) == before  # nothing half-written
 
 
+# ----------------------------------------------------------------------------- limits, models, failures
+def _never_loads(model, device):
+    raise AssertionError(f"{model} was loaded")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(height=4096), r"^Height 4096 is above this server's limit of 1280 \(--max-size\)$"),
+    (dict(width=2048), r"^Width 2048 is above this server's limit of 1280 \(--max-size\)$"),
+    (dict(frames=261), r"^Frames 261 is above this server's limit of 257 \(--max-frames\)$"),
+    (dict(steps=101), r"^Steps 101 is above this server's limit of 100 \(--max-steps\)$"),
+    (dict(prompt="x" * 2001), r"^The prompt is 2001 characters long, above this server's limit of 2000 \(--max-prompt\)$"),
+    (dict(negative="x" * 2001), r"^The negative prompt is 2001 characters long"),
+])
+def test_limits_refuse_a_request_before_any_model_loads(tmp_path, options, message):
+    studio = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=PipelineCache(loader=_never_loads))
+    for run in (studio.generate, studio.compare):
+        with pytest.raises(InputError, match=message):
+            list(run("s", "tiny-wan", _request(**options)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_limits_count_the_models_defaults_and_batches(studio, tmp_path):
+    from genaccel.batch import parse_items
+
+    small = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=studio.pipelines,
+                   limits=UILimits(max_size=16, max_batch=2))
+    with pytest.raises(InputError, match=r"^Height 32 is above this server's limit of 16"):  # tiny-wan's default
+        list(small.generate("s", "tiny-wan", _request()))
+    with pytest.raises(InputError, match=r"^The batch has 3 prompts, above this server's limit of 2 \(--max-batch\)"):
+        list(small.batch("s", "tiny-wan", parse_items("a red circle\na blue circle\na green circle\n")))
+    with pytest.raises(InputError, match=r"^prompts:2: Width 64 is above"):
+        list(small.batch("s", "tiny-wan", parse_items('{"prompt": "a", "width": 16, "height": 16}\n'
+                                                       '{"prompt": "b", "width": 64}\n', ".jsonl")))
+    with pytest.raises(InputError, match="--max-frames"):
+        UILimits(max_frames=0)
+
+
+def test_the_servers_memory_budget_holds_for_every_request(studio, tmp_path):
+    tight = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=studio.pipelines,
+                   limits=UILimits(max_memory="10kB"))
+    for asked in (None, "1TB"):  # a caller may ask for less memory than the server allows, never for more
+        with pytest.raises(MemoryFitError, match="more than the 0.0 MB it may use"):
+            list(tight.generate("s", "tiny-wan", _request(max_memory=asked)))
+    done = list(studio.generate("s", "tiny-wan", _request(max_memory="1TB")))[-1][1]  # no server budget: the device's
+    assert done["figures"]["num_frames"] == 9
+
+
+@pytest.mark.parametrize("model", ["/no/such/folder", "{tmp}", "{tmp}/../..", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+                                   "tiny-ltx", "tiny-wan ", " ", "x" * 500, "a\nb"])
+def test_only_offered_models_load_and_others_get_one_refusal(tmp_path, model):
+    """A folder that exists, one that does not, a hub id or a built-in name not offered: the same words,
+    and nothing is loaded (so nothing is downloaded, and an error says nothing about this machine)."""
+    model = model.format(tmp=tmp_path)
+    loaded = []
+    studio = Studio(tmp_path, default_model="tiny-wan", device="cpu", models=["tiny-causal"],
+                    cache=PipelineCache(loader=lambda m, d: loaded.append(m) or object()))
+    assert studio.models == ["tiny-wan", "tiny-causal"] and studio.stream_models == ["tiny-causal"]
+    if model == "tiny-wan ":
+        assert studio.check_model(model) == "tiny-wan"  # the offered name, spaces aside
+        return
+    shown = " ".join(model.split())
+    expected = "Please choose a model." if not shown else \
+        f"model '{shown if len(shown) <= 63 else shown[:60] + '...'}' is not offered on this server"
+    calls = [lambda: studio.model_info(model), lambda: list(studio.generate("s", model, _request())),
+             lambda: list(studio.stream("s", model, _request())),
+             lambda: list(studio.batch("s", model, [])), lambda: list(studio.compare("s", model, _request()))]
+    for call in calls:
+        with pytest.raises(InputError) as info:
+            call()
+        assert str(info.value) == expected and "\n" not in str(info.value)
+    assert loaded == []
+
+
+def test_offered_models_default_to_the_built_in_ones_and_the_stream_tab_lists_causal_ones(tmp_path):
+    from genaccel.models import builtin_models
+
+    plain = Studio(tmp_path / "out", default_model="tiny-wan", device="cpu", cache=PipelineCache(loader=_never_loads))
+    assert plain.models == list(dict.fromkeys(["tiny-wan", *builtin_models()]))
+    causal = tmp_path / "my-causal"
+    causal.mkdir()
+    (causal / "genaccel.toml").write_text('base = "../base"\n[stream]\nchunk_frames = 1\n')
+    chosen = Studio(tmp_path / "out", device="cpu", models=[str(causal), "tiny-causal", "tiny-ltx"],
+                    cache=PipelineCache(loader=_never_loads))
+    assert chosen.default_model == str(causal) and chosen.stream_models == [str(causal), "tiny-causal"]
+
+
+def test_a_failing_job_releases_the_device():
+    runner = JobRunner()
+
+    def broken(job):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        list(runner.run("a", "cpu", broken))
+    assert not runner.busy("cpu")
+    assert list(runner.run("b", "cpu", lambda job: "ok")) == [("done", "ok")]  # another visitor's job runs
+
+
+def test_a_job_failing_mid_run_leaves_the_studio_working(studio, monkeypatch):
+    import importlib
+
+    module = importlib.import_module("genaccel.generate")  # the package's `generate` is the function
+    real = module.generate
+
+    def fails_at_step_two(pipe, prepared, callback=None, **kwargs):
+        def step(i, total):
+            callback(i, total)
+            if i == 2:
+                raise RuntimeError("the device fell over")
+        return real(pipe, prepared, callback=step, **kwargs)
+
+    before = set(studio.output_dir.iterdir())
+    monkeypatch.setattr(module, "generate", fails_at_step_two)
+    with pytest.raises(RuntimeError, match="fell over"):
+        list(studio.generate("a", "tiny-wan", _request()))
+    assert not studio.jobs.busy(studio.device) and set(studio.output_dir.iterdir()) == before  # no empty folder
+    monkeypatch.setattr(module, "generate", real)
+    assert list(studio.generate("b", "tiny-wan", _request()))[-1][0] == "done"
+
+
+def test_stream_chunks_are_bounded(studio, tmp_path):
+    few = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=studio.pipelines,
+                 limits=UILimits(max_chunks=2))
+    with pytest.raises(InputError, match=r"^Chunks 3 is above this server's limit of 2 \(--max-chunks\)$"):
+        list(few.stream("s", "tiny-causal", _request(steps=1), chunks=3))
+    done = list(few.stream("s", "tiny-causal", _request(steps=1), chunks=0))[-1][1]  # "until stopped" ends at 2
+    assert done["chunks"] == 2 and not done["stopped"]
+    with pytest.raises(InputError, match="--max-prompt"):
+        few.switch_prompt("s", "x" * 2001)
+
+
+# ----------------------------------------------------------------------------- clean-up
+HOUR = 3600
+
+
+def _age(path: Path, hours: float) -> None:
+    """Set the modification time of a path and everything in it to `hours` ago (links untouched)."""
+    stamp = time.time() - hours * HOUR
+    for item in [*path.rglob("*"), path] if path.is_dir() and not path.is_symlink() else [path]:
+        os.utime(item, (stamp, stamp), follow_symlinks=False)
+
+
+def test_cleanup_removes_only_old_job_folders(tmp_path):
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the server's")
+    studio = Studio(out, default_model="tiny-wan", device="cpu", keep_hours=24)
+    old, recent, touched = out / "generate-0123456789ab", out / "compare-0123456789ab", out / "batch-0123456789ab"
+    for folder in (old, recent, touched):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "video.mp4").write_bytes(b"x")
+    others = [out / "generate-notahexname", out / "notes", out / ".gradio", out / "stream-0123456789ab.mp4"]
+    for other in others[:3]:
+        other.mkdir()
+    others[3].write_bytes(b"a file, not a folder")
+    link = out / "stream-abcdef012345"
+    link.symlink_to(outside, target_is_directory=True)
+    for path in (old, touched, *others, link):
+        _age(path, 48)
+    _age(recent, 23)
+    os.utime(touched / "sub" / "video.mp4")  # written to just now: the folder is in use
+    assert studio.cleanup() == [old]
+    assert not old.exists() and all(p.exists() for p in (recent, touched, *others, link))
+    assert (outside / "keep.txt").read_text() == "not the server's"
+    assert studio.cleanup(now=time.time() + 2 * HOUR) == [recent]  # aged past 24 hours
+    forever = Studio(out, default_model="tiny-wan", device="cpu", keep_hours=0)
+    _age(touched, 1000)
+    assert forever.cleanup() == [] and touched.exists()
+    with pytest.raises(InputError, match="--keep-hours"):
+        Studio(out, default_model="tiny-wan", device="cpu", keep_hours=-1)
+
+
+def test_cleanup_runs_when_a_job_starts_and_spares_running_jobs(studio, monkeypatch):
+    import importlib
+
+    module = importlib.import_module("genaccel.generate")
+    real, started, release = module.generate, threading.Event(), threading.Event()
+
+    def held(pipe, prepared, **kwargs):  # the job runs until the test lets it go on
+        started.set()
+        release.wait(120)
+        return real(pipe, prepared, **kwargs)
+
+    monkeypatch.setattr(module, "generate", held)
+    stale = studio.output_dir / "generate-00000000dead"
+    stale.mkdir()
+    _age(stale, 25)
+    before = set(studio.output_dir.glob("generate-*"))
+    events = []
+    worker = threading.Thread(target=lambda: events.extend(studio.generate("s", "tiny-wan", _request())))
+    worker.start()
+    try:
+        assert started.wait(120)
+        assert not stale.exists()  # removed as the job started
+        (running,) = set(studio.output_dir.glob("generate-*")) - before
+        _age(running, 25)  # as old as the stale one, but its job runs
+        assert running not in studio.cleanup() and running.exists()
+    finally:
+        release.set()
+        worker.join(120)
+    assert events[-1][0] == "done" and Path(events[-1][1]["video"]).parent == running
+
+
 # ----------------------------------------------------------------------------- gradio_client
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def served(tmp_path_factory):
     from gradio_client import Client
 
     from genaccel.ui.app import launch
 
-    out = tmp_path_factory.mktemp("ui-app")
-    app = launch(port=free_port(), model="tiny-wan", device="cpu", output_dir=str(out), block=False)
-    assert app.server_name == "127.0.0.1"  # localhost unless asked
-    yield Client(app.local_url, verbose=False), out
-    app.close()
+    root = tmp_path_factory.mktemp("ui-app")
+    with pytest.MonkeyPatch.context() as env:
+        # Gradio also serves its examples cache (by default under the working folder): put it where the test sees it.
+        env.setenv("GRADIO_EXAMPLES_CACHE", str(root / "examples"))
+        # max_steps above the default: the cancel test needs a long job; max_size small: an API limit test.
+        app = launch(port=free_port(), model="tiny-wan", device="cpu", output_dir=str(root / "out"), block=False,
+                     max_steps=1000, max_size=64)
+        assert app.server_name == "127.0.0.1"  # localhost unless asked
+        yield SimpleNamespace(client=Client(app.local_url, verbose=False), out=root / "out", root=root, app=app)
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return served.client, served.out
 
 
 def _settings(**overrides):
@@ -291,3 +510,115 @@ def test_studio_stream_switches_prompt_and_stops_keeping_the_video(studio):
     video = Path(done["video"])
     assert video.parent.parent == studio.output_dir and read_video(video).shape[0] == done["frames"]
     assert not studio.switch_prompt("s1", other) and not studio.stop_stream("s1")  # nothing runs any more
+
+
+# ----------------------------------------------------------------------------- on a network
+@pytest.mark.parametrize("model", ["/no/such/model", "{root}", "{root}/out/..", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"])
+def test_api_refuses_models_not_offered_in_every_tab(served, model):
+    model = model.format(root=served.root)
+    loads = served.app.studio.pipelines.loads
+    message = f"^model '{model}' is not offered on this server$"
+    c = served.client
+    for args, api in (((PROMPT, "", *_settings(model=model)), "/generate"), ((model,), "/model_info"),
+                      ((PROMPT, model, 1, "", "", 0), "/stream"), ((PROMPT, "", *_settings(model=model)), "/compare")):
+        with pytest.raises(Exception, match=message):
+            c.predict(*args, api_name=api)
+    assert served.app.studio.pipelines.loads == loads  # nothing was loaded
+
+
+def test_api_refuses_requests_above_the_servers_limits(served):
+    with pytest.raises(Exception, match=r"^Width 128 is above this server's limit of 64 \(--max-size\)$"):
+        served.client.predict(PROMPT, "", *_settings(width=128), api_name="/generate")
+
+
+def _get(app, path: str, method: str = "GET", body: bytes | None = None, headers=None):
+    """The status and body of a raw request: the path goes out as written (no client normalises '..')."""
+    connection = http.client.HTTPConnection(app.server_name, app.server_port, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_api_cannot_skip_the_queue(served):
+    body = json.dumps({"data": [PROMPT, "", *_settings()]}).encode()
+    status, _ = _get(served.app, "/gradio_api/run/generate", "POST", body, {"Content-Type": "application/json"})
+    assert status == 404  # Gradio's direct route would run it around the queue and its bound
+
+
+def test_files_are_served_from_the_output_folder_only(served, tmp_path):
+    import tempfile
+
+    c, out, root = served.client, served.out, served.root
+    c.predict(PROMPT, "", *_settings(), api_name="/generate")
+    videos = [next(out.glob("generate-*/video.mp4")), next((out / ".gradio").rglob("*.mp4"))]
+    secret = root / "secret.txt"
+    secret.write_text("outside the output folder")
+    (root / "examples").mkdir(exist_ok=True)
+    (root / "examples" / "cached.txt").write_text("Gradio's examples cache")
+    gradio_temp = Path(tempfile.gettempdir()) / "gradio" / f"genaccel-test-{os.getpid()}"  # Gradio's default
+    gradio_temp.mkdir(parents=True, exist_ok=True)
+    (gradio_temp / "other.txt").write_text("another Gradio app's file")
+    (out / "link.txt").symlink_to(secret)
+    (out / "generate-0000000000aa").mkdir(exist_ok=True)
+    (out / "generate-0000000000aa" / "escape").symlink_to(root, target_is_directory=True)
+    refused = [f"{secret}", f"{out}/../secret.txt", f"{out}/%2E%2E/secret.txt", f"{out}/.gradio/../../secret.txt",
+               f"{out}/link.txt", f"{out}/generate-0000000000aa/escape/secret.txt", f"{root}/examples/cached.txt",
+               f"{gradio_temp}/other.txt", "/etc/passwd", f"{out}"]
+    try:
+        for path in refused:
+            for route in ("/gradio_api/file=", "/gradio_api/file/"):
+                status, body = _get(served.app, route + path)
+                assert status in (403, 404), (route + path, status)
+                assert b"outside" not in body and b"Gradio's" not in body
+        for video in videos:
+            status, body = _get(served.app, f"/gradio_api/file={video}")
+            assert status == 200 and body == video.read_bytes()
+    finally:
+        for item in gradio_temp.iterdir():
+            item.unlink()
+        gradio_temp.rmdir()
+
+
+def test_read_auth_pairs_and_files(tmp_path):
+    from genaccel.ui.app import read_auth
+
+    users = tmp_path / "users.txt"
+    users.write_text("# who may log in\n\nbob:builder\ncarol:a:b:c\n")
+    assert read_auth() is None
+    assert read_auth("alice:secret") == [("alice", "secret")]
+    assert read_auth(["alice:secret"], users) == [("alice", "secret"), ("bob", "builder"), ("carol", "a:b:c")]
+    for bad in (["alice:secret", "nopassword"], [":secret"], ["alice:"]):
+        with pytest.raises(InputError, match=r"^auth entry \d: expected user:password$"):
+            read_auth(bad)
+    (tmp_path / "empty.txt").write_text("# nobody\n")
+    with pytest.raises(InputError, match="no user:password line"):
+        read_auth(path=tmp_path / "empty.txt")
+    with pytest.raises(InputError, match="cannot read the auth file"):
+        read_auth(path=tmp_path / "missing.txt")
+
+
+def test_auth_asks_for_a_password(tmp_path):
+    from gradio_client import Client
+
+    from genaccel.ui.app import launch
+
+    users = tmp_path / "users.txt"
+    users.write_text("bob:builder\n")
+    app = launch(port=free_port(), model="tiny-wan", device="cpu", output_dir=str(tmp_path / "out"), block=False,
+                 auth="alice:open:sesame", auth_file=str(users))
+    try:
+        for login in (None, ("alice", "wrong")):
+            with pytest.raises(Exception):
+                Client(app.local_url, auth=login, verbose=False)
+        for login in (("alice", "open:sesame"), ("bob", "builder")):
+            result = Client(app.local_url, auth=login, verbose=False).predict(
+                "tiny-wan", "balanced", *default_controls(), api_name="/preset")
+            assert "teacache" in result[-1]
+        (tmp_path / "out" / "note.txt").write_text("in the output folder")
+        status, _ = _get(app, f"/gradio_api/file={tmp_path / 'out' / 'note.txt'}")
+        assert status in (401, 403)  # files too need the login
+    finally:
+        app.close()

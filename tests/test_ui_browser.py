@@ -157,3 +157,57 @@ def test_stream_in_the_browser(page, shots, tmp_path):
     video, duration = _loaded_video(page, "#stream-video", tmp_path, "stream.mp4")
     status = page.locator("#stream-status").inner_text()
     assert video.shape[0] == int(status.split("chunks, ")[1].split(" frames")[0]) and duration > 0
+
+
+def test_the_model_list_is_the_servers(page, server):
+    """The dropdown lists the offered models and takes no other name."""
+    page.click("#model input")
+    options = [o.replace("✓", "").strip() for o in page.get_by_role("option").all_inner_texts()]  # ✓: the chosen one
+    assert options == server.studio.models
+    page.fill("#model input", "/etc")
+    page.keyboard.press("Enter")
+    page.locator("#prompt textarea").click()  # leaving the box: an unlisted name does not stay
+    page.wait_for_function("(names) => names.includes(document.querySelector('#model input').value)",
+                           arg=server.studio.models)
+    page.click("#model input")
+    page.get_by_role("option", name="tiny-wan", exact=True).click()  # an offered one loads and shows its facts
+    page.wait_for_function("document.querySelector('#model-info').innerText.startsWith('tiny-wan')")
+
+
+def test_a_full_queue_in_the_browser(browser, tmp_path):
+    """With the device busy, a second page waits at its place in the queue and a third is told the app is busy;
+    the waiting page gets its video once the device is free."""
+    import threading
+
+    from genaccel.ui.app import launch
+
+    app = launch(port=free_port(), model="tiny-wan", device="cpu", output_dir=str(tmp_path / "out"), block=False,
+                 queue_size=1)
+    studio, entered = app.studio, threading.Event()
+    run = studio.jobs.run
+
+    def noting(*args, **kwargs):  # tells the test when a generation has reached the device
+        entered.set()
+        return run(*args, **kwargs)
+
+    studio.jobs.run = noting
+    pages = [browser.new_page(viewport={"width": 1400, "height": 1100}) for _ in range(3)]
+    try:
+        for p in pages:
+            p.set_default_timeout(TIMEOUT_MS)
+            p.goto(app.local_url)
+            p.wait_for_selector("#generate-button")
+        running, waiting, turned_away = pages
+        with studio.jobs.hold(studio.device):
+            running.click("#generate-button")
+            assert entered.wait(TIMEOUT_MS / 1000)
+            waiting.click("#generate-button")
+            waiting.get_by_text("queue: 1/1").first.wait_for()
+            turned_away.click("#generate-button")
+            turned_away.get_by_text("This application is currently busy").first.wait_for()
+        for p in (running, waiting):
+            p.wait_for_selector("#video video[src]")
+    finally:
+        for p in pages:
+            p.close()
+        app.close()

@@ -5,14 +5,21 @@ Stream tab for causal models (the video plays while it is made; the prompt can c
 
 The page is wiring only: `genaccel.ui.service.Studio` does the work through genaccel's Python
 API, and `genaccel.ui.controls` maps the accelerator controls to spec strings.
+
+On a shared machine: generations wait in Gradio's bounded queue for the one device (each visitor
+sees their place), every request is held to the server's limits before it waits, visitors choose
+only among the offered models, files are served from the output folder only, old outputs are
+removed after `keep_hours`, and `auth` asks for a user name and password.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import gradio as gr
 
@@ -23,11 +30,17 @@ from genaccel.request import (EXAMPLE_PROMPT, FIELDS, OFFLOAD_MODES, GenerationR
 from genaccel.spec import PRESET_NAMES
 from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, spec_from_controls
 from genaccel.ui.jobs import Cancelled
-from genaccel.ui.service import COMPARE_COLUMNS, Studio
+from genaccel.ui.service import COMPARE_COLUMNS, Studio, UILimits, not_offered
+
+log = logging.getLogger("genaccel")
 
 PRESETS = ["none", *PRESET_NAMES, "custom"]
 STREAM_FPS = 8  # the live view's and the stream file's frame rate
-GENERATION_SLOT = "device"  # one concurrency slot shared by every generating event: one job at a time
+# One concurrency slot shared by every generating event: one job at a time on the device. Not a setting:
+# jobs share the cached pipelines, whose accelerators and placement a job changes while it runs.
+GENERATION_SLOT = "device"
+QUEUE_SIZE = 16  # generations that may wait for the device by default (the running one aside)
+UPLOAD_LIMIT = "1mb"  # the largest upload (a batch's prompts file): 32 prompts of 2000 characters is 64 kB
 
 
 def _session(request: gr.Request | None) -> str:
@@ -54,19 +67,53 @@ def _model_summary(info: dict) -> str:
             f"settings: {', '.join(info['settings'])}.")
 
 
-def build_app(studio: Studio) -> gr.Blocks:
-    """The Blocks app for a Studio (not launched)."""
-    from genaccel.models import builtin_models
+def _model_choice(choices: list[str], offered: list[str], **kwargs) -> gr.Dropdown:
+    """A dropdown of models whose value must be one the server offers: anything else, from the page or an
+    API caller, gets the Studio's one refusal before a handler runs (Gradio's own names the value and
+    lists every choice)."""
+    dropdown = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=False, **kwargs)
+    offered = tuple(offered)
 
-    models = list(dict.fromkeys([studio.default_model, *builtin_models()]))
+    def preprocess(payload):
+        if payload is not None and payload not in offered:
+            raise gr.Error(str(not_offered(payload)))
+        return payload
+
+    # On the instance: a subclass of a Gradio component makes Gradio write a .pyi file beside this module.
+    dropdown.preprocess = preprocess
+    return dropdown
+
+
+def _limits_text(limits: UILimits) -> str:
+    parts = [f"{limits.max_size} px a side" if limits.max_size else "",
+             f"{limits.max_frames} frames" if limits.max_frames else "",
+             f"{limits.max_steps} steps" if limits.max_steps else ""]
+    parts = [p for p in parts if p]
+    return f"This server makes at most {', '.join(parts)}." if parts else ""
+
+
+def _queue_text(queue_size: int | None) -> str:
+    if not queue_size:
+        return "One generation runs at a time; the others wait in the queue, each page showing its place."
+    # The page's words for a full queue are Gradio's own ("This application is currently busy"): say why here.
+    return (f"One generation runs at a time; up to {queue_size} more can wait in the queue, each page showing its "
+            "place. When the queue is full, the page says the application is busy: try again when a video is done.")
+
+
+def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
+    """The Blocks app for a Studio (not launched; its queue is set up by `launch`)."""
     first = studio.model_info(studio.default_model)
     defaults = first["settings"]["default"]
+    # Gradio's copies of results (in its temporary folder) age out with the Studio's own folders.
+    keep = int(studio.keep_hours * 3600)
+    delete_cache = (min(keep, 3600), keep) if keep else None
 
-    with gr.Blocks(title="genaccel") as app:
-        gr.Markdown("# genaccel\nText-to-video with training-free acceleration, measured against the baseline.")
+    with gr.Blocks(title="genaccel", delete_cache=delete_cache) as app:
+        gr.Markdown("# genaccel\nText-to-video with training-free acceleration, measured against the baseline.\n\n"
+                    f"<small>{_queue_text(queue_size)}</small>", elem_id="intro")
         with gr.Row():
-            model = gr.Dropdown(models, value=studio.default_model, allow_custom_value=True, scale=3,
-                                label="Model", info="a built-in model, a local diffusers folder or a hub id on this machine")
+            model = _model_choice(studio.models, studio.models, scale=3, label="Model", elem_id="model",
+                                  info="the models this server offers")
             setting = gr.Radio(list(first["settings"]), value="default", label="Setting", scale=1,
                                info="named sizes of the model")
         model_md = gr.Markdown(_model_summary(first), elem_id="model-info")
@@ -80,6 +127,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         frames = gr.Number(defaults.get("num_frames"), label="Frames", precision=0)
                         steps = gr.Number(defaults.get("num_inference_steps"), label="Steps", precision=0)
                     guidance = gr.Number(defaults.get("guidance_scale"), label="Guidance scale")
+                    gr.Markdown(f"<small>{_limits_text(studio.limits)}</small>", elem_id="limits")
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
                         dice = gr.Button("Random seed", scale=1, elem_id="random-seed")
@@ -145,11 +193,14 @@ def build_app(studio: Studio) -> gr.Blocks:
                         gr.Markdown("A causal model makes the video chunk by chunk, each chunk attending a rolling "
                                     "KV cache of the earlier ones; chunks play as they come. Change the prompt "
                                     "while it runs; Stop ends it and keeps the video.")
+                        if not studio.stream_models:
+                            gr.Markdown("*This server offers no causal model.*")
                         with gr.Row():
-                            s_model = gr.Dropdown(_causal_models(), value=_causal_models()[0], allow_custom_value=True,
-                                                  label="Causal model", scale=2, elem_id="stream-model")
-                            s_chunks = gr.Number(40, label="Chunks (0: until stopped)", precision=0, minimum=0,
-                                                 elem_id="stream-chunks")
+                            s_model = _model_choice(studio.stream_models, studio.models, label="Causal model",
+                                                    scale=2, elem_id="stream-model")
+                            most = studio.limits.max_chunks
+                            s_chunks = gr.Number(min(40, most or 40), precision=0, minimum=0, elem_id="stream-chunks",
+                                                 label=f"Chunks (0: until stopped{f', at most {most}' if most else ''})")
                             s_window = gr.Textbox("", label="Window (latent frames)", placeholder="the model's")
                             s_sink = gr.Textbox("", label="Sink (latent frames)", placeholder="the model's")
                         s_prompt = gr.Textbox(EXAMPLE_PROMPT, label="Prompt", elem_id="stream-prompt")
@@ -208,12 +259,16 @@ def build_app(studio: Studio) -> gr.Blocks:
         model_events = dict(fn=on_model, inputs=[model, setting, preset, *controls],
                             outputs=[model_md, setting, width, height, frames, steps, guidance, support_md,
                                      *controls, *groups.values(), spec])
-        model.input(**model_events, api_name="model_info")
-        setting.input(on_setting, [model, setting], [width, height, frames, steps, guidance], api_name=False)
-        preset.input(on_preset, [model, preset, *controls], [*controls, *groups.values(), spec], api_name="preset")
+        # always_last: a choice made while the previous one loads is not dropped (Gradio's default: "once").
+        model.input(**model_events, api_name="model_info", trigger_mode="always_last")
+        # The page's own quick updates skip the queue: they keep working while generations fill it.
+        setting.input(on_setting, [model, setting], [width, height, frames, steps, guidance], api_name=False,
+                      queue=False)
+        preset.input(on_preset, [model, preset, *controls], [*controls, *groups.values(), spec], api_name="preset",
+                     queue=False)
         for component in controls:
-            component.input(on_control, controls, [*groups.values(), spec, preset], api_name=False)
-        dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
+            component.input(on_control, controls, [*groups.values(), spec, preset], api_name=False, queue=False)
+        dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False, queue=False)
 
         # ---------------------------------------------------------------- generate
         def on_generate(prompt_text, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text, off,
@@ -349,13 +404,6 @@ def _whole(text, label: str) -> int | None:
     return int(text)
 
 
-def _causal_models() -> list[str]:
-    """Built-in causal models for the Stream tab (a folder path can be typed in too)."""
-    from genaccel.models import EMBEDDED_CAUSAL, builtin_models
-
-    return [EMBEDDED_CAUSAL] if EMBEDDED_CAUSAL in builtin_models() else ["(type a causal model folder)"]
-
-
 def _finish(start, progress) -> dict:
     """Run a Studio job to its end, moving the page's progress bar; errors become page messages."""
     try:
@@ -441,18 +489,82 @@ def _request(prompt, negative, setting, width, height, frames, steps, guidance, 
     return request_from_options(options, partial=prompt is None)
 
 
+def read_auth(pairs: str | Sequence[str] | None = None, path: str | Path | None = None) -> list[tuple[str, str]] | None:
+    """(user, password) pairs for Gradio's login from "user:password" strings and/or a file of such lines
+    (blank lines and # comments skipped; a password may hold ":"); None when neither is given. A
+    malformed entry raises InputError naming it by position, never showing a password."""
+    entries = [("auth", i + 1, text) for i, text in enumerate([pairs] if isinstance(pairs, str) else pairs or ())]
+    if path is not None:
+        try:
+            lines = Path(path).expanduser().read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the auth file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        found = [(str(path), n, line.strip()) for n, line in enumerate(lines, 1)
+                 if line.strip() and not line.lstrip().startswith("#")]
+        if not found:
+            raise InputError(f"the auth file {path} has no user:password line")
+        entries += found
+    if not entries:
+        return None
+    credentials = []
+    for source, number, text in entries:
+        user, sep, password = str(text).partition(":")
+        if not sep or not user.strip() or not password:
+            raise InputError(f"{source} entry {number}: expected user:password")
+        credentials.append((user.strip(), password))
+    return credentials
+
+
+def _served_elsewhere(output: Path) -> list[str]:
+    """Folders Gradio would serve besides its temporary one and `allowed_paths`: its examples cache (under
+    the working folder unless GRADIO_EXAMPLES_CACHE says otherwise), blocked unless it is in `output`."""
+    from gradio.utils import get_cache_folder
+
+    cache = Path(get_cache_folder()).resolve()
+    return [] if cache.is_relative_to(output) else [str(cache)]
+
+
+def _warn_if_open(host: str, share: bool, auth) -> None:
+    if auth is None and (share or host not in ("127.0.0.1", "localhost", "::1")):
+        where = "a public share link" if share else f"{host}"
+        log.warning("the UI is reachable through %s without a password: anyone who reaches it can generate "
+                    "(auth asks for one)", where)
+
+
 def launch(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str = "auto",
-           output_dir: str | None = None, share: bool = False, block: bool = True):
-    """Start the app (blocking unless `block=False`); returns the launched Blocks."""
+           output_dir: str | None = None, share: bool = False, block: bool = True, *,
+           models: Sequence[str] | None = None, auth: str | Sequence[str] | None = None,
+           auth_file: str | None = None, queue_size: int | None = QUEUE_SIZE, max_size: int | None = 1280,
+           max_frames: int | None = 257, max_steps: int | None = 100, max_batch: int | None = 32,
+           max_prompt: int | None = 2000, max_chunks: int | None = 64, max_memory: str | None = None,
+           keep_hours: float = 24.0):
+    """Start the app (blocking unless `block=False`); returns the launched Blocks, its Studio as `.studio`.
+
+    Listens on `host` (this machine only unless asked) and opens a share link only with `share`.
+    `models`: the models a visitor may choose (default: `model` and the built-in ones); `auth`: one or
+    more "user:password" strings, `auth_file`: a file of such lines; `queue_size`: generations that may
+    wait for the device (None: no bound); `max_*`: the per-request limits of `UILimits`; `keep_hours`:
+    age at which job folders are removed (0: kept forever). Raises InputError on a bad value. Over plain
+    HTTP a password crosses the network readable: beyond a trusted network, serve the UI behind HTTPS.
+    """
     import os
 
+    if queue_size is not None and (isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1):
+        raise InputError(f"--queue-size must be a whole number of at least 1; got {queue_size!r}")
+    limits = UILimits(max_size=max_size, max_frames=max_frames, max_steps=max_steps, max_batch=max_batch,
+                      max_prompt=max_prompt, max_chunks=max_chunks, max_memory=max_memory)
+    credentials = read_auth(auth, auth_file)
     output = Path(output_dir or tempfile.mkdtemp(prefix="genaccel-ui-")).resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    # Gradio's own copies of uploads and results stay inside the output folder too.
+    studio = Studio(output, default_model=model, device=device, models=models, limits=limits, keep_hours=keep_hours)
+    # Gradio's own copies of uploads and results stay inside the output folder too (read as the app is built).
     os.environ["GRADIO_TEMP_DIR"] = str(output / ".gradio")
-    studio = Studio(output, default_model=model, device=device)
-    app = build_app(studio)
-    app.queue(default_concurrency_limit=1)
-    app.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(output)],
+    app = build_app(studio, queue_size)
+    # api_open=False: no route runs a queued event around the queue (Gradio opens them off Spaces).
+    app.queue(default_concurrency_limit=1, max_size=queue_size, api_open=False)
+    app.studio = studio
+    _warn_if_open(host, share, credentials)
+    # run_history=False: the page's run history can upload runs to a Hugging Face bucket from this server.
+    app.launch(server_name=host, server_port=port, share=share, auth=credentials, allowed_paths=[str(output)],
+               blocked_paths=_served_elsewhere(output), max_file_size=UPLOAD_LIMIT, run_history=False,
                prevent_thread_lock=not block, quiet=not block)
     return app

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from genaccel.accelerators import ACCELERATORS
 from genaccel.accelerators.base import SLOT_KV_CACHE
 from genaccel.errors import SpecError
-from genaccel.spec import AccelRequest, check_spec, format_spec, parse_spec
+from genaccel.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,19 @@ def _clean(value, control: ParamControl):
     if control.kind == "int" and isinstance(value, float) and value.is_integer():
         return int(value)
     if control.kind == "text":
-        return str(value).strip()
+        return _typed_text(str(value).strip(), control)
     return value
+
+
+def _typed_text(text: str, control: ParamControl):
+    """A text box's value as a spec string reads it ("200:700" is a range, not the text "200:700"), so the
+    spec the controls build reads back the same."""
+    if not text or any(ch in text for ch in ",()+="):
+        return text  # not one spec value: the spec's check names the problem
+    try:
+        return parse_spec_string(f"{control.accel}({control.name}={text})")[0].params[control.name]
+    except SpecError:
+        return text
 
 
 def spec_from_controls(values: list) -> str:
@@ -115,7 +126,7 @@ def spec_from_controls(values: list) -> str:
             if value is None or value == "":
                 continue  # an emptied field means "default"
             value = _clean(value, control)
-            if str(value) != str(control.default):
+            if str(_display(value, control.kind)) != str(control.default):  # as shown: (100, 800) is "100:800"
                 changed[control.name] = value
         requests.append(AccelRequest(name, changed))
     spec = format_spec(requests)

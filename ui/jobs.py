@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -85,7 +86,15 @@ class JobRunner:
         return True
 
     def busy(self, device: str) -> bool:
+        """Whether a job (or `hold`) has the device now."""
         return self._device_lock(device).locked()
+
+    @contextmanager
+    def hold(self, device: str):
+        """Keep `device` from jobs until the block ends (they wait, as behind a long job): for maintenance,
+        and for tests of a full queue."""
+        with self._device_lock(device):
+            yield
 
     def run(self, session: str, device: str, work: Callable[[Job], Any]) -> Iterator[tuple[str, Any]]:
         """Run `work(job)` in a worker thread; yield the events it emits, then ("done", result).
@@ -102,6 +111,8 @@ class JobRunner:
 
         def target():
             try:
+                # The device is released however the work ends (an error, a cancel, a refusal): one
+                # visitor's failure never keeps the next one waiting.
                 with lock:
                     job.check()  # cancelled while waiting for the device
                     result = work(job)
