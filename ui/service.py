@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from genaccel.errors import InputError
+from genaccel.files import replace_atomic
 from genaccel.generate import GenerationResult
 from genaccel.pipelines.families import family_of
 from genaccel.prepare import PreparedRequest, model_defaults, model_settings, prepare
@@ -372,11 +373,12 @@ class Studio:
             summary = run_batch(pipe, items, folder, progress=False, on_item=on_item, prepared=prepared,
                                 step_callback=self._step_reporter(job, "batch"))
             self._warm.add(id(pipe))
-            archive = folder / "videos.zip"
-            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            archive, partial = folder / "videos.zip", folder / ".videos.zip.partial"
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
                 for line in (folder / MANIFEST).read_text().splitlines():
                     zf.write(folder / json.loads(line)["out"], json.loads(line)["out"])
                 zf.write(folder / MANIFEST, MANIFEST)
+            replace_atomic(partial, archive)  # under its name only when complete
             return {**summary, "zip": str(archive)}
 
         yield from self._run(session, "batch", work)
