@@ -66,18 +66,22 @@ MAX_REPORTED = 20
 
 def read_items(path: Path, base: GenerationRequest | None = None) -> list[BatchItem]:
     """Parse a prompts file; raise InputError listing everything malformed in it, by line."""
+    return parse_items(read_prompts_text(path), path.suffix.lower(), source=str(path), base=base)
+
+
+def read_prompts_text(path: Path) -> str:
+    """A prompts file's text; InputError in one line for a file that cannot be read, is binary or is not UTF-8."""
     try:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     if b"\0" in data:
         raise InputError(f"{path}: a binary file, not a prompts file (it holds NUL bytes)")
     try:
-        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of line 1
+        return data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of line 1
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
-    return parse_items(text, path.suffix.lower(), source=str(path), base=base)
 
 
 class _Errors:

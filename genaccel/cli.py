@@ -448,13 +448,15 @@ def cmd_list(args) -> int:
 
 
 def _read_prompts(args) -> list[str]:
-    """Prompts from repeated --prompt and a --prompts file (one per line, blank lines skipped)."""
-    prompts = list(args.prompt or [])
+    """Prompts from repeated --prompt and a --prompts file (one per line, blank lines and # comments skipped),
+    each checked as a batch prompt is."""
+    from genaccel.batch import parse_items, read_prompts_text
+    from genaccel.request import request_from_options
+
+    prompts = [request_from_options({"prompt": text}, option_prefix="--").prompt for text in args.prompt or []]
     if args.prompts:
-        try:
-            prompts += [l.strip() for l in Path(args.prompts).read_text().splitlines() if l.strip()]
-        except OSError as exc:
-            raise _user_error(f"cannot read {args.prompts}: {exc.strerror}") from None
+        items = parse_items(read_prompts_text(Path(args.prompts)), ".txt", source=args.prompts)
+        prompts += [item.prompt for item in items]
     return prompts
 
 

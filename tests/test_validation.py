@@ -140,6 +140,24 @@ def test_malformed_command_lines_exit_2(tmp_path, capsys, argv, message):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("command", [["calibrate"], ["bench", "--out", "bench-out"]])
+@pytest.mark.parametrize("prompts, message", [
+    (["--prompt", ""], "the prompt is empty"),
+    (["--prompt", "a\x07"], "--prompt holds the control character U+0007 at position 2"),
+    (["--prompts", "binary.txt"], "binary.txt: a binary file, not a prompts file (it holds NUL bytes)"),
+    (["--prompts", "latin1.txt"], "latin1.txt:2: not UTF-8 text (byte 0xe9)"),
+])
+def test_bench_and_calibrate_check_their_prompts_like_a_batch(tmp_path, capsys, monkeypatch, command, prompts, message):
+    import genaccel.models
+
+    monkeypatch.setattr(genaccel.models, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (tmp_path / "latin1.txt").write_bytes("a red circle\ncaf\u00e9".encode("latin-1"))
+    assert len(_refused(capsys, [*command, *prompts], message)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["binary.txt", "latin1.txt"]
+
+
 # ----------------------------------------------------------------------------- models and their files
 def _model_copy(tmp_path):
     model = tmp_path / "model"
