@@ -81,9 +81,27 @@ def check_output_path(path: str | Path, *, probe: bool = True) -> Path:
             raise InputError(f"cannot write to {path}: {exc.strerror or exc}") from None
     if suffix and path.is_dir():
         raise InputError(f"cannot write to {path}: it is a folder")
+    if suffix and path.is_file() and not path.is_symlink() and not _is_video_file(path, suffix):
+        raise InputError(f"{path} exists and is not a {suffix} video: genaccel replaces only videos "
+                         "(choose another --out)")
     if not suffix:
         _check_frame_folder_target(path)
     return path
+
+
+def _is_video_file(path: Path, suffix: str) -> bool:
+    """Whether `path` starts like a video of its suffix's format (an earlier output, which a new one may
+    replace), not a document that happens to have that name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    if suffix == ".mp4":
+        return head[4:8] == b"ftyp"
+    if suffix == ".gif":
+        return head[:4] == b"GIF8"
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: int = 8, *, checked: bool = False) -> Path:

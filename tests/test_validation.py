@@ -92,6 +92,17 @@ def test_what_the_model_files_tell_is_checked_before_the_model_loads(tmp_path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
 
 
+def test_an_existing_file_is_replaced_only_if_it_is_a_video(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.mp4").write_text("my notes, not a video")
+    _refused(capsys, ["generate", PROMPT, "--out", "notes.mp4", *TINY],
+             "notes.mp4 exists and is not a .mp4 video: genaccel replaces only videos")
+    assert (tmp_path / "notes.mp4").read_text() == "my notes, not a video"
+    for _ in range(2):  # an earlier video at the same path is replaced
+        assert main(["generate", PROMPT, "--out", "clip.gif", "--steps", "1", *TINY]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "notes.mp4"]
+
+
 @pytest.mark.parametrize("prompt, message", [
     ("", "the prompt is empty"),
     (" \t ", "the prompt is empty"),
