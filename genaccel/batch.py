@@ -204,8 +204,6 @@ def _settle_manifest(out_dir: Path) -> list[dict]:
         write_atomic(manifest, "".join(json.dumps(e) + "\n" for e in entries))
         for part in parts:
             part.unlink()
-    for unfinished in out_dir.glob(f".{MANIFEST}.tmp-*"):  # a process killed while settling
-        unfinished.unlink()
     return entries
 
 
@@ -226,20 +224,24 @@ def _promote(staged: Path, target: Path, earlier: Path | None) -> None:
     os.replace(staged, target)
 
 
+# A staged video (.NAME-partial-TOKEN...) or its writer's temporary (..NAME-partial-TOKEN...).
+_STAGED = re.compile(r"\.\.?(?P<name>.+)-partial-[0-9a-f]{12}.*")
+
+
 def _finish_listed(out_dir: Path, items: list[BatchItem], suffix: str, done: dict[str, dict]) -> None:
     """What a killed batch left between writing and renaming: a staged video its manifest line lists is
     put in place; any other staged video, or a writer's temporary of one, is removed."""
-    for item in items:
-        entry = done.get(item.name)
-        target = out_dir / f"{item.name}{suffix}"
-        for leftover in sorted(out_dir.glob(f".{glob_escape(item.name)}-partial-*")) + \
-                sorted(out_dir.glob(f"..{glob_escape(item.name)}-partial-*")):
-            listed = entry is not None and entry.get("token") and entry["out"] == target.name \
-                and leftover == _staged(target, entry["token"])
-            if listed:
-                _promote(leftover, target, None)
-            else:
-                _remove_superseded(leftover)
+    names = {item.name for item in items}
+    for leftover in sorted(out_dir.iterdir()):  # one listing, however many items
+        match = _STAGED.fullmatch(leftover.name)
+        if match is None or match["name"] not in names:
+            continue
+        entry, target = done.get(match["name"]), out_dir / f"{match['name']}{suffix}"
+        if entry is not None and entry.get("token") and entry["out"] == target.name \
+                and leftover == _staged(target, entry["token"]):
+            _promote(leftover, target, None)
+        else:
+            _remove_superseded(leftover)
 
 
 def _as_run(item: BatchItem) -> GenerationRequest:
@@ -349,12 +351,6 @@ def _remove_superseded(path: Path) -> None:
         path.unlink()
     elif holds_only_frames(path):  # a frame folder genaccel wrote, or its unfinished temporary
         shutil.rmtree(path)
-
-
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
 
 
 def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", fps: int = 8, progress: bool = True,

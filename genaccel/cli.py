@@ -537,10 +537,6 @@ def cmd_bench(args) -> int:
 def cmd_ui(args) -> int:
     from genaccel.ui.app import launch
 
-    import math
-
-    if not (math.isfinite(args.keep_hours) and args.keep_hours >= 0):
-        raise _user_error(f"--keep-hours must be 0 or more; got {args.keep_hours}")
     launch(host=args.host, port=args.port, model=args.model, device=args.device, output_dir=args.outputs,
            share=args.share, models=args.models, auth=args.auth, auth_file=args.auth_file, queue_size=args.queue_size,
            max_size=args.max_size, max_frames=args.max_frames, max_steps=args.max_steps, max_batch=args.max_batch,

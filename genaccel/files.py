@@ -8,7 +8,9 @@ drop a torn last line that a kill in the middle of an append can leave.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 from pathlib import Path
 
 
@@ -26,10 +28,45 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def temp_prefix(path: Path) -> str:
+    """Temporary files and folders for `path` are named `.NAME.genaccel-PID-...`: hidden, recognisably
+    genaccel's, and tied to the process writing them (see `stale_temporaries`)."""
+    return f".{path.name}.genaccel-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def stale_temporaries(path: Path) -> list[Path]:
+    """What killed writers of `path` left next to it (named by `temp_prefix`): never a live process's
+    temporary, never a symlink."""
+    pattern = re.compile(re.escape(f".{path.name}.genaccel-") + r"(\d+)-.*")
+    found = []
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.genaccel-*"):
+        match = pattern.fullmatch(entry.name)
+        if match is None or entry.is_symlink():
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or not _alive(pid):
+            found.append(entry)
+    return found
+
+
 def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write `data` (text as UTF-8) to `path` through a temporary file and a rename."""
+    """Write `data` (text as UTF-8) to `path` through a temporary file and a rename; first removes what a
+    killed writer of `path` left."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    for stale in stale_temporaries(path):
+        if stale.is_file():
+            stale.unlink()
+    tmp = path.with_name(temp_prefix(path) + "tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)

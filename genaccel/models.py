@@ -37,8 +37,6 @@ def embedded_model_dir(name: str = "embedded") -> Path:
 
 def _is_model_folder(path: Path) -> bool:
     """A diffusers pipeline folder, or a folder whose genaccel.toml names a `base` pipeline it overrides."""
-    from genaccel.model_files import read_toml
-
     if (path / "model_index.json").is_file():
         return True
     settings = path / MODEL_SETTINGS_FILE
@@ -50,29 +48,41 @@ def default_model() -> str:
     return EMBEDDED if (embedded_model_dir() / "model_index.json").is_file() else f"{TINY_PREFIX}wan"
 
 
+def _model_path(name: str) -> Path:
+    """Where a model that is not built in code lives: the embedded models' folders, else `name` as a path."""
+    if name == EMBEDDED:
+        return embedded_model_dir()
+    if name == EMBEDDED_CAUSAL:
+        return embedded_model_dir("embedded-causal")
+    return Path(name).expanduser()
+
+
+def _folder_settings(path: Path) -> dict:
+    """A model folder's genaccel.toml ({} without one)."""
+    return read_toml(path / MODEL_SETTINGS_FILE) if (path / MODEL_SETTINGS_FILE).is_file() else {}
+
+
 def model_facts(model: str | None):
     """What `genaccel.prepare` checks a request against (family, defaults, fixed frame count), read from a
-    model folder's configs without loading any weight; its files are checked on the way (a broken one is a
-    ModelError). None where the files do not tell: hub ids, models built in code, folders over a base."""
+    model folder's configs without loading any weight (a broken one is a ModelError). None where the
+    files do not tell: hub ids, models built in code, folders over a base; `load_pipeline` checks every
+    file of a folder before its weights load."""
     from genaccel.model_files import read_json
     from genaccel.pipelines.families import FAMILIES
     from genaccel.prepare import ModelFacts
 
     name = (model or default_model()).strip()
-    if name == EMBEDDED:
-        path = embedded_model_dir()
-    elif name.startswith(TINY_PREFIX):
+    if name.startswith(TINY_PREFIX) and name != EMBEDDED_CAUSAL:
         return None
-    else:
-        path = Path(name).expanduser()
+    path = _model_path(name)
     if not (path / "model_index.json").is_file():
         return None
-    settings = read_toml(path / MODEL_SETTINGS_FILE) if (path / MODEL_SETTINGS_FILE).is_file() else {}
+    settings = _folder_settings(path)
     if "base" in settings:
         return None
-    check_model_folder(path)
     settings.pop("stream", None)
-    class_name = read_json(path / "model_index.json", path).get("_class_name")
+    index = read_json(path / "model_index.json", path)
+    class_name = index.get("_class_name") if isinstance(index, dict) else None
     family = next((f for f in FAMILIES.values() if class_name in f.pipeline_classes), None)
     if family is None:
         return None  # loading says what is wrong with it
@@ -174,16 +184,10 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
         pipe._genaccel_defaults = TINY_CALL_DEFAULTS[family_name]
         key = name
     else:
-        if name == EMBEDDED:
-            if not (embedded_model_dir() / "model_index.json").is_file():
-                raise ModelError("the embedded model's weights are not installed in this copy of genaccel")
-            path = embedded_model_dir()
-        elif name == EMBEDDED_CAUSAL:
-            path = embedded_model_dir("embedded-causal")
-            if not _is_model_folder(path):
-                raise ModelError("the embedded causal model's weights are not installed in this copy of genaccel")
-        else:
-            path = Path(name).expanduser()
+        path = _model_path(name)
+        if name in (EMBEDDED, EMBEDDED_CAUSAL) and not _is_model_folder(path):
+            raise ModelError(f"the embedded {'causal ' if name == EMBEDDED_CAUSAL else ''}model's weights are "
+                             "not installed in this copy of genaccel")
         if path.exists():
             if not _is_model_folder(path):
                 raise ModelError(f"{name} is not a diffusers pipeline folder (no model_index.json)")
@@ -192,7 +196,7 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
             source, local = name, False
         else:
             raise ModelError(f"unknown model '{name}': not a built-in name, an existing folder, or a hub id (org/name)")
-        settings = read_toml(path / MODEL_SETTINGS_FILE) if local and (path / MODEL_SETTINGS_FILE).is_file() else {}
+        settings = _folder_settings(path) if local else {}
         if local and "base" not in settings:
             check_model_folder(path)  # every config and weight header, before diffusers reads any of them
         dtype = dtype or (torch.bfloat16 if target.type == "cuda" else torch.float32)

@@ -159,16 +159,12 @@ _JSON_KINDS = {bool: ("true or false", (bool,)), str: ("text", (str,)), int: ("a
 
 
 def _check_json_type(name: str, kind: type, value: Any, label: str) -> None:
-    """A typed value must have its field's JSON type: "12" is not a number there, 1 is not true, 2.5 is not a
-    whole number (2.0 is)."""
+    """A typed value must have its field's JSON type: "12" is not a number there, 1 is not true (finite and
+    whole numbers are `_convert`'s checks, as for every source)."""
     expected, types = _JSON_KINDS[kind]
     wrong_bool = isinstance(value, bool) and kind is not bool
     if wrong_bool or not isinstance(value, types):
         raise InputError(f"{label} must be {expected}; got {type(value).__name__} {_show(value)}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InputError(f"{label} must be a finite number; got {_show(value)}")
-    if kind is int and isinstance(value, float) and not value.is_integer():
-        raise InputError(f"{label} must be a whole number; got {_show(value)}")
 
 
 # C0 controls but tab and line breaks, DEL and C1 controls, lone surrogates (not text: no encoder takes them).

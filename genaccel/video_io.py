@@ -16,7 +16,7 @@ import numpy as np
 
 from genaccel import failpoints
 from genaccel.errors import InputError
-from genaccel.files import fsync_path
+from genaccel.files import replace_atomic, stale_temporaries, temp_prefix
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")
 # A frame folder genaccel wrote holds this marker and frame_NNNN.png files, nothing else; only such
@@ -41,9 +41,7 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 
 def is_frame_folder(path: Path) -> bool:
     """True if `path` is a folder of PNG frames written by genaccel (marker and frames only)."""
-    if not (path / FRAME_FOLDER_MARKER).is_file():
-        return False
-    return all(p.name == FRAME_FOLDER_MARKER or (_FRAME_NAME.match(p.name) and p.is_file()) for p in path.iterdir())
+    return (path / FRAME_FOLDER_MARKER).is_file() and holds_only_frames(path)
 
 
 def _check_frame_folder_target(path: Path) -> None:
@@ -123,7 +121,7 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8, *, checked: 
         _write_frame_folder(path, data)
         return path
     remove_stale_temporaries(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=suffix, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     failpoints.reached("video:temp-created")
@@ -141,46 +139,19 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8, *, checked: 
         else:
             _write_webp(tmp, data, fps)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
-        fsync_path(tmp)
         failpoints.reached("video:encoded")
-        os.replace(tmp, path)
-        fsync_path(path.parent)
+        replace_atomic(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
 
 
-def _temp_prefix(path: Path) -> str:
-    """Temporary files and folders for `path` are named `.NAME.genaccel-PID-...`: hidden, recognisably
-    genaccel's, and tied to the process writing them (see `remove_stale_temporaries`)."""
-    return f".{path.name}.genaccel-{os.getpid()}-"
-
-
-def _temp_owner(entry: Path, path: Path) -> int | None:
-    """The process id in the name of a temporary of `path`, or None when `entry` is not one."""
-    match = re.fullmatch(re.escape(f".{path.name}.genaccel-") + r"(\d+)-[^/]*", entry.name)
-    return int(match.group(1)) if match else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Remove what a killed writer of `path` left (its temporary file or frame folder), never another
     live process's; returns what was removed. A write that is interrupted normally removes its own."""
     removed = []
-    for entry in path.parent.glob(f".{glob_escape(path.name)}.genaccel-*"):
-        pid = _temp_owner(entry, path)
-        if pid is None or (pid != os.getpid() and _alive(pid)) or entry.is_symlink():
-            continue
+    for entry in stale_temporaries(path):
         if entry.is_dir():
             moved_aside = entry / "frames"  # an earlier frame folder on its way out (_write_frame_folder)
             if holds_only_frames(entry) or ([p.name for p in entry.iterdir()] == ["frames"] and holds_only_frames(moved_aside)):
@@ -198,20 +169,13 @@ def holds_only_frames(folder: Path) -> bool:
         p.name == FRAME_FOLDER_MARKER or (_FRAME_NAME.match(p.name) and p.is_file()) for p in folder.iterdir())
 
 
-def glob_escape(name: str) -> str:
-    """`name` with glob's special characters taken literally."""
-    import glob
-
-    return glob.escape(name)
-
-
 def _write_frame_folder(path: Path, data: np.ndarray) -> None:
     """Write PNG frames into a temporary folder, then swap it in; an earlier genaccel frame folder
     at `path` is moved aside and deleted only once the new one is in place."""
     import imageio.v3 as iio
 
     remove_stale_temporaries(path)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))
     failpoints.reached("video:temp-created")
     old = None
     try:
@@ -223,7 +187,7 @@ def _write_frame_folder(path: Path, data: np.ndarray) -> None:
         _check_frame_folder_target(path)  # again: something may have appeared since the first check
         if path.is_dir():
             if any(path.iterdir()):
-                old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path) + "old-", dir=path.parent))
+                old = Path(tempfile.mkdtemp(prefix=temp_prefix(path) + "old-", dir=path.parent))
                 os.replace(path, old / "frames")
             else:
                 path.rmdir()

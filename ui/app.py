@@ -30,7 +30,7 @@ from genaccel.request import (EXAMPLE_PROMPT, FIELDS, OFFLOAD_MODES, GenerationR
 from genaccel.spec import PRESET_NAMES
 from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, spec_from_controls
 from genaccel.ui.jobs import Cancelled
-from genaccel.ui.service import COMPARE_COLUMNS, Studio, UILimits, not_offered
+from genaccel.ui.service import COMPARE_COLUMNS, Studio, UILimits, check_keep_hours, not_offered
 
 log = logging.getLogger("genaccel")
 
@@ -554,6 +554,7 @@ def launch(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, 
     limits = UILimits(max_size=max_size, max_frames=max_frames, max_steps=max_steps, max_batch=max_batch,
                       max_prompt=max_prompt, max_chunks=max_chunks, max_memory=max_memory)
     credentials = read_auth(auth, auth_file)
+    check_keep_hours(keep_hours)  # every setting is checked before the outputs folder is made
     output = Path(output_dir or tempfile.mkdtemp(prefix="genaccel-ui-")).resolve()
     studio = Studio(output, default_model=model, device=device, models=models, limits=limits, keep_hours=keep_hours)
     # Gradio's own copies of uploads and results stay inside the output folder too (read as the app is built).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -129,15 +130,15 @@ def offered_models(default: str, models=None) -> list[str]:
 
 def can_stream(model: str) -> bool:
     """Whether a model streams (its genaccel.toml has a [stream] table), read without loading it."""
-    import tomllib
-
+    from genaccel.errors import ModelError
+    from genaccel.model_files import read_toml
     from genaccel.models import EMBEDDED_CAUSAL, MODEL_SETTINGS_FILE
 
     if model == EMBEDDED_CAUSAL:
         return True
     try:
-        return "stream" in tomllib.loads((Path(model).expanduser() / MODEL_SETTINGS_FILE).read_text())
-    except (OSError, RuntimeError, ValueError):  # no such folder (a hub id, a tiny name, ~nobody), or not TOML
+        return "stream" in read_toml(Path(model).expanduser() / MODEL_SETTINGS_FILE)
+    except (ModelError, RuntimeError, ValueError):  # no such folder (a hub id, a tiny name, ~nobody), or not TOML
         return False
 
 
@@ -158,6 +159,13 @@ def _newest_change(folder: Path) -> float:
     return newest
 
 
+def check_keep_hours(keep_hours) -> float:
+    """The age (hours) at which job folders are removed: 0 (keep forever) or more, finite."""
+    if keep_hours is None or not math.isfinite(keep_hours) or keep_hours < 0:
+        raise InputError(f"--keep-hours must be 0 (keep forever) or more; got {keep_hours!r}")
+    return keep_hours
+
+
 class Studio:
     """The UI's state: a pipeline cache, the job runner, the output folder, the offered models and the limits.
 
@@ -171,8 +179,7 @@ class Studio:
                  keep_hours: float = 24.0):
         from genaccel.models import default_model as builtin_default
 
-        if keep_hours is None or keep_hours < 0:
-            raise InputError(f"--keep-hours must be 0 (keep forever) or more; got {keep_hours!r}")
+        check_keep_hours(keep_hours)
         self.output_dir = Path(output_dir).resolve()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         given = [m for m in (models or ()) if str(m).strip()]
