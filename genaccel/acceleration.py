@@ -1,10 +1,15 @@
 """Apply a spec to a pipeline and remove it again: the object that owns everything genaccel added.
 
 Hooks go on in a fixed order on each denoiser: inner call counters first (they see only calls
-that really computed), then the accelerators in spec order, then the attention seam when an
-accelerator owns the attention kernel (their kernels nested in `KERNEL_NESTING` order), then outer
-counters and the step tracker (they see every call). Everything registered is recorded, so `remove()` restores the
-pipeline exactly, and several accelerators stack on one pipeline.
+that really computed), then the hooks accelerators need innermost (`Accelerator.apply_inner`), then
+the accelerators in spec order, then the attention seam when an accelerator owns the attention kernel
+(their kernels nested in `KERNEL_NESTING` order), then outer counters and the state meter (it sees
+every call), then the hooks accelerators need around all the others (`Accelerator.apply_outer`), and
+the step tracker outermost. Everything registered is recorded, so `remove()` restores the pipeline
+exactly, and several accelerators stack on one pipeline.
+
+The state meter measures, after each denoiser call, the bytes each accelerator's hooks keep in their
+state (`genaccel.cache_state`); `stats()` reports the peak of the generation as `state_bytes`.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from diffusers.hooks import HookRegistry
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
 
 from genaccel.accelerators.base import KERNEL_NESTING, Accelerator, HookLedger
 from genaccel.attention import BlockCausalKernel, dense_kernel, seam_hooks
+from genaccel.cache_state import state_bytes
 from genaccel.errors import SpecError
 from genaccel.offload import unplaced
 from genaccel.pipelines.families import FamilyAdapter, family_of
@@ -31,6 +38,20 @@ from genaccel.runtime import (
 from genaccel.spec import ResolvedSpec, resolve_spec
 
 _ATTR = "_genaccel"
+METER_HOOK = "genaccel_state_meter"
+
+
+class StateMeterHook(ModelHook):
+    """On a denoiser, around every accelerator's hooks: after each call, the acceleration measures the
+    bytes its accelerators' hook states hold."""
+
+    def __init__(self, acceleration: "Acceleration"):
+        super().__init__()
+        self.acceleration = acceleration
+
+    def post_forward(self, module, output):
+        self.acceleration._measure_state()
+        return output
 
 
 class Acceleration:
@@ -44,6 +65,8 @@ class Acceleration:
         self.counters = self.runtime.counters
         self.accelerators: list[Accelerator] = []
         self._ledger = HookLedger()
+        self._state_peaks: dict[str, int] = {}  # accelerator name -> peak bytes of its hook state this generation
+        self._metered: list[Accelerator] = []  # the accelerators with hooks, whose state is measured
         self._denoisers = [module for _, module in family.denoiser_modules(pipe)]
         try:
             for cls, config in spec.accelerators:
@@ -53,6 +76,7 @@ class Acceleration:
                     raise SpecError(f"{cls.name} on {family.title}: {exc}") from None
             for denoiser in self._denoisers:
                 self._install(denoiser)
+            self._metered = [a for a in self.accelerators if a._ledger._entries]
         except Exception:
             self.remove()
             raise
@@ -65,11 +89,19 @@ class Acceleration:
             self.counters.passes_computed.append(register_counter(tail, COUNT_INNER_HOOK))
             self.counters.attention_computed.extend(register_counter(m, COUNT_INNER_HOOK) for m in attention)
         for accelerator in self.accelerators:
+            if type(accelerator).apply_inner is not Accelerator.apply_inner:
+                accelerator.install_inner(denoiser)
+        for accelerator in self.accelerators:
             accelerator.install(denoiser)
         self._install_attention_seam(denoiser)
         with self._ledger.recording(denoiser):
             self.counters.attention_total.extend(register_counter(m, COUNT_OUTER_HOOK) for m in attention)
             self.counters.passes_total.append(register_counter(denoiser, COUNT_OUTER_HOOK))
+            HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(StateMeterHook(self), METER_HOOK)
+        for accelerator in self.accelerators:
+            if type(accelerator).apply_outer is not Accelerator.apply_outer:
+                accelerator.install_outer(denoiser, self.accelerators)
+        with self._ledger.recording(denoiser):
             tracker = StepTrackerHook(self.runtime, self._start_generation)
             HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(tracker, TRACKER_HOOK)
 
@@ -92,7 +124,17 @@ class Acceleration:
             for module, name, hook in hooks:
                 HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
 
+    @torch.compiler.disable
+    def _measure_state(self) -> None:
+        """Raise each accelerator's peak of hook-state bytes to what its hooks hold now."""
+        peaks = self._state_peaks
+        for accelerator in self._metered:
+            held = state_bytes(accelerator)
+            if held > peaks.get(accelerator.name, 0):
+                peaks[accelerator.name] = held
+
     def _start_generation(self) -> None:
+        self._state_peaks.clear()
         for denoiser in self._denoisers:
             HookRegistry.check_if_exists_or_initialize(denoiser).reset_stateful_hooks()
         for accelerator in self.accelerators:
@@ -127,9 +169,12 @@ class Acceleration:
         return self.runtime.begin_chunk()
 
     def stats(self) -> dict[str, Any]:
-        """Figures since the last reset: passes computed/skipped, attention calls reused, per accelerator."""
+        """Figures since the last reset: passes computed/skipped, attention calls reused, per accelerator (with
+        `state_bytes`, the peak bytes its hooks kept in their state after a transformer call)."""
         figures = self.counters.snapshot()
-        figures["accelerators"] = {a.name: a.stats() for a in self.accelerators}
+        figures["accelerators"] = {
+            a.name: {**a.stats(), "state_bytes": self._state_peaks.get(a.name, 0)} for a in self.accelerators
+        }
         return figures
 
     def remove(self) -> None:
@@ -138,6 +183,7 @@ class Acceleration:
             accelerator.uninstall()
         self._ledger.remove_all()
         self.accelerators = []
+        self._metered = []
         if getattr(self.pipe, _ATTR, None) is self:
             delattr(self.pipe, _ATTR)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from genaccel.accelerators import ACCELERATORS, unsupported_by
 from genaccel.pipelines.families import FAMILIES
-from genaccel.presets import load_presets
+from genaccel.presets import load_presets, tuned_by_model
 from genaccel.spec import PRESET_NAMES, stack_conflict
 
 
@@ -33,6 +33,7 @@ def catalog() -> dict:
         "presets": {
             f.name: {p: load_presets(f.name).get(p, {}).get("spec") for p in PRESET_NAMES} for f in FAMILIES.values()
         },
+        "tuned_presets": tuned_by_model(),  # model key -> setting -> preset -> spec (genaccel tune --save-as)
         "compatibility": {
             f.name: {**dict.fromkeys(ACCELERATORS, "yes"), **unsupported_by(f)} for f in FAMILIES.values()
         },
@@ -69,6 +70,12 @@ def format_catalog(data: dict) -> str:
     for family, presets in data["presets"].items():
         out.append(f"  {data['families'][family]['title']}:")
         out += [f"      {p:9s} {spec}" for p, spec in presets.items()]
+    if data.get("tuned_presets"):
+        out += ["", "Presets tuned for a model (genaccel tune --save-as; they win over the family's):"]
+        for key, settings in data["tuned_presets"].items():
+            for setting, presets in settings.items():
+                out.append(f"  {key} ({setting} setting):")
+                out += [f"      {p:9s} {spec}" for p, spec in presets.items()]
     out += ["", "Compatibility (tested on every family's tiny pipeline):", compatibility_table(data), "",
             "Stacking: accelerators stack unless they take over the same thing:"]
     names = list(data["accelerators"])

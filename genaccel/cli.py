@@ -176,12 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "polynomial and MagCache magnitude ratios, measure its token redundancy per "
                                    "self-attention block and step, and write them to a profile file that "
                                    "`teacache` (coefficients=auto), `magcache` and `tome`/`asymrnr` "
-                                   "(schedule=profile) use for this model.")
+                                   "(schedule=profile) use for this model. With --schedule, measure instead how much "
+                                   "reusing a step's residual over each span of later steps changes the final video, "
+                                   "solve the computed-step schedule of every budget (LeMiCa's lexicographic minimax "
+                                   "path) and add them to the model's profile for `schedule(budget=N)`.",
+                       epilog="example: genaccel calibrate --model tiny --schedule --max-span 6 --prompts prompts.txt")
     _add_model_options(c)
     c.add_argument("--prompt", action="append", default=None, help="a calibration prompt (repeatable)")
     c.add_argument("--prompts", default=None, metavar="FILE", help="file of calibration prompts, one per line")
     c.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     _add_request_options(c, CALIBRATE_OPTIONS)
+    c.add_argument("--schedule", action="store_true",
+                   help="measure span errors and solve computed-step schedules (one generation per span and prompt: "
+                        "about (max-span - 1) x steps per prompt); other sections of the profile are kept")
+    c.add_argument("--max-span", type=int, default=6, metavar="N",
+                   help="with --schedule: longest run of steps one computed step may cover (default: 6)")
     c.add_argument("--out", default=None, help="profile path (default: the user profile folder, keyed by model)")
     c.add_argument("--json", action="store_true", help="print the profile as JSON on the last line")
 
@@ -208,6 +217,45 @@ def build_parser() -> argparse.ArgumentParser:
                          "(CUDA: max allocated during each run), 'off' skips it (default: fresh)")
     bn.add_argument("--out", required=True, metavar="DIR", help="output folder (re-using it resumes the sweep)")
     bn.add_argument("--json", action="store_true", help="print the summary rows as JSON on the last line")
+
+    t = sub.add_parser("tune", help="find the fastest stack that keeps a quality budget on your model and prompts",
+                       description="Search stacks of accelerators and their parameters (optuna, seeded, multi-objective: "
+                                   "speedup and PSNR against the baseline, with the budget as constraints) on the tuning "
+                                   "prompts, each trial paired with the baseline video of the same prompt and seed; a "
+                                   "trial clearly below the budget after its first prompt stops there. When --minutes "
+                                   "are up, the front is measured again with `genaccel bench` on held-out prompts and "
+                                   "the fastest member keeping the budget there wins: printed, plotted (DIR/pareto.png) "
+                                   "and, with --save-as, stored as a preset of this model and setting that generate, "
+                                   "batch, bench and the web UI accept at once. Every trial is logged in "
+                                   "DIR/trials.jsonl: the same DIR resumes, and a tune with another budget on it starts "
+                                   "from every trial measured so far (--minutes 0 only re-selects and re-measures).",
+                       epilog="example: genaccel tune --model tiny --min-psnr 30 --setting long --prompts tune.txt "
+                              "--holdout eval.txt --minutes 30 --save-as mine --out tune-long")
+    _add_model_options(t)
+    t.add_argument("--min-psnr", type=float, required=True, metavar="DB",
+                   help="quality budget: mean PSNR against the baseline video, in dB (e.g. 30)")
+    t.add_argument("--max-adherence-drop", type=float, default=None, metavar="POINTS",
+                   help="also keep prompt adherence (the bench's scorer) at most this many points below the baseline's")
+    t.add_argument("--prompt", action="append", default=None, help="a tuning prompt (repeatable)")
+    t.add_argument("--prompts", default=None, metavar="FILE",
+                   help="tuning prompts, one per line (default: three built-in prompts); without --holdout every third "
+                        "one is held out instead")
+    t.add_argument("--holdout", default=None, metavar="FILE", help="held-out prompts the front is measured on again")
+    t.add_argument("--seeds", default="0", help="comma-separated seeds, each prompt runs with each (default: 0)")
+    _add_request_options(t, BENCH_OPTIONS)
+    t.add_argument("--minutes", type=float, default=30.0, metavar="N",
+                   help="tuning time; no trial starts after it (default: 30; 0: re-select from the log only)")
+    t.add_argument("--trials", type=int, default=None, metavar="N", help="stop after N new trials (default: no limit)")
+    t.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: 0)")
+    t.add_argument("--search", default="pass,cfg,attention", metavar="GROUPS",
+                   help="groups of accelerators to stack, comma-separated: pass (magcache, schedule, teacache, fbcache), "
+                        "cfg (cfgcache), attention (pab), tokens (tome), sparse (svg) (default: %(default)s)")
+    t.add_argument("--save-as", default=None, metavar="NAME",
+                   help="store the winner as preset NAME of this model and setting (in --profile)")
+    t.add_argument("--profile", default=None, metavar="PATH",
+                   help="the profile file --save-as writes (default: the user profile folder, keyed by model)")
+    t.add_argument("--out", required=True, metavar="DIR", help="output folder (re-using it resumes the tune)")
+    t.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
 
     u = sub.add_parser("ui", help="start the web UI in your browser (Gradio)",
                        description="Start the web UI: Generate, Compare (against the baseline), Batch and Stream tabs. "
@@ -473,20 +521,67 @@ def _parse_seeds(text: str) -> list[int]:
 def cmd_calibrate(args) -> int:
     from tqdm import tqdm
 
-    from genaccel.calibrate import calibrate, write_profile
+    from genaccel.calibrate import calibrate, default_profile_path, write_profile
 
     prompts = _read_prompts(args) or [
         EXAMPLE_PROMPT, "a blue square moving up on a gray background", "a yellow triangle standing still on a black background"]
     seeds = _parse_seeds(args.seeds)
     base = _request_from_args(args, CALIBRATE_OPTIONS)
+    if args.schedule and not 2 <= args.max_span <= 1000:
+        raise _user_error(f"--max-span {args.max_span}: must be within 2..1000")
     pipe = _load(args)
+    if args.schedule:
+        return _calibrate_schedule(args, pipe, prompts, seeds, base)
+    previous = _existing_profile(Path(args.out) if args.out else default_profile_path(pipe), pipe)
     with tqdm(total=len(prompts) * len(seeds), desc="calibrating", disable=args.json) as bar:
         profile = calibrate(pipe, prompts, seeds=seeds, base=base, progress=lambda i, n: bar.update(1))
+    # what this calibration does not measure (schedules, tuned presets) is kept
+    profile = {**profile, **{k: v for k, v in previous.items() if isinstance(v, dict) and k not in profile}}
     path = write_profile(profile, args.out, pipe)
     if args.json:
         print(json.dumps({"out": str(path), **profile}))
     else:
         print(f"wrote profile {path}: teacache coefficients {['%.4g' % c for c in profile['teacache']['coefficients']]}")
+    return 0
+
+
+def _existing_profile(path: Path, pipe) -> dict:
+    """The profile a calibration adds to: the file at `path`, else the model's current one."""
+    import tomllib
+
+    from genaccel.profiles import load_profile, pipeline_model_key
+
+    if path.is_file():
+        try:
+            return tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise _user_error(f"{path} is not a profile (TOML): {exc}") from None
+    return load_profile(pipeline_model_key(pipe))
+
+
+def _calibrate_schedule(args, pipe, prompts, seeds, base) -> int:
+    from tqdm import tqdm
+
+    from genaccel.calibrate import default_profile_path, write_profile
+    from genaccel.schedule_calibration import calibrate_schedule, merge_schedule
+
+    path = Path(args.out) if args.out else default_profile_path(pipe)
+    previous = _existing_profile(path, pipe)  # before the work: a broken file is refused at once
+    with tqdm(desc="calibrating schedules", unit="run", disable=args.json) as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+        section = calibrate_schedule(pipe, prompts, seeds=seeds, base=base, max_span=args.max_span, progress=progress)
+    profile = merge_schedule(previous, section)
+    written = write_profile(profile, path, pipe)
+    table = next(iter(section.values()))
+    budgets = sorted(int(k.removeprefix("computed")) for k in table if k.startswith("computed"))
+    if args.json:
+        print(json.dumps({"out": str(written), "schedule": section}))
+    else:
+        steps = next(iter(section)).removeprefix("steps")
+        print(f"wrote profile {written}: schedules for {steps} steps, budgets {budgets[0]}..{budgets[-1]} "
+              f"(use schedule(budget=N))")
     return 0
 
 
@@ -534,6 +629,90 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _preset_name(text: str | None) -> str | None:
+    """A --save-as name: a word that is not an accelerator's name nor 'none' or 'custom'."""
+    import re
+
+    from genaccel.accelerators import ACCELERATORS
+
+    if text is None:
+        return None
+    name = text.strip().lower()
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,39}", name):
+        raise _user_error(f"--save-as {text!r}: a preset name is one word of letters, digits, - and _ (at most 40)")
+    if name in ACCELERATORS or name in ("none", "custom"):
+        raise _user_error(f"--save-as {name}: that is an accelerator's or a reserved name; choose another")
+    return name
+
+
+def cmd_tune(args) -> int:
+    from genaccel.tune import SPACE, TunePlan, run_tune, save_preset, split_prompts
+
+    name = _preset_name(args.save_as)
+    prompts = _read_prompts(args) or [
+        EXAMPLE_PROMPT, "a blue square moving up on a gray background", "a yellow triangle standing still on a black background"]
+    if args.holdout:
+        holdout = [item.prompt for item in _prompt_items(args.holdout)]
+    else:
+        prompts, holdout = split_prompts(prompts)
+    groups = tuple(g.strip() for g in args.search.split(",") if g.strip())
+    unknown = [g for g in groups if g not in SPACE]
+    if unknown or not groups:
+        raise _user_error(f"--search {args.search!r}: groups are {', '.join(SPACE)}")
+    plan = TunePlan(min_psnr=args.min_psnr, prompts=prompts, holdout=holdout, max_adherence_drop=args.max_adherence_drop,
+                    seeds=_parse_seeds(args.seeds), request=_request_from_args(args, BENCH_OPTIONS),
+                    minutes=args.minutes, max_trials=args.trials, seed=args.seed, groups=groups)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _user_error(f"--out {out} is a file; tune writes a folder")
+    pipe = _load(args)
+    from genaccel.calibrate import default_profile_path
+
+    profile_path = Path(args.profile) if args.profile else default_profile_path(pipe)
+    base_profile = _existing_profile(profile_path, pipe) if name else {}  # a broken file is refused before the work
+    result = run_tune(pipe, plan, out, progress=not args.json, model=args.model)
+    winner = result.winner
+    saved = None
+    if winner and name:
+        figures = {"min_psnr": plan.min_psnr, "speedup": round(winner["speedup"], 3), "psnr": round(winner["psnr"], 2),
+                   "measured_on": f"{len(plan.holdout)} held-out prompts"}
+        if plan.max_adherence_drop is not None:
+            figures["max_adherence_drop"] = plan.max_adherence_drop
+        saved = save_preset(profile_path, name, plan.request.setting, winner["accel"], figures, base_profile)
+    if args.json:
+        print(json.dumps({"out": str(out), "trials": len(result.trials), "tuning_seconds": round(result.tuning_seconds, 1),
+                          "front": result.front, "holdout": result.holdout, "winner": winner,
+                          "saved": str(saved) if saved else None}))
+        return 0 if winner else 1
+    _print_tune(result, plan, out)
+    if winner is None:
+        print(f"no stack kept {plan.min_psnr:g} dB on the held-out prompts: nothing saved")
+        return 1
+    if saved:
+        print(f"saved preset '{name}' ({plan.request.setting} setting) in {saved}: use --accel {name}")
+    return 0
+
+
+def _prompt_items(path: str) -> list:
+    from genaccel.batch import parse_items, read_prompts_text
+
+    return parse_items(read_prompts_text(Path(path)), ".txt", source=path)
+
+
+def _print_tune(result, plan, out: Path) -> None:
+    done = [t for t in result.trials if not t["pruned"]]
+    print(f"{len(result.trials)} trials ({len(result.trials) - len(done)} stopped early), "
+          f"{result.tuning_seconds / 60:.1f} min this run; front within {plan.min_psnr:g} dB on the tuning prompts:")
+    for row in result.front:
+        print(f"  {row['speedup']:.2f}x  {row['psnr']:.1f} dB  {row['spec']}")
+    if result.holdout:
+        print(f"on {len(plan.holdout)} held-out prompts ({out}/holdout-*/summary.md):")
+        for row in result.holdout[1:]:
+            mark = "*" if result.winner and row["accel"] == result.winner["accel"] else " "
+            print(f" {mark}{row['speedup']:.2f}x  {row['psnr']:.1f} dB  {row['accel']}")
+    print(f"wrote {out}/trials.jsonl, {out}/pareto.png")
+
+
 def cmd_ui(args) -> int:
     from genaccel.ui.app import launch
 
@@ -545,7 +724,7 @@ def cmd_ui(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "stream": cmd_stream, "convert-causal": cmd_convert_causal, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate, "bench": cmd_bench, "ui": cmd_ui}
+COMMANDS = {"generate": cmd_generate, "stream": cmd_stream, "convert-causal": cmd_convert_causal, "score": cmd_score, "batch": cmd_batch, "list": cmd_list, "calibrate": cmd_calibrate, "bench": cmd_bench, "tune": cmd_tune, "ui": cmd_ui}
 
 
 def _user_error(message: str):

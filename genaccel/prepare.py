@@ -104,7 +104,7 @@ def complete(facts: ModelFacts, request: GenerationRequest) -> tuple[GenerationR
         family.check_frames(filled.num_frames, fixed=facts.fixed_frames)
     if filled.height is not None or filled.width is not None:
         family.check_size(filled.height or family.size_multiple, filled.width or family.size_multiple)
-    spec = None if filled.accel is None else resolve_spec(filled.accel, family, facts.key)
+    spec = None if filled.accel is None else resolve_spec(filled.accel, family, facts.key, filled.setting)
     return filled, defaults, spec
 
 
@@ -125,6 +125,7 @@ def prepare(pipe, request: GenerationRequest, *, check_fit: bool = True) -> Prep
     family = facts.family
     filled, defaults, spec = complete(facts, request)
     _check_context_parallel(pipe, spec)
+    _check_accelerators(spec, filled, facts)
     call = {**defaults.get("extra", {}), **family.call_extra,
             "prompt": filled.prompt, "negative_prompt": filled.negative_prompt, "output_type": "np"}
     for name in DEFAULTED:  # the family names the frame argument (Latte: video_length)
@@ -132,6 +133,22 @@ def prepare(pipe, request: GenerationRequest, *, check_fit: bool = True) -> Prep
             call[family.frames_arg if name == "num_frames" else name] = getattr(filled, name)
     memory = check_memory(pipe, filled, spec, family) if check_fit else estimate_memory(pipe, filled, spec, family)
     return PreparedRequest(filled, family, spec, call, memory, prompt_notices(pipe, filled, call))
+
+
+def _check_accelerators(spec: ResolvedSpec | None, request: GenerationRequest, facts: ModelFacts) -> None:
+    """What each accelerator needs of this run and the model's calibrated profile (a schedule for its
+    step count), before any work."""
+    from genaccel.errors import SpecError
+    from genaccel.profiles import load_profile
+
+    if spec is None or not spec.accelerators:
+        return
+    profile = load_profile(facts.key)
+    for cls, config in spec.accelerators:
+        try:
+            cls.check_request(config, request.num_inference_steps, profile)
+        except ValueError as exc:
+            raise SpecError(f"{cls.name} on {facts.family.title}: {exc}") from None
 
 
 def text_token_limit(pipe, call: dict | None = None) -> int | None:

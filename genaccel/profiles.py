@@ -46,6 +46,27 @@ def load_profile(key: str) -> dict:
     return {}
 
 
+def profile_sources(key: str) -> list[dict]:
+    """Every profile of a model key, the user's first, then the shipped one (unreadable ones skipped)."""
+    found = []
+    for path in (profile_dir() / f"{key}.toml", resources.files("genaccel.pipelines").joinpath("profiles", f"{key}.toml")):
+        if path.is_file():
+            try:
+                found.append(tomllib.loads(path.read_text()))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+                continue
+    return found
+
+
+def profile_keys() -> list[str]:
+    """The model keys of every profile on this machine: the user's folder, then the shipped ones."""
+    keys = []
+    for folder in (profile_dir(), resources.files("genaccel.pipelines").joinpath("profiles")):
+        if folder.is_dir():
+            keys += sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file())
+    return list(dict.fromkeys(keys))
+
+
 def _toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -57,12 +78,18 @@ def _toml_value(value) -> str:
 
 
 def dump_profile(profile: dict) -> str:
-    """Serialise a profile (top-level scalars, then one table per section) as TOML."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in profile.items() if not isinstance(v, dict)]
-    for section, table in profile.items():
-        if isinstance(table, dict):
-            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
+    """Serialise a profile (top-level scalars, then one table per section, nested tables as
+    `[section.name]`) as TOML."""
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(_table_lines(profile, ""))).lstrip("\n") + "\n"
+
+
+def _table_lines(table: dict, name: str) -> list[str]:
+    lines = [f"[{name}]"] if name and any(not isinstance(v, dict) for v in table.values()) else []
+    lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += [""] + _table_lines(value, f"{name}.{key}" if name else key)
+    return lines
 
 
 def save_profile(profile: dict, path: Path) -> Path:

@@ -153,25 +153,42 @@ def parse_spec_file(path: Path) -> list[AccelRequest]:
     return requests
 
 
-def _preset_parts(text: str) -> list[str] | None:
+def _is_preset(part: str, model_key: str | None = None, setting: str | None = None, *, anywhere: bool = False) -> bool:
+    """True if `part` names a preset: a built-in one, or one tuned for this model (`genaccel tune --save-as`);
+    `anywhere`: one tuned for any model on this machine (when no model is known yet)."""
+    name = part.strip().lower()
+    if name in PRESET_NAMES:
+        return True
+    if name in ACCELERATORS or name == "none" or not re.fullmatch(r"[a-z_][a-z0-9_-]*", name):
+        return False
+    from genaccel.presets import any_tuned_name, tuned_presets
+
+    return any_tuned_name(name) if anywhere else name in tuned_presets(model_key, setting)
+
+
+def _preset_parts(text: str, model_key: str | None = None, setting: str | None = None, *,
+                  anywhere: bool = False) -> list[str] | None:
     """The parts of a stack that names a preset among accelerators (`balanced+sta`), or None."""
     parts = [part.strip() for part in _split_top_level(text, "+")]
-    return parts if len(parts) > 1 and any(part.lower() in PRESET_NAMES for part in parts) else None
+    if len(parts) > 1 and any(_is_preset(part, model_key, setting, anywhere=anywhere) for part in parts):
+        return parts
+    return None
 
 
-def parse_spec(spec: str, family=None, model_key: str | None = None) -> list[AccelRequest]:
+def parse_spec(spec: str, family=None, model_key: str | None = None, setting: str | None = None) -> list[AccelRequest]:
     """Parse a spec string, a spec file path, or a preset name of `family`; a preset may also stand in a
-    stack (`balanced+sta`), where it contributes its accelerators."""
+    stack (`balanced+sta`), where it contributes its accelerators. Presets are those of `setting`
+    (default: the default setting's)."""
     text = "none" if spec is None else spec.strip()
-    parts = _preset_parts(text)
+    parts = _preset_parts(text, model_key, setting)
     if parts:
-        return [request for part in parts for request in parse_spec(part, family, model_key)]
-    if text.lower() in PRESET_NAMES:
+        return [request for part in parts for request in parse_spec(part, family, model_key, setting)]
+    if _is_preset(text, model_key, setting):
         if family is None:
             raise SpecError(f"preset '{text}' needs a model to pick the family's preset")
         from genaccel.presets import preset_spec
 
-        return parse_spec_string(preset_spec(family.name, text.lower(), model_key))
+        return parse_spec_string(preset_spec(family.name, text.lower(), model_key, setting))
     if re.search(r"\.(toml|json)$", text, re.I):
         try:
             path = Path(text).expanduser()
@@ -270,11 +287,11 @@ def resolve(requests: list[AccelRequest], family) -> list[tuple[type, object]]:
 def check_spec(spec: str) -> None:
     """Check what can be checked before a model is loaded: syntax, names, parameters, stacking."""
     text = "none" if spec is None else spec.strip()
-    if text.lower() in PRESET_NAMES:
+    if _is_preset(text, anywhere=True):
         return
-    parts = _preset_parts(text)
+    parts = _preset_parts(text, anywhere=True)
     if parts:  # a preset's accelerators are known only with the model: check the others
-        others = [part for part in parts if part.lower() not in PRESET_NAMES]
+        others = [part for part in parts if not _is_preset(part, anywhere=True)]
         if not others:
             return
         text = "+".join(others)  # an empty part ('balanced+') stays, to be refused
@@ -305,7 +322,7 @@ class ResolvedSpec:
     accelerators: tuple[tuple[type, object], ...]
 
 
-def resolve_spec(spec: str, family, model_key: str | None = None) -> ResolvedSpec:
-    """Parse a spec (string, file or preset of this model) and check it against `family`."""
-    requests = parse_spec(spec, family, model_key)
+def resolve_spec(spec: str, family, model_key: str | None = None, setting: str | None = None) -> ResolvedSpec:
+    """Parse a spec (string, file or preset of this model and setting) and check it against `family`."""
+    requests = parse_spec(spec, family, model_key, setting)
     return ResolvedSpec(format_spec(requests), tuple(resolve(requests, family)))

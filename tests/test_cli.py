@@ -239,7 +239,10 @@ def test_list_json_has_models_accelerators_presets_matrix(capsys):
     data = json.loads(capsys.readouterr().out)
     assert {"tiny-wan", "tiny-mochi", "tiny", "tiny-causal"} <= set(data["models"])
     assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer", "cfgcache",
-                                         "svg", "radial", "sta", "topk", "asymrnr", "tome", "kvcache"}
+                                         "svg", "radial", "sta", "topk", "asymrnr", "tome", "kvcache", "schedule",
+                                         "lightcache"}
+    assert data["stacking"]["schedule"]["magcache"] != "yes" and data["stacking"]["schedule"]["cfgcache"] == "yes"
+    assert all(v == "yes" for v in data["stacking"]["lightcache"].values())  # it takes nothing over
     assert data["compatibility"]["wan"]["kvcache"] == "yes" and "rotary" in data["compatibility"]["cogvideox"]["kvcache"]
     assert data["stacking"]["kvcache"]["teacache"] == "yes" and "keys and values" in data["stacking"]["kvcache"]["fbcache"]
     assert data["stacking"]["asymrnr"]["sta"] != "yes" and data["stacking"]["asymrnr"]["magcache"] == "yes"

@@ -41,8 +41,14 @@ def test_bench_shell_example_uses_valid_specs():
 
 
 # Caches and token reduction are swept at the default and the long setting; sparse attention only at the
-# long one (the default setting's 320 video tokens are fewer than three attention blocks).
-SWEEPS = {"tune_presets.sh": "caches", "sweep_long.sh": "caches", "sweep_sparse.sh": "sparse", "sweep_tokens.sh": "tokens"}
+# long one (the default setting's 320 video tokens are fewer than three attention blocks). Each sweep
+# script: the group it measures and the settings it runs.
+SWEEPS = {
+    "sweep_default.sh": ("caches", {"default"}), "sweep_long.sh": ("caches", {"long"}),
+    "sweep_caching.sh": ("caches", {"default", "long"}), "sweep_sparse.sh": ("sparse", {"long"}),
+    "sweep_tokens.sh": ("tokens", {"default", "long"}),
+}
+GROUP_SETTINGS = {"caches": {"default", "long"}, "sparse": {"long"}, "tokens": {"default", "long"}}
 
 
 def _group(cls) -> str:
@@ -54,22 +60,39 @@ def _group(cls) -> str:
     return "sparse" if SLOT_ATTENTION_KERNEL in cls.slots else "tokens" if SLOT_TOKENS in cls.slots else "caches"
 
 
-@pytest.mark.parametrize("script", SWEEPS)
-def test_sweeps_cover_every_wan_accelerator_at_two_settings(script):
+@pytest.mark.parametrize("group", sorted(GROUP_SETTINGS))
+def test_sweeps_cover_every_wan_accelerator_at_two_settings(group):
+    """Every Wan accelerator is measured alone at two settings of its parameters, at every setting its
+    group is swept at."""
     from genaccel.accelerators import ACCELERATORS, unsupported_by
     from genaccel.pipelines.families import WAN
 
-    text = (EXAMPLES.parent / "benchmarks" / script).read_text()
-    specs = re.findall(r'--accel "?([^"\s]+)"?', text)
-    for spec in specs:
-        check_spec(spec)
-    alone = [s.split("(")[0] for s in specs if "+" not in s]
+    covered = {}
+    for script, (script_group, settings) in SWEEPS.items():
+        if script_group != group:
+            continue
+        text = (EXAMPLES.parent / "benchmarks" / script).read_text()
+        specs = re.findall(r'--accel "?([^"\s]+)"?', text)
+        for spec in specs:
+            check_spec(spec)
+        alone = [s.split("(")[0] for s in specs if "+" not in s]
+        for name in set(alone):
+            if alone.count(name) >= 2:
+                covered.setdefault(name, set()).update(settings)
+        assert "benchmarks/eval_prompts.txt" not in text  # sweeps never see the evaluation set
+        for prompts in re.findall(r"--prompts (\S+)", text):
+            assert (EXAMPLES.parent / prompts).is_file()
     for name in set(ACCELERATORS) - set(unsupported_by(WAN)):
-        if _group(ACCELERATORS[name]) == SWEEPS[script]:
-            assert alone.count(name) >= 2, name
-    assert "benchmarks/eval_prompts.txt" not in text  # sweeps never see the evaluation set
-    for prompts in re.findall(r"--prompts (\S+)", text):
-        assert (EXAMPLES.parent / prompts).is_file()
+        if _group(ACCELERATORS[name]) == group:
+            assert covered.get(name, set()) >= GROUP_SETTINGS[group], (name, covered.get(name))
+
+
+def test_tune_presets_script_names_existing_prompt_files():
+    text = (EXAMPLES.parent / "benchmarks" / "tune_presets.sh").read_text()
+    files = re.findall(r"--(?:prompts|holdout) (\S+)", text)
+    assert files and all((EXAMPLES.parent / f).is_file() for f in files)
+    assert "benchmarks/eval_prompts.txt" not in text  # held-out prompts are a subset kept in their own file
+    assert text.count("--save-as") == 6  # three presets at two settings, one command each
 
 
 def test_stream_example(monkeypatch, capsys, tmp_path):

@@ -98,9 +98,9 @@ def test_a_preset_can_stand_in_a_stack():
     from genaccel.spec import resolve_spec
 
     wan = FAMILIES["wan"]
-    assert resolve_spec("balanced+sta(density=0.3)", wan, "tiny").text == "magcache(threshold=0.25,max_skip=4)+sta(density=0.3)"
+    assert resolve_spec("balanced+sta(density=0.3)", wan).text == "teacache(threshold=0.08)+pab(spatial=2,cross=4)+sta(density=0.3)"
     check_spec("balanced+sta")  # the preset part waits for the model; the rest is checked now
     with pytest.raises(SpecError, match="unknown accelerator 'foo'"):
         check_spec("balanced+foo")
     with pytest.raises(SpecError, match="cannot stack"):
-        resolve_spec("balanced+magcache", wan, "tiny")
+        resolve_spec("balanced+magcache", wan)

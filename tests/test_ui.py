@@ -451,7 +451,7 @@ def test_api_batch(client):
 
 def test_api_preset_fills_the_controls(client):
     c, _ = client
-    result = c.predict("tiny-wan", "balanced", *default_controls(), api_name="/preset")
+    result = c.predict("tiny-wan", "default", "balanced", *default_controls(), api_name="/preset")
     assert result[-1] != "none" and "teacache" in result[-1]
 
 
@@ -615,7 +615,7 @@ def test_auth_asks_for_a_password(tmp_path):
                 Client(app.local_url, auth=login, verbose=False)
         for login in (("alice", "open:sesame"), ("bob", "builder")):
             result = Client(app.local_url, auth=login, verbose=False).predict(
-                "tiny-wan", "balanced", *default_controls(), api_name="/preset")
+                "tiny-wan", "default", "balanced", *default_controls(), api_name="/preset")
             assert "teacache" in result[-1]
         (tmp_path / "out" / "note.txt").write_text("in the output folder")
         status, _ = _get(app, f"/gradio_api/file={tmp_path / 'out' / 'note.txt'}")

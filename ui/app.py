@@ -27,14 +27,12 @@ from genaccel.accelerators import ACCELERATORS
 from genaccel.errors import GenAccelError, InputError
 from genaccel.request import (EXAMPLE_PROMPT, FIELDS, OFFLOAD_MODES, GenerationRequest, field_limits,
                               request_from_options)
-from genaccel.spec import PRESET_NAMES
 from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, spec_from_controls
 from genaccel.ui.jobs import Cancelled
 from genaccel.ui.service import COMPARE_COLUMNS, Studio, UILimits, check_keep_hours, not_offered
 
 log = logging.getLogger("genaccel")
 
-PRESETS = ["none", *PRESET_NAMES, "custom"]
 STREAM_FPS = 8  # the live view's and the stream file's frame rate
 # One concurrency slot shared by every generating event: one job at a time on the device. Not a setting:
 # jobs share the cached pipelines, whose accelerators and placement a job changes while it runs.
@@ -137,7 +135,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                     tiling = gr.Checkbox(False, label="VAE tiling", elem_id="vae-tiling",
                                          info=FIELDS["vae_tiling"].metadata["help"])
                 with gr.Accordion("Acceleration", open=True):
-                    preset = gr.Dropdown(PRESETS, value="none", label="Preset", elem_id="preset",
+                    preset = gr.Dropdown(["none", *first["presets"]["default"], "custom"], value="none", label="Preset", elem_id="preset",
                                          info="fills the accelerators below; editing them makes it 'custom'")
                     toggles, params, groups = {}, [], {}
                     for name, controls in CONTROL_LAYOUT.items():
@@ -227,10 +225,13 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             chosen = setting_name if setting_name in info["settings"] else "default"
             d = info["settings"][chosen]
             values = list(values)
-            if preset_name in PRESET_NAMES:
-                values = controls_from_spec(preset_name, _family(info), info["key"])
+            names = info["presets"][chosen]
+            if preset_name in names:
+                values = controls_from_spec(preset_name, _family(info), info["key"], chosen)
             values = _drop_unsupported(values, info)
+            offered = ["none", *names, "custom"]
             return [gr.update(value=_model_summary(info)), gr.update(choices=list(info["settings"]), value=chosen),
+                    gr.update(choices=offered, value=preset_name if preset_name in offered else "custom"),
                     d.get("width"), d.get("height"), d.get("num_frames"), d.get("num_inference_steps"),
                     d.get("guidance_scale"), _support_text(info),
                     *_control_updates(values, info), _safe_spec(values)]
@@ -242,12 +243,12 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                 raise _fail(exc) from None
             return d.get("width"), d.get("height"), d.get("num_frames"), d.get("num_inference_steps"), d.get("guidance_scale")
 
-        def on_preset(model_name, preset_name, *values):
+        def on_preset(model_name, setting_name, preset_name, *values):
             if preset_name == "custom":
                 return [*[gr.update() for _ in controls], *[gr.update() for _ in CONTROL_LAYOUT], gr.update()]
             try:
                 info = studio.model_info(model_name)
-                values = controls_from_spec(preset_name, _family(info), info["key"])
+                values = controls_from_spec(preset_name, _family(info), info["key"], setting_name)
             except (GenAccelError, OSError) as exc:
                 raise _fail(exc) from None
             return [*_control_updates(values, info), _safe_spec(values)]
@@ -257,14 +258,16 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             return [*groups_visible, _safe_spec(list(values)), "custom"]
 
         model_events = dict(fn=on_model, inputs=[model, setting, preset, *controls],
-                            outputs=[model_md, setting, width, height, frames, steps, guidance, support_md,
+                            outputs=[model_md, setting, preset, width, height, frames, steps, guidance, support_md,
                                      *controls, *groups.values(), spec])
         # always_last: a choice made while the previous one loads is not dropped (Gradio's default: "once").
         model.input(**model_events, api_name="model_info", trigger_mode="always_last")
         # The page's own quick updates skip the queue: they keep working while generations fill it.
         setting.input(on_setting, [model, setting], [width, height, frames, steps, guidance], api_name=False,
-                      queue=False)
-        preset.input(on_preset, [model, preset, *controls], [*controls, *groups.values(), spec], api_name="preset",
+                      queue=False).then(  # a preset may differ per setting (`genaccel tune --save-as`)
+            on_preset, [model, setting, preset, *controls], [*controls, *groups.values(), spec], api_name=False,
+            queue=False)
+        preset.input(on_preset, [model, setting, preset, *controls], [*controls, *groups.values(), spec], api_name="preset",
                      queue=False)
         for component in controls:
             component.input(on_control, controls, [*groups.values(), spec, preset], api_name=False, queue=False)

@@ -72,9 +72,9 @@ def default_controls() -> list:
     return values
 
 
-def controls_from_spec(spec: str, family=None, model_key: str | None = None) -> list:
-    """Flat control values for a spec string or preset name (raises SpecError if it is invalid)."""
-    requests = {r.name: r for r in parse_spec(spec, family, model_key)}
+def controls_from_spec(spec: str, family=None, model_key: str | None = None, setting: str | None = None) -> list:
+    """Flat control values for a spec string or preset name of `setting` (raises SpecError if it is invalid)."""
+    requests = {r.name: r for r in parse_spec(spec, family, model_key, setting)}
     unknown = set(requests) - set(CONTROL_LAYOUT)
     if unknown:
         raise SpecError(f"unknown accelerator(s): {', '.join(sorted(unknown))}")

@@ -214,16 +214,21 @@ class Studio:
     def model_info(self, model: str) -> dict[str, Any]:
         """Family, defaults of each setting, and which accelerators the model's family supports."""
         from genaccel.accelerators import unsupported_by
+        from genaccel.presets import preset_names
         from genaccel.profiles import pipeline_model_key
 
         pipe = self.pipeline(model)
         family = family_of(pipe)
+        key = pipeline_model_key(pipe)
+        settings = model_settings(pipe)
         return {
             "model": model,
             "family": family.name,
             "title": family.title,
-            "key": pipeline_model_key(pipe),
-            "settings": {name: model_defaults(pipe, name) for name in model_settings(pipe)},
+            "key": key,
+            "settings": {name: model_defaults(pipe, name) for name in settings},
+            # built-in presets and those tuned for this model (`genaccel tune --save-as`), per setting
+            "presets": {name: preset_names(key, name) for name in settings},
             "frames_rule": family.frames_rule(pipe),
             "unsupported": unsupported_by(family),
         }

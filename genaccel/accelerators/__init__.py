@@ -6,9 +6,11 @@ from genaccel.accelerators.cfgcache import CFGCache
 from genaccel.accelerators.fastercache import FasterCache
 from genaccel.accelerators.fbcache import FirstBlockCache
 from genaccel.accelerators.kvcache import KVCache
+from genaccel.accelerators.lightcache import LightCache
 from genaccel.accelerators.magcache import MagCache
 from genaccel.accelerators.pab import PyramidAttentionBroadcast
 from genaccel.accelerators.radial import RadialAttention
+from genaccel.accelerators.schedule import Schedule
 from genaccel.accelerators.sta import SlidingTileAttention
 from genaccel.accelerators.svg import SparseVideoGen
 from genaccel.accelerators.taylorseer import TaylorSeer
@@ -19,8 +21,8 @@ from genaccel.accelerators.topk import TopKAttention
 ACCELERATORS: dict[str, type[Accelerator]] = {
     cls.name: cls
     for cls in (
-        TeaCache, FirstBlockCache, MagCache, PyramidAttentionBroadcast, FasterCache, TaylorSeer, CFGCache,
-        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention, AsymRnR, ToMe, KVCache,
+        TeaCache, FirstBlockCache, MagCache, Schedule, PyramidAttentionBroadcast, FasterCache, TaylorSeer, CFGCache,
+        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention, AsymRnR, ToMe, KVCache, LightCache,
     )
 }
 

@@ -108,6 +108,11 @@ class Accelerator:
         """Why this accelerator cannot run on `family` (a FamilyAdapter), from its facts; None if it can."""
         return None
 
+    @classmethod
+    def check_request(cls, config: AcceleratorConfig, num_steps: int | None, profile: dict) -> None:
+        """Raise ValueError with a one-line reason when a run of `num_steps` steps cannot use this config
+        with this model's calibrated `profile` (checked by `genaccel.prepare` before any work)."""
+
     def apply(self, denoiser: torch.nn.Module) -> None:
         """Register this accelerator's hooks on one denoising transformer."""
         raise NotImplementedError
@@ -128,6 +133,15 @@ class Accelerator:
     def on_generation_start(self) -> None:
         """Called when a new generation starts, after hook state was reset."""
 
+    def apply_inner(self, denoiser: torch.nn.Module) -> None:
+        """Register hooks that must sit inside every other accelerator's hooks on the same modules (called
+        before any accelerator's `apply`). Most accelerators need none."""
+
+    def apply_outer(self, denoiser: torch.nn.Module, accelerators: list["Accelerator"]) -> None:
+        """Register hooks that must wrap every other accelerator's hooks on one denoiser (called once all of
+        `accelerators`, this one included, are installed; only the step tracker goes on after). Most
+        accelerators need none."""
+
     def attention_kernel(self, inner):
         """For accelerators holding a `KERNEL_NESTING` slot: the attention seam's kernel for one denoiser,
         wrapping `inner` (the kernel of the slots nested inside, or dense attention)."""
@@ -137,6 +151,14 @@ class Accelerator:
     def install(self, denoiser: torch.nn.Module) -> None:
         with self._ledger.recording(denoiser):
             self.apply(denoiser)
+
+    def install_inner(self, denoiser: torch.nn.Module) -> None:
+        with self._ledger.recording(denoiser):
+            self.apply_inner(denoiser)
+
+    def install_outer(self, denoiser: torch.nn.Module, accelerators: list["Accelerator"]) -> None:
+        with self._ledger.recording(denoiser):
+            self.apply_outer(denoiser, accelerators)
 
     def uninstall(self) -> None:
         self._ledger.remove_all()

@@ -1,0 +1,156 @@
+"""Schedule: compute the steps of a fixed list, chosen offline per model and budget (LeMiCa).
+
+Unlike TeaCache or MagCache, nothing is decided while generating: `genaccel calibrate --schedule`
+measures how much reusing a computed step's residual over each span of later steps changes the final
+output, and solves for every budget the lexicographic minimax path through the steps
+(genaccel/schedules.py). At inference the pass's blocks run on the listed steps; on the others the
+residual of the last computed pass is added to the pass's input (the same reuse as TeaCache's, in its
+hooks). Each CFG branch keeps its own residual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import StateManager
+
+from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig, param
+from genaccel.accelerators.block_io import BlockIO
+from genaccel.accelerators.teacache import BLOCK_HOOK, TeaCacheBlockHook, TeaCacheState
+from genaccel.schedules import budget_key, schedule_key
+
+HEAD_HOOK = "genaccel_schedule_head"
+
+
+@dataclass
+class ScheduleConfig(AcceleratorConfig):
+    budget: int = param(10, "computed steps per CFG branch, from this model's calibrated schedules "
+                            "(`genaccel calibrate --schedule`)")
+    steps: str = param("", "explicit computed steps instead, e.g. [0;1;3;6;29] (step 0 is always computed)")
+
+    def validate(self):
+        if self.budget < 1:
+            raise ValueError("budget must be >= 1")
+        parse_steps(self.steps)
+
+
+def parse_steps(value: str) -> tuple[int, ...] | None:
+    """`[0;1;3]` -> (0, 1, 3); "" -> None (use the calibrated schedule)."""
+    text = value.strip().strip("[]").replace(";", " ").replace(",", " ")
+    if not text.strip():
+        return None
+    try:
+        steps = tuple(sorted({int(s) for s in text.split()}))
+    except ValueError:
+        raise ValueError(f"steps must be whole numbers like [0;1;3;6;29]; got '{value}'") from None
+    if steps[0] < 0:
+        raise ValueError("steps must be >= 0")
+    return steps
+
+
+def calibrated_steps(profile: dict, num_steps: int, budget: int) -> tuple[int, ...]:
+    """The calibrated schedule of `budget` computed steps for a `num_steps`-step run; ValueError naming
+    what is calibrated when there is none."""
+    tables = profile.get("schedule", {})
+    if not tables:
+        raise ValueError("needs computed-step schedules for this model: run `genaccel calibrate --schedule` on it")
+    table = tables.get(schedule_key(num_steps))
+    if table is None:
+        known = ", ".join(sorted(k.removeprefix("steps") for k in tables))
+        raise ValueError(f"no schedule for {num_steps} steps in this model's profile (calibrated for {known} "
+                         f"steps): run `genaccel calibrate --schedule --steps {num_steps}`")
+    steps = table.get(budget_key(budget))
+    if steps is None:
+        budgets = sorted(int(k.removeprefix("computed")) for k in table if k.startswith("computed"))
+        known = f"{budgets[0]}..{budgets[-1]}" if budgets else "none"
+        raise ValueError(f"budget {budget}: the calibrated {num_steps}-step schedules have budgets {known}")
+    return tuple(int(s) for s in steps)
+
+
+class ScheduleHeadHook(ModelHook):
+    """On the first block of the pass: compute the pass on listed steps, else add the cached residual."""
+
+    _is_stateful = True
+
+    def __init__(self, state: StateManager, accelerator: "Schedule"):
+        super().__init__()
+        self.state = state
+        self.accel = accelerator
+        self.io: BlockIO | None = None
+
+    def initialize_hook(self, module):
+        self.io = BlockIO(module)
+        return module
+
+    def reset_state(self, module):
+        self.state.reset()
+        return module
+
+    def new_forward(self, module, *args, **kwargs):
+        state: TeaCacheState = self.state.get_state()
+        hidden, encoder = self.io.inputs(args, kwargs)
+        state.should_compute = self.accel.decide(state)
+        if state.should_compute:
+            state.head_input = (hidden, encoder)
+            return self.fn_ref.original_forward(*args, **kwargs)
+        hidden_residual, encoder_residual = state.residual
+        if encoder is not None and encoder_residual is not None:
+            encoder = encoder + encoder_residual
+        return self.io.pack(hidden + hidden_residual, encoder)
+
+
+class Schedule(Accelerator):
+    name = "schedule"
+    summary = "compute a fixed list of steps chosen offline as a minimax path over the steps (LeMiCa)"
+    config_class = ScheduleConfig
+    slots = frozenset({SLOT_PASS})
+    honours_full_pass = True  # a stream's commit pass is always computed (it fills the KV cache)
+
+    def __init__(self, config: ScheduleConfig, family, runtime):
+        super().__init__(config, family, runtime)
+        self.explicit = parse_steps(config.steps)
+        if self.explicit is None and not runtime.profile.get("schedule"):
+            raise ValueError("needs computed-step schedules for this model: run `genaccel calibrate --schedule` on it")
+        self.computed_steps: frozenset[int] = frozenset(self.explicit or ())
+        self._steps_of: int | None = None  # the step count `computed_steps` was looked up for
+        self.computed = 0
+        self.skipped = 0
+
+    @classmethod
+    def check_request(cls, config: ScheduleConfig, num_steps: int | None, profile: dict) -> None:
+        """Raise ValueError when a run of `num_steps` steps has no schedule for this budget."""
+        if num_steps and not parse_steps(config.steps):
+            calibrated_steps(profile, num_steps, config.budget)
+
+    @classmethod
+    def state_bytes(cls, config, shape) -> int:
+        """The last residual and pass input of each CFG branch."""
+        return 2 * shape.branches * shape.hidden_bytes
+
+    @torch.compiler.disable
+    def decide(self, state: TeaCacheState) -> bool:
+        rt = self.runtime
+        if self.explicit is None and self._steps_of != rt.num_steps:  # the step count is known once the run is
+            self.computed_steps = frozenset(calibrated_steps(rt.profile, rt.num_steps, self.config.budget))
+            self._steps_of = rt.num_steps
+        compute = state.residual is None or rt.full_pass or rt.step_index in self.computed_steps
+        self.computed += compute
+        self.skipped += not compute
+        return compute
+
+    def apply(self, denoiser):
+        state = StateManager(TeaCacheState)
+        blocks = self.family.pass_blocks(denoiser)
+        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(ScheduleHeadHook(state, self), HEAD_HOOK)
+        for block in blocks[1:]:
+            hook = TeaCacheBlockHook(state, is_tail=block is blocks[-1])
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, BLOCK_HOOK)
+
+    def reset(self):
+        self.computed = self.skipped = 0
+
+    def stats(self):
+        return {"passes_computed": self.computed, "passes_skipped": self.skipped,
+                "computed_steps": sorted(self.computed_steps)}
