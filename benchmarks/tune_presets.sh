@@ -6,7 +6,7 @@
 #   bash benchmarks/tune_presets.sh [OUT_PREFIX]      (about 2 hours on a 2-core CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-benchmarks/results/tune}"
+out="${1:-benchmarks/results/tuned}"
 profile=pipelines/profiles/tiny.toml
 export GENACCEL_PROFILE_DIR="$(mktemp -d)"  # tune from the shipped profile, not a calibration of your own
 
@@ -24,7 +24,7 @@ tune() { genaccel tune --model tiny --seeds 100 --profile "$profile" "$@"; }
 default=(--setting default --prompts benchmarks/tune_set_default.txt --holdout benchmarks/holdout_prompts.txt
          --out "$out-default")
 long=(--setting long --prompts benchmarks/tune_set_long.txt --holdout benchmarks/long_prompts.txt --out "$out-long")
-tune "${default[@]}" --min-psnr 30 --max-adherence-drop 2 --minutes 20 --save-as balanced
+tune "${default[@]}" --min-psnr 30 --max-adherence-drop 2 --minutes 15 --save-as balanced
 tune "${default[@]}" --min-psnr 35 --minutes 3 --save-as quality
 tune "${default[@]}" --min-psnr 25 --max-adherence-drop 5 --minutes 3 --save-as fast
 tune "${long[@]}" --min-psnr 30 --max-adherence-drop 2 --minutes 30 --save-as balanced

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # genaccel bench from the command line: the embedded model's presets against the baseline on the fixed
 # evaluation prompts at the default setting (the "Presets" table of BENCHMARKS.md). Re-running resumes.
-# benchmarks/tune_presets.sh is the wider sweep (every accelerator alone at two or more settings).
+# benchmarks/sweep_default.sh is the wider sweep (every accelerator alone at two or more settings); the presets
+# themselves are tuned with benchmarks/tune_presets.sh.
 set -euo pipefail
 genaccel bench --model tiny \
     --accel quality --accel balanced --accel fast \

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "prompts, each trial paired with the baseline video of the same prompt and seed; a "
                                    "trial clearly below the budget after its first prompt stops there. When --minutes "
                                    "are up, the front is measured again with `genaccel bench` on held-out prompts and "
-                                   "the fastest member keeping the budget there wins: printed, plotted (DIR/pareto.png) "
+                                   "the fastest member keeping the budget there wins: printed, plotted (DIR/pareto-BUDGET.png) "
                                    "and, with --save-as, stored as a preset of this model and setting that generate, "
                                    "batch, bench and the web UI accept at once. Every trial is logged in "
                                    "DIR/trials.jsonl: the same DIR resumes, and a tune with another budget on it starts "
@@ -710,7 +710,7 @@ def _print_tune(result, plan, out: Path) -> None:
         for row in result.holdout[1:]:
             mark = "*" if result.winner and row["accel"] == result.winner["accel"] else " "
             print(f" {mark}{row['speedup']:.2f}x  {row['psnr']:.1f} dB  {row['accel']}")
-    print(f"wrote {out}/trials.jsonl, {out}/pareto.png")
+    print(f"wrote {out}/trials.jsonl and a plot of the trials, {out}/pareto-*.png")
 
 
 def cmd_ui(args) -> int:

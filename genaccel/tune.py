@@ -5,13 +5,15 @@ a stack and its parameters from `SPACE`, which lists, as data, each group of acc
 one stack. A trial runs on the tuning prompts one at a time, paired with the baseline video of the same
 prompt and seed (made once, after a warm-up): PSNR against it, adherence by the bench's scorer, speedup
 as the median of per-prompt time ratios. A trial that is clearly bad after its first prompt (PSNR more
-than `PRUNE_MARGIN_DB` under the budget, or slower than the baseline) stops there.
+than `PRUNE_MARGIN_DB` under the budget, or slower than the baseline) stops there. A stack proposed again
+is not run again: its first measurement is reused (logged with `reused`), and `MAX_REPEATS` such
+proposals in a row end the search (it has converged, or the space is small).
 
 Every finished trial is one line of DIR/trials.jsonl, so a stopped tune resumes where it was, and a
 tune with another budget on the same DIR starts from every trial measured so far. When the time is up,
 the front (the trials no other beats on both speed and PSNR, within the budget) is measured again with
 `genaccel bench` on held-out prompts, and the fastest member that keeps the budget there is the winner:
-printed, plotted (DIR/pareto.png) and, with `save_as`, stored as a named preset in the model's profile.
+printed, plotted (DIR/pareto-BUDGET.png) and, with `save_as`, stored as a named preset in the model's profile.
 
 Determinism: the sampler is seeded, and PSNR and adherence are the same on every run; the speeds are
 measured, so two tunes with one seed propose the same trials as long as measured speeds order them alike.
@@ -37,8 +39,10 @@ from genaccel.request import GenerationRequest
 TRIALS = "trials.jsonl"
 PLAN = "tune.json"
 PRUNE_MARGIN_DB = 3.0
-RETIME_MINUTES = 10.0  # the baseline is timed again after this long (the machine drifts)
+RETIME_MINUTES = 3.0  # the first prompt's baseline is timed again after this long: the machine drifts
 FRONT_MAX = 6  # front members measured again on the held-out prompts
+MAX_REPEATS = 25  # proposals in a row of stacks already measured: the search has converged
+FIGURES = ("spec", "psnr", "speedup", "adherence_drop", "prompts_run", "pruned", "psnrs", "speedups")
 
 
 # ----------------------------------------------------------------------------- the search space
@@ -72,7 +76,7 @@ SPACE: dict[str, tuple[Option, ...]] = {
         Option("fbcache", (Param("threshold", 0.02, 0.3, "log"),)),
     ),
     "cfg": (Option("cfgcache", (Param("interval", 2, 6, "int"),)),),
-    "attention": (Option("pab", (Param("spatial", 2, 4, "int"),), fixed="cross=6"),),
+    "attention": (Option("pab", (Param("spatial", 2, 4, "int"), Param("cross", 2, 8, "int"))),),
     "tokens": (Option("tome", (Param("ratio", 0.1, 0.5), Param("dense_steps", 4, 12, "int"))),),
     "sparse": (Option("svg", (Param("density", 0.15, 0.5), Param("dense_steps", 6, 15, "int"))),),
 }
@@ -133,6 +137,45 @@ def suggest_spec(trial, space: dict[str, tuple[Option, ...]]) -> str:
             values.append(option.fixed)
         parts.append(f"{choice}({','.join(values)})")
     return "+".join(parts) or "none"
+
+
+def starting_points(space: dict[str, tuple[Option, ...]], specs: list[str]) -> list[dict[str, Any]]:
+    """Trial parameters for the stacks among `specs` (spec strings: the model's current presets) that `space`
+    can express, each parameter left out taking its config default; the others are skipped."""
+    points = []
+    for spec in specs:
+        params = _params_of(spec, space)
+        if params is not None and params not in points:
+            points.append(params)
+    return points
+
+
+def _params_of(spec: str, space: dict[str, tuple[Option, ...]]) -> dict[str, Any] | None:
+    """The trial parameters that make `suggest_spec` give `spec`; None if `space` cannot express it."""
+    from genaccel.errors import SpecError
+    from genaccel.spec import build_config, parse_spec_string
+
+    try:
+        requests = parse_spec_string(spec)
+    except SpecError:
+        return None
+    params: dict[str, Any] = {group: "none" for group in space}
+    for request in requests:
+        found = [(g, o) for g, options in space.items() for o in options if o.accel == request.name]
+        if not found or params[found[0][0]] != "none":
+            return None  # not searched here, or two of one group
+        group, option = found[0]
+        fixed = dict(item.split("=", 1) for item in option.fixed.split(",") if item)
+        if set(request.params) - {p.name for p in option.params} - set(fixed):
+            return None  # a parameter the search keeps at its default
+        _, config = build_config(request)
+        params[group] = request.name
+        for p in option.params:
+            value = getattr(config, p.name)
+            if not p.low <= value <= p.high:
+                return None
+            params[f"{request.name}.{p.name}"] = int(value) if p.kind == "int" else float(value)
+    return params if any(v != "none" for v in params.values()) else None
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -200,8 +243,12 @@ class Baseline:
     seconds: dict[int, float]
     adherence: dict[int, bool | None]
 
-    def retime(self, seconds: dict[int, float]) -> None:
-        self.seconds.update(seconds)
+    def drift(self, first_seconds: float) -> None:
+        """The first prompt's baseline took `first_seconds` now: scale every baseline time alike (the
+        machine's speed drifts by tens of percent over minutes; timing every prompt again would cost a
+        baseline video per prompt)."""
+        factor = first_seconds / self.seconds[0]
+        self.seconds = {k: v * factor for k, v in self.seconds.items()}
 
 
 def _adherence(scorer, frames, prompt) -> bool | None:
@@ -217,6 +264,12 @@ def _run_baseline(pipe, plan: TunePlan, scorer, callback=None) -> Baseline:
         frames[index], seconds[index] = result.frames, result.seconds
         adherence[index] = _adherence(scorer, result.frames, prompt)
     return Baseline(frames, seconds, adherence)
+
+
+def _time_first(pipe, plan: TunePlan, callback=None) -> float:
+    from genaccel.generate import generate
+
+    return generate(pipe, _request(plan, *plan.items()[0], "none"), callback=callback).seconds
 
 
 def _request(plan: TunePlan, prompt: str, seed: int, spec: str) -> GenerationRequest:
@@ -337,7 +390,9 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
 
     from genaccel.acceleration import remove
     from genaccel.generate import generate
+    from genaccel.errors import SpecError
     from genaccel.prepare import ModelFacts, prepare
+    from genaccel.presets import preset_names, preset_spec
     from genaccel.profiles import load_profile
     from genaccel.score import scorer_named
 
@@ -353,6 +408,17 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
     _check_or_write_plan(out_dir, {"model": facts.key, **plan.identity()})
     log = _read_log(out_dir)
     study = _study(plan, log)
+    # The model's presets for this setting are where the search starts: a tune can only improve on them.
+    current = []
+    for name in preset_names(facts.key, plan.request.setting):
+        try:
+            current.append(preset_spec(facts.family.name, name, facts.key, plan.request.setting))
+        except SpecError:
+            continue
+    tried = [row["params"] for row in log]
+    for params in starting_points(space, current):
+        if params not in tried:
+            study.enqueue_trial(params)
     start = clock()
     deadline = start + 60.0 * plan.minutes
     limit = plan.max_trials if plan.max_trials is not None else 10**9
@@ -365,14 +431,23 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
             generate(pipe, _request(plan, *plan.items()[0], "none"))  # warm-up, not timed
             baseline = _run_baseline(pipe, plan, scorer, callback)
             timed = clock()
+            measured = {row["spec"]: row for row in reversed(log) if "reused" not in row}  # the first of each
+            repeats = 0
             while new < limit and clock() < deadline:
                 trial = study.ask()
                 spec = suggest_spec(trial, space)
                 bar.set_postfix_str(spec[:50])
-                figures = _evaluate(pipe, plan, spec, baseline, scorer, callback)
+                earlier = measured.get(spec)
+                if earlier is not None:  # the same stack again: quality is deterministic, its speed measured
+                    figures = {k: earlier[k] for k in FIGURES} | {"reused": earlier["number"]}
+                    repeats += 1
+                else:
+                    figures = _evaluate(pipe, plan, spec, baseline, scorer, callback)
+                    repeats = 0
                 row = {"number": trial.number, "params": trial.params,
                        "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
                        **figures}
+                measured.setdefault(spec, row)
                 trial.set_user_attr("constraints", plan.constraints(figures["psnr"], figures["adherence_drop"]))
                 if figures["pruned"]:
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -382,8 +457,10 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
                 log.append(row)
                 new += 1
                 bar.update(1)
+                if repeats >= MAX_REPEATS:  # the sampler keeps proposing what it has measured
+                    break
                 if clock() - timed > 60.0 * RETIME_MINUTES and clock() < deadline:  # the machine drifts
-                    baseline.retime(_run_baseline(pipe, plan, scorer, callback).seconds)
+                    baseline.drift(_time_first(pipe, plan, callback))
                     timed = clock()
     finally:
         bar.close()
@@ -391,7 +468,7 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
     tuning_seconds = clock() - start
     front = pareto_front(log, plan)
     holdout, winner = _measure_holdout(pipe, plan, front, out_dir, progress, model, callback)
-    write_plot(out_dir / "pareto.png", log, front, plan)
+    write_plot(out_dir / f"pareto-{_budget_name(plan)}.png", log, front, plan)
     return TuneResult(log, front, holdout, winner, tuning_seconds)
 
 
@@ -428,11 +505,16 @@ def write_plot(path: Path, trials: list[dict], front: list[dict], plan: TunePlan
     import matplotlib.pyplot as plt
 
     done = [t for t in trials if not t["pruned"]]
+    cap = max(60.0, plan.min_psnr + 20)  # near-identical videos (up to 100 dB) drawn at the right edge
+
+    def x(rows):
+        return [min(r["psnr"], cap) for r in rows]
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([t["psnr"] for t in done], [t["speedup"] for t in done], s=12, c="#999", label="trials")
-    ax.plot([r["psnr"] for r in front], [r["speedup"] for r in front], "o-", c="#c33", label="front in budget")
+    ax.scatter(x(done), [t["speedup"] for t in done], s=12, c="#999", label=f"trials ({len(done)} finished)")
+    ax.plot(x(front), [r["speedup"] for r in front], "o-", c="#c33", label="front in budget")
     ax.axvline(plan.min_psnr, ls="--", c="#333", lw=1, label=f"{plan.min_psnr:g} dB")
-    ax.set_xlabel("PSNR dB (tuning prompts)")
+    ax.set_xlabel(f"PSNR dB (tuning prompts; {cap:g} = {cap:g} or more)")
     ax.set_ylabel("speedup")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()

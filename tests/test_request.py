@@ -71,6 +71,9 @@ def test_prepare_completes_from_the_setting_and_carries_its_pipeline_arguments(e
     assert (default.request.height, default.request.num_frames) == (64, 17)
     assert (long.request.height, long.request.num_frames, long.request.num_inference_steps) == (128, 33, 3)
     assert long.call["height"] == 128 and long.call["num_frames"] == 33 and long.call["max_sequence_length"] == 16
-    assert long.spec.text.startswith("magcache") and default.spec is None  # a preset resolved for this model
+    from genaccel.presets import preset_spec
+
+    # a preset resolved for this model and setting (a 30-step schedule, stretched to the 3 steps asked for)
+    assert long.spec.text == preset_spec("wan", "balanced", "tiny", "long") and default.spec is None
     with pytest.raises(InputError, match="no 'huge' setting"):
         prepare(embedded, GenerationRequest(PROMPT, setting="huge"))

@@ -102,6 +102,16 @@ def test_calibrated_budget_follows_the_profile(tiny):
     remove(pipe)
 
 
+def test_another_step_count_stretches_the_nearest_schedule():
+    from genaccel.accelerators.schedule import calibrated_steps
+
+    profile = {"schedule": {"steps30": {"computed5": [0, 1, 3, 15, 29]}, "steps10": {"computed5": [0, 1, 2, 5, 9]}}}
+    assert calibrated_steps(profile, 30, 5) == (0, 1, 3, 15, 29)
+    assert calibrated_steps(profile, 50, 5) == (0, 2, 5, 25, 49)  # from the 30-step one, same fractions
+    assert calibrated_steps(profile, 12, 5) == (0, 1, 2, 6, 11)  # from the nearest: 10 steps
+    assert calibrated_steps(profile, 3, 5) == (0, 1, 2)  # fewer steps than the budget: every step
+
+
 def test_missing_schedule_is_a_one_line_spec_error(tiny, monkeypatch, tmp_path):
     monkeypatch.setenv("GENACCEL_PROFILE_DIR", str(tmp_path))
     pipe = tiny("wan")
@@ -111,8 +121,7 @@ def test_missing_schedule_is_a_one_line_spec_error(tiny, monkeypatch, tmp_path):
     from genaccel.profiles import pipeline_model_key
 
     (tmp_path / f"{pipeline_model_key(pipe)}.toml").write_text(dump_profile({"schedule": {"steps50": {"computed3": [0, 9, 49]}}}))
-    with pytest.raises(SpecError, match=r"no schedule for 8 steps in this model's profile \(calibrated for 50 steps\)"):
-        prepare(pipe, GenerationRequest(prompt=PROMPT, accel="schedule(budget=3)", num_inference_steps=8))
+    prepare(pipe, GenerationRequest(prompt=PROMPT, accel="schedule(budget=3)", num_inference_steps=8))  # stretched
     with pytest.raises(SpecError, match=r"budget 5: the calibrated 50-step schedules have budgets 3..3"):
         prepare(pipe, GenerationRequest(prompt=PROMPT, accel="schedule(budget=5)", num_inference_steps=50))
 
@@ -184,3 +193,20 @@ def test_cli_calibrate_schedule_adds_to_the_profile(tmp_path):
     assert gen.returncode == 0, gen.stderr
     stats = json.loads(gen.stdout.strip().splitlines()[-1])["accelerator_stats"]["schedule"]
     assert stats["computed_steps"] == table["computed3"]
+
+
+def test_schedule_stacks_with_token_merging_and_sparse_attention(tiny):
+    """Like the other pass caches: the pass is skipped where the schedule says, and on computed passes the
+    attention and token accelerators act."""
+    pipe = tiny("wan")
+    base = generate(pipe, PROMPT, seed=0)
+    for other, figure in (("tome(ratio=0.4,cell=1:1:2,dense_steps=0,min_tokens=0)", "kept"),
+                          ("sta(density=0.3,tile=1:1:2,dense_steps=0,dense_layers=0,max_density=1,block=2)",
+                           "sparse_density")):
+        result = generate(pipe, PROMPT, seed=0, accel=f"schedule(steps=[0;2;5;7])+{other}")
+        name = other.split("(")[0]
+        assert result.stats["skipped_calls"] == 2 * (result.request.num_inference_steps - 4)
+        assert figure in str(result.stats["accelerators"][name])
+        assert np.isfinite(result.frames).all() and not np.array_equal(result.frames, base.frames)
+    remove(pipe)
+    np.testing.assert_array_equal(generate(pipe, PROMPT, seed=0).frames, base.frames)

@@ -104,7 +104,7 @@ def test_short_tune_resumes_and_saves_a_preset(calibrated_wan, tmp_path):
         assert row["prompts_run"] in (1, 2) and (row["prompts_run"] == 2 or row["pruned"])
     assert first.front and all(r["psnr"] >= 12 for r in first.front)
     assert first.holdout[0]["accel"] == "none" and {r["accel"] for r in first.holdout[1:]} <= {r["spec"] for r in first.front}
-    assert (out / "pareto.png").stat().st_size > 0
+    assert (out / "pareto-psnr12.png").stat().st_size > 0
     # a second run on the same folder adds trials to the log and keeps the first ones
     plan.max_trials = 2
     second = run_tune(pipe, plan, out, progress=False, clock=Ticks())
@@ -198,3 +198,40 @@ def test_tuned_presets_follow_the_setting_and_win_over_the_files(tmp_path, monke
     listed = catalog()["tuned_presets"]["my-wan"]
     assert listed == {"long": {"balanced": "cfgcache(interval=3)"}, "default": {"snappy": "cfgcache(interval=5)"}}
     assert "my-wan (long setting)" in format_catalog(catalog())
+
+
+def test_a_stack_proposed_again_is_not_run_again(calibrated_wan, tmp_path, monkeypatch):
+    import genaccel.tune as tune
+
+    runs = []
+    evaluate = tune._evaluate
+
+    def counting(pipe, plan, spec, *args, **kwargs):
+        runs.append(spec)
+        return evaluate(pipe, plan, spec, *args, **kwargs)
+
+    monkeypatch.setattr(tune, "_evaluate", counting)
+    plan = TunePlan(min_psnr=12, prompts=PROMPTS[:1], holdout=HOLDOUT, max_trials=200, minutes=1000, seed=1,
+                    groups=("cfg",))  # six stacks: none, cfgcache(interval=2..6)
+    result = run_tune(calibrated_wan, plan, tmp_path / "t", progress=False, clock=Ticks())
+    assert len(runs) == len(set(runs)) <= 6
+    reused = [r for r in result.trials if "reused" in r]
+    assert len(result.trials) == len(runs) + len(reused) < 200  # stopped by the repeats, not the limit
+    first = {r["spec"]: r for r in result.trials if "reused" not in r}
+    assert all(r["psnr"] == first[r["spec"]]["psnr"] for r in reused)
+
+
+def test_the_search_starts_from_the_models_presets(calibrated_wan, tmp_path):
+    from genaccel.presets import preset_spec
+    from genaccel.tune import starting_points
+
+    space = {g: SPACE[g] for g in ("pass", "cfg", "attention")}
+    points = starting_points(space, ["magcache(threshold=0.4,max_skip=6)+cfgcache(interval=2)+pab(spatial=2,cross=4)",
+                                     "sta(density=0.3)", "teacache(threshold=0.08)+tome"])
+    assert points == [{"pass": "magcache", "cfg": "cfgcache", "attention": "pab", "magcache.threshold": 0.4,
+                       "magcache.max_skip": 6, "magcache.retention": 0.2, "cfgcache.interval": 2, "pab.spatial": 2,
+                       "pab.cross": 4}]  # the others are outside this space
+    plan = TunePlan(min_psnr=12, prompts=PROMPTS[:1], holdout=HOLDOUT, max_trials=3, minutes=1000)
+    result = run_tune(calibrated_wan, plan, tmp_path / "t", progress=False, clock=Ticks())
+    presets = [preset_spec("wan", name) for name in ("quality", "balanced", "fast")]  # the Wan family's files
+    assert [r["spec"] for r in result.trials] == presets

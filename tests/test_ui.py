@@ -56,6 +56,18 @@ def test_the_page_explains_unsupported_accelerators(studio):
     assert set(info["unsupported"]) == {"fastercache"} and "batched CFG" in info["unsupported"]["fastercache"]
 
 
+def test_the_page_offers_presets_tuned_for_the_model(studio, tmp_path, monkeypatch):
+    from genaccel.profiles import load_profile
+    from genaccel.tune import save_preset
+
+    monkeypatch.setenv("GENACCEL_PROFILE_DIR", str(tmp_path))
+    assert studio.model_info("tiny-wan")["presets"]["default"] == ["quality", "balanced", "fast"]
+    save_preset(tmp_path / "tiny-wan.toml", "mine", "default", "cfgcache(interval=3)", {}, load_profile("tiny-wan"))
+    assert studio.model_info("tiny-wan")["presets"]["default"] == ["quality", "balanced", "fast", "mine"]
+    values = controls_from_spec("mine", FAMILIES["wan"], "tiny-wan", "default")
+    assert "cfgcache(interval=3)" in spec_from_controls(values)
+
+
 # ----------------------------------------------------------------------------- jobs
 def test_job_runner_runs_one_job_per_device_at_a_time():
     runner, running, peak = JobRunner(), [], []

@@ -52,21 +52,26 @@ def parse_steps(value: str) -> tuple[int, ...] | None:
 
 def calibrated_steps(profile: dict, num_steps: int, budget: int) -> tuple[int, ...]:
     """The calibrated schedule of `budget` computed steps for a `num_steps`-step run; ValueError naming
-    what is calibrated when there is none."""
+    what is calibrated when there is none.
+
+    A step count without its own schedules takes those of the nearest calibrated count, stretched: each
+    computed step moves to the same fraction of the run (step 0 and the last stay), so fewer steps may
+    compute fewer passes where two land on one step."""
     tables = profile.get("schedule", {})
-    if not tables:
+    counts = sorted(int(k.removeprefix("steps")) for k in tables if k.startswith("steps") and k[5:].isdigit())
+    if not counts:
         raise ValueError("needs computed-step schedules for this model: run `genaccel calibrate --schedule` on it")
-    table = tables.get(schedule_key(num_steps))
-    if table is None:
-        known = ", ".join(sorted(k.removeprefix("steps") for k in tables))
-        raise ValueError(f"no schedule for {num_steps} steps in this model's profile (calibrated for {known} "
-                         f"steps): run `genaccel calibrate --schedule --steps {num_steps}`")
+    source = min(counts, key=lambda n: (abs(n - num_steps), n))
+    table = tables[schedule_key(source)]
     steps = table.get(budget_key(budget))
     if steps is None:
         budgets = sorted(int(k.removeprefix("computed")) for k in table if k.startswith("computed"))
         known = f"{budgets[0]}..{budgets[-1]}" if budgets else "none"
-        raise ValueError(f"budget {budget}: the calibrated {num_steps}-step schedules have budgets {known}")
-    return tuple(int(s) for s in steps)
+        raise ValueError(f"budget {budget}: the calibrated {source}-step schedules have budgets {known}")
+    if source == num_steps:
+        return tuple(int(s) for s in steps)
+    scale = (num_steps - 1) / max(source - 1, 1)
+    return tuple(sorted({min(num_steps - 1, round(int(s) * scale)) for s in steps}))
 
 
 class ScheduleHeadHook(ModelHook):
