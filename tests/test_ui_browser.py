@@ -123,10 +123,13 @@ def test_compare_in_the_browser(page, shots, tmp_path):
 
 def test_batch_in_the_browser(page, shots):
     page.get_by_role("tab", name="Batch").click()
+    page.wait_for_selector("#batch-button", state="visible")  # the tab has rendered: its box keeps what is typed
     prompts = page.locator("#batch-prompts textarea")
-    prompts.fill(f"{PROMPT}\na yellow circle moving up on a gray background")
-    prompts.blur()  # the box's change reaches the page's state before the click, as a user's would
+    text = f"{PROMPT}\na yellow circle moving up on a gray background"
     _pick_preset(page, "quality")
+    prompts.fill(text)
+    prompts.blur()  # the box's change reaches the page's state before the click, as a user's would
+    page.wait_for_function("(t) => document.querySelector('#batch-prompts textarea').value === t", arg=text)
     page.click("#batch-button")
     page.wait_for_function("document.querySelector('#batch-status') && document.querySelector('#batch-status').innerText.includes('2 videos done')")
     assert page.locator("#batch-gallery video, #batch-gallery img").count() >= 2
