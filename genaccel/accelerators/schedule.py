@@ -4,8 +4,8 @@ Unlike TeaCache or MagCache, nothing is decided while generating: `genaccel cali
 measures how much reusing a computed step's residual over each span of later steps changes the final
 output, and solves for every budget the lexicographic minimax path through the steps
 (genaccel/schedules.py). At inference the pass's blocks run on the listed steps; on the others the
-residual of the last computed pass is added to the pass's input (the same reuse as TeaCache's, in its
-hooks). Each CFG branch keeps its own residual.
+residual of the last computed pass is added to the pass's input (the same reuse as TeaCache's, through
+the shared pass-skip hooks). Each CFG branch keeps its own residual.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import StateManager
 
 from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig, param
-from genaccel.accelerators.block_io import BlockIO
-from genaccel.accelerators.teacache import BLOCK_HOOK, TeaCacheBlockHook, TeaCacheState
+from genaccel.accelerators.pass_skip import PassSkipState, apply_pass_skip
 from genaccel.schedules import budget_key, schedule_key
 
 HEAD_HOOK = "genaccel_schedule_head"
@@ -74,38 +71,6 @@ def calibrated_steps(profile: dict, num_steps: int, budget: int) -> tuple[int, .
     return tuple(sorted({min(num_steps - 1, round(int(s) * scale)) for s in steps}))
 
 
-class ScheduleHeadHook(ModelHook):
-    """On the first block of the pass: compute the pass on listed steps, else add the cached residual."""
-
-    _is_stateful = True
-
-    def __init__(self, state: StateManager, accelerator: "Schedule"):
-        super().__init__()
-        self.state = state
-        self.accel = accelerator
-        self.io: BlockIO | None = None
-
-    def initialize_hook(self, module):
-        self.io = BlockIO(module)
-        return module
-
-    def reset_state(self, module):
-        self.state.reset()
-        return module
-
-    def new_forward(self, module, *args, **kwargs):
-        state: TeaCacheState = self.state.get_state()
-        hidden, encoder = self.io.inputs(args, kwargs)
-        state.should_compute = self.accel.decide(state)
-        if state.should_compute:
-            state.head_input = (hidden, encoder)
-            return self.fn_ref.original_forward(*args, **kwargs)
-        hidden_residual, encoder_residual = state.residual
-        if encoder is not None and encoder_residual is not None:
-            encoder = encoder + encoder_residual
-        return self.io.pack(hidden + hidden_residual, encoder)
-
-
 class Schedule(Accelerator):
     name = "schedule"
     summary = "compute a fixed list of steps chosen offline as a minimax path over the steps (LeMiCa)"
@@ -135,7 +100,8 @@ class Schedule(Accelerator):
         return 2 * shape.branches * shape.hidden_bytes
 
     @torch.compiler.disable
-    def decide(self, state: TeaCacheState) -> bool:
+    def decide(self, state: PassSkipState, block=None, hidden=None, temb=None) -> bool:
+        """The pass-skip hooks' question: is this step on the list (or the branch's first pass)?"""
         rt = self.runtime
         if self.explicit is None and self._steps_of != rt.num_steps:  # the step count is known once the run is
             self.computed_steps = frozenset(calibrated_steps(rt.profile, rt.num_steps, self.config.budget))
@@ -146,12 +112,7 @@ class Schedule(Accelerator):
         return compute
 
     def apply(self, denoiser):
-        state = StateManager(TeaCacheState)
-        blocks = self.family.pass_blocks(denoiser)
-        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(ScheduleHeadHook(state, self), HEAD_HOOK)
-        for block in blocks[1:]:
-            hook = TeaCacheBlockHook(state, is_tail=block is blocks[-1])
-            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, BLOCK_HOOK)
+        apply_pass_skip(self.family.pass_blocks(denoiser), self.decide, HEAD_HOOK)
 
     def reset(self):
         self.computed = self.skipped = 0

@@ -12,15 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import BaseState, StateManager
-
 from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig, param
-from genaccel.accelerators.block_io import BlockIO
+from genaccel.accelerators.pass_skip import PassSkipState, apply_pass_skip
 from genaccel.runtime import Runtime
 
 HEAD_HOOK = "genaccel_teacache_head"
-BLOCK_HOOK = "genaccel_teacache_block"
 IDENTITY = (0.0, 0.0, 0.0, 1.0, 0.0)
 
 
@@ -59,78 +55,13 @@ class TeaCacheConfig(AcceleratorConfig):
             raise ValueError("threshold must be >= 0")
 
 
-class TeaCacheState(BaseState):
-    def __init__(self):
-        self.reset()
+class TeaCacheState(PassSkipState):
+    """The pass-skip residual plus the last indicator and the accumulated change."""
 
     def reset(self):
+        super().reset()
         self.previous_indicator: torch.Tensor | None = None
         self.accumulated = 0.0
-        self.should_compute = True
-        self.head_input: tuple | None = None
-        self.residual: tuple | None = None
-
-
-# ------------------------------------------------------------------------ hooks
-class TeaCacheHeadHook(ModelHook):
-    """On the first block of the pass: decides compute or skip for the whole pass."""
-
-    _is_stateful = True
-
-    def __init__(self, state: StateManager, accelerator: "TeaCache"):
-        super().__init__()
-        self.state = state
-        self.accel = accelerator
-        self.io: BlockIO | None = None
-
-    def initialize_hook(self, module):
-        self.io = BlockIO(module)
-        return module
-
-    def reset_state(self, module):
-        self.state.reset()
-        return module
-
-    def new_forward(self, module, *args, **kwargs):
-        state: TeaCacheState = self.state.get_state()
-        hidden, encoder = self.io.inputs(args, kwargs)
-        temb = self.io.arguments(args, kwargs)[self.accel.family.temb_arg]
-        compute = self.accel.decide(state, self.accel.family.teacache_indicator(module, hidden, temb))
-        state.should_compute = compute
-        if compute:
-            state.head_input = (hidden, encoder)
-            return self.fn_ref.original_forward(*args, **kwargs)
-        hidden_residual, encoder_residual = state.residual
-        if encoder is not None and encoder_residual is not None:
-            encoder = encoder + encoder_residual
-        return self.io.pack(hidden + hidden_residual, encoder)
-
-
-class TeaCacheBlockHook(ModelHook):
-    """On every other block of the pass: runs or passes through; the tail stores the residual."""
-
-    def __init__(self, state: StateManager, is_tail: bool):
-        super().__init__()
-        self.state = state
-        self.is_tail = is_tail
-        self.io: BlockIO | None = None
-
-    def initialize_hook(self, module):
-        self.io = BlockIO(module)
-        return module
-
-    def new_forward(self, module, *args, **kwargs):
-        state: TeaCacheState = self.state.get_state()
-        if not state.should_compute:
-            return self.io.pack(*self.io.inputs(args, kwargs))
-        output = self.fn_ref.original_forward(*args, **kwargs)
-        if self.is_tail:
-            hidden, encoder = self.io.outputs(output)
-            head_hidden, head_encoder = state.head_input
-            encoder_residual = encoder - head_encoder if encoder is not None and head_encoder is not None else None
-            state.residual = (hidden - head_hidden, encoder_residual)
-            state.head_input = None
-        return output
 
 
 # ------------------------------------------------------------------------ accelerator
@@ -152,6 +83,10 @@ class TeaCache(Accelerator):
         self.warmup = config.warmup if config.warmup >= 0 else family.teacache_warmup_steps
         self.computed = 0
         self.skipped = 0
+
+    def decide_pass(self, state: TeaCacheState, block, hidden: torch.Tensor, temb: torch.Tensor) -> bool:
+        """The pass-skip hooks' question: compute this pass? (from block 0's indicator)"""
+        return self.decide(state, self.family.teacache_indicator(block, hidden, temb))
 
     @torch.compiler.disable
     def decide(self, state: TeaCacheState, indicator: torch.Tensor) -> bool:
@@ -175,12 +110,8 @@ class TeaCache(Accelerator):
         return must_compute
 
     def apply(self, denoiser):
-        state = StateManager(TeaCacheState)
-        blocks = self.family.pass_blocks(denoiser)
-        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(TeaCacheHeadHook(state, self), HEAD_HOOK)
-        for block in blocks[1:]:
-            hook = TeaCacheBlockHook(state, is_tail=block is blocks[-1])
-            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, BLOCK_HOOK)
+        apply_pass_skip(self.family.pass_blocks(denoiser), self.decide_pass, HEAD_HOOK,
+                        state_class=TeaCacheState, temb_arg=self.family.temb_arg)
 
     def reset(self):
         self.computed = self.skipped = 0
