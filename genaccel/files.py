@@ -3,12 +3,14 @@
 `write_atomic` writes a temporary file in the same folder, flushes it to disk and renames it into place
 (a rename within a folder is atomic), so a kill at any moment leaves the old file or the new one, never
 half of one. `append_line` adds one complete, flushed line to a log such as a batch manifest; readers
-drop a torn last line that a kill in the middle of an append can leave.
+drop a torn last line that a kill in the middle of an append can leave (`read_log`). `check_or_write_plan`
+keeps a resumed run from mixing its results with those of a different run.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 from pathlib import Path
@@ -93,3 +95,32 @@ def append_line(path: Path, line: str) -> None:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_log(path: Path) -> list[dict]:
+    """The JSON lines of a log written with `append_line`. A last line cut short by a kill is cut from the
+    file too, so that the work it recorded runs again and the next append starts on a fresh line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        write_atomic(path, text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def check_or_write_plan(path: Path, plan: dict, holds: str) -> None:
+    """Guard a resumable run: the first run writes its `plan` to `path`; a later run into the same folder
+    must have the same plan, else InputError names the fields that differ ("DIR holds `holds` ...")."""
+    from genaccel.errors import InputError
+
+    path = Path(path)
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != plan:
+            changed = sorted(k for k in set(previous) | set(plan) if previous.get(k) != plan.get(k))
+            raise InputError(f"{path.parent} holds {holds} (differs in: {', '.join(changed)}); "
+                             "use another --out or delete it")
+        return
+    write_atomic(path, json.dumps(plan, indent=1) + "\n")

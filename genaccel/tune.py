@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genaccel.errors import InputError
-from genaccel.files import append_line, write_atomic
+from genaccel.files import append_line, check_or_write_plan, read_log
 from genaccel.request import GenerationRequest
 
 TRIALS = "trials.jsonl"
@@ -304,29 +304,6 @@ def _evaluate(pipe, plan: TunePlan, spec: str, baseline: Baseline, scorer, callb
 
 
 # ----------------------------------------------------------------------------- the trial log
-def _read_log(out_dir: Path) -> list[dict]:
-    path = out_dir / TRIALS
-    if not path.is_file():
-        return []
-    text = path.read_text()
-    if text and not text.endswith("\n"):  # a line cut short by a kill: that trial runs again
-        text = text[: text.rfind("\n") + 1]
-        write_atomic(path, text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def _check_or_write_plan(out_dir: Path, identity: dict) -> None:
-    path = out_dir / PLAN
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != identity:
-            changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-            raise InputError(f"{out_dir} holds a tune of something else (differs in: {', '.join(changed)}); "
-                             "use another --out")
-        return
-    write_atomic(path, json.dumps(identity, indent=1) + "\n")
-
-
 def _study(plan: TunePlan, log: list[dict]):
     """A seeded optuna study holding every logged trial, with the constraints of this plan's budget."""
     import optuna
@@ -405,8 +382,8 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
         raise InputError(f"nothing to search on this model in groups {', '.join(plan.groups)}")
     scorer = scorer_named(plan.scorer)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_or_write_plan(out_dir, {"model": facts.key, **plan.identity()})
-    log = _read_log(out_dir)
+    check_or_write_plan(out_dir / PLAN, {"model": facts.key, **plan.identity()}, "a tune of something else")
+    log = read_log(out_dir / TRIALS)
     study = _study(plan, log)
     # The model's presets for this setting are where the search starts: a tune can only improve on them.
     current = []

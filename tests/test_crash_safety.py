@@ -119,3 +119,29 @@ def test_a_listed_but_unrenamed_video_is_put_in_place_not_remade(tiny, tmp_path,
     summary = run_batch(pipe, items, out, fmt="gif", progress=False)
     assert (summary["done"], summary["skipped"]) == (0, 1)  # not generated again
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, f"{items[0].name}.gif"])
+
+
+def test_a_torn_log_line_is_cut_so_its_work_reruns(tmp_path):
+    from genaccel.files import append_line, read_log
+
+    log = tmp_path / "trials.jsonl"
+    append_line(log, json.dumps({"n": 1}))
+    with open(log, "a") as f:
+        f.write('{"n": 2, "spe')  # a kill in the middle of the second append
+    assert read_log(log) == [{"n": 1}]
+    assert log.read_text() == '{"n": 1}\n'
+    append_line(log, json.dumps({"n": 2}))
+    assert read_log(log) == [{"n": 1}, {"n": 2}]
+    assert read_log(tmp_path / "absent.jsonl") == []
+
+
+def test_a_resumed_run_must_have_the_same_plan(tmp_path):
+    from genaccel.errors import InputError
+    from genaccel.files import check_or_write_plan
+
+    plan = tmp_path / "plan.json"
+    check_or_write_plan(plan, {"model": "tiny", "steps": 30}, "a different sweep")
+    check_or_write_plan(plan, {"model": "tiny", "steps": 30}, "a different sweep")  # same plan: resumes
+    with pytest.raises(InputError, match=r"holds a different sweep \(differs in: seeds, steps\)"):
+        check_or_write_plan(plan, {"model": "tiny", "steps": 20, "seeds": [1]}, "a different sweep")
+    assert json.loads(plan.read_text()) == {"model": "tiny", "steps": 30}

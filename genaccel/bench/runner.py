@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from genaccel.bench.quality import compare_videos
 from genaccel.errors import InputError
-from genaccel.files import write_atomic
+from genaccel.files import check_or_write_plan, read_log, write_atomic
 from genaccel.request import GenerationRequest, request_from_options
 
 RESULTS = "results.jsonl"
@@ -106,35 +106,12 @@ def _finite(value: float | None) -> float | None:
 
 
 def _load_done(out_dir: Path) -> set[tuple[int, int]]:
-    """Rounds already in DIR/results.jsonl; a line cut short by a kill is dropped (its round reruns)."""
-    done = set()
-    path = out_dir / RESULTS
-    if path.is_file():
-        text = path.read_text()
-        if text and not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]
-            write_atomic(path, text)
-        for line in text.splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done.add((row["item"], row["repeat"]))
-    return done
+    """Rounds already in DIR/results.jsonl (a line cut short by a kill is dropped: its round reruns)."""
+    return {(row["item"], row["repeat"]) for row in read_log(out_dir / RESULTS)}
 
 
 def _atomic_json(path: Path, data) -> None:
     write_atomic(path, json.dumps(data, indent=1) + "\n")
-
-
-def _check_or_write_plan(out_dir: Path, meta: dict) -> None:
-    path = out_dir / PLAN
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != meta:
-            changed = sorted(k for k in set(previous) | set(meta) if previous.get(k) != meta.get(k))
-            raise InputError(f"{out_dir} holds a different sweep (differs in: {', '.join(changed)}); "
-                             "use another --out or delete it")
-        return
-    _atomic_json(path, meta)
 
 
 def _first_compiling(pipe, plan, item):
@@ -182,7 +159,8 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe_device = str(getattr(pipe, "device", "cpu"))
-    _check_or_write_plan(out_dir, {"model": key, "family": family.name, "device": pipe_device, **plan.to_dict()})
+    check_or_write_plan(out_dir / PLAN, {"model": key, "family": family.name, "device": pipe_device,
+                                         **plan.to_dict()}, "a different sweep")
     done = _load_done(out_dir)
     rounds = plan.rounds()
     todo = [(k, rnd) for k, rnd in enumerate(rounds) if rnd not in done]
