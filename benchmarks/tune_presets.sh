@@ -29,4 +29,4 @@ tune "${default[@]}" --min-psnr 35 --minutes 3 --save-as quality
 tune "${default[@]}" --min-psnr 25 --max-adherence-drop 5 --minutes 3 --save-as fast
 tune "${long[@]}" --min-psnr 30 --max-adherence-drop 2 --minutes 30 --save-as balanced
 tune "${long[@]}" --min-psnr 35 --minutes 0 --save-as quality
-tune "${long[@]}" --min-psnr 25 --max-adherence-drop 5 --minutes 0 --save-as fast
+tune "${long[@]}" --min-psnr 25 --max-adherence-drop 5 --minutes 3 --save-as fast

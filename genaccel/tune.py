@@ -10,7 +10,8 @@ is not run again: its first measurement is reused (logged with `reused`), and `M
 proposals in a row end the search (it has converged, or the space is small).
 
 Every finished trial is one line of DIR/trials.jsonl, so a stopped tune resumes where it was, and a
-tune with another budget on the same DIR starts from every trial measured so far. When the time is up,
+tune with another budget on the same DIR starts from every trial measured so far (first finishing the
+trials a stricter budget stopped early that this one would have run to the end). When the time is up,
 the front (the trials no other beats on both speed and PSNR, within the budget) is measured again with
 `genaccel bench` on held-out prompts, and the fastest member that keeps the budget there is the winner:
 printed, plotted (DIR/pareto-BUDGET.png) and, with `save_as`, stored as a named preset in the model's profile.
@@ -293,14 +294,24 @@ def _evaluate(pipe, plan: TunePlan, spec: str, baseline: Baseline, scorer, callb
         if hit is not None and baseline.adherence[index] is not None:
             hits.append(hit)
             bases.append(baseline.adherence[index])
-        if index == 0 and len(plan.items()) > 1 and (
-                psnrs[0] < plan.min_psnr - PRUNE_MARGIN_DB or ratios[0] < 1.0):
+        if index == 0 and len(plan.items()) > 1 and _prunes(plan, psnrs[0], ratios[0]):
             pruned = True
             break
     drop = 100.0 * (sum(bases) - sum(hits)) / len(hits) if hits else None
     return {"spec": spec, "psnr": round(statistics.fmean(psnrs), 3), "speedup": round(statistics.median(ratios), 4),
             "adherence_drop": None if drop is None else round(drop, 2), "prompts_run": len(psnrs), "pruned": pruned,
             "psnrs": [round(v, 3) for v in psnrs], "speedups": [round(r, 4) for r in ratios]}
+
+
+def _prunes(plan: TunePlan, first_psnr: float, first_speedup: float) -> bool:
+    """Whether a stack's figures on the first tuning prompt make it clearly bad for this budget."""
+    return first_psnr < plan.min_psnr - PRUNE_MARGIN_DB or first_speedup < 1.0
+
+
+def _unfinished(plan: TunePlan, row: dict) -> bool:
+    """A logged trial stopped after the first prompt under a stricter budget that this budget would have
+    run to the end (a `fast` tune reusing the log of a `balanced` one): it is measured again, in full."""
+    return row["pruned"] and not _prunes(plan, row["psnrs"][0], row["speedups"][0])
 
 
 # ----------------------------------------------------------------------------- the trial log
@@ -396,6 +407,11 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
     for params in starting_points(space, current):
         if params not in tried:
             study.enqueue_trial(params)
+    # Then the stacks an earlier, stricter tune stopped early but this budget keeps in play, fastest first.
+    finished = {row["spec"] for row in log if not row["pruned"]}
+    revisit = {row["spec"]: row for row in log if _unfinished(plan, row) and row["spec"] not in finished}
+    for row in sorted(revisit.values(), key=lambda r: -r["speedups"][0]):
+        study.enqueue_trial(row["params"])
     start = clock()
     deadline = start + 60.0 * plan.minutes
     limit = plan.max_trials if plan.max_trials is not None else 10**9
@@ -408,7 +424,8 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
             generate(pipe, _request(plan, *plan.items()[0], "none"))  # warm-up, not timed
             baseline = _run_baseline(pipe, plan, scorer, callback)
             timed = clock()
-            measured = {row["spec"]: row for row in reversed(log) if "reused" not in row}  # the first of each
+            measured = {row["spec"]: row for row in reversed(log)  # the first full measurement of each
+                        if "reused" not in row and not _unfinished(plan, row)}
             repeats = 0
             while new < limit and clock() < deadline:
                 trial = study.ask()

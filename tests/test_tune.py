@@ -235,3 +235,34 @@ def test_the_search_starts_from_the_models_presets(calibrated_wan, tmp_path):
     result = run_tune(calibrated_wan, plan, tmp_path / "t", progress=False, clock=Ticks())
     presets = [preset_spec("wan", name) for name in ("quality", "balanced", "fast")]  # the Wan family's files
     assert [r["spec"] for r in result.trials] == presets
+
+
+def test_a_looser_budget_finishes_what_a_stricter_one_stopped_early(calibrated_wan, tmp_path, monkeypatch):
+    """`fast` reuses `balanced`'s trial log: a stack stopped after one prompt for missing 30 dB by far may
+    keep 25 dB, so the looser tune measures it in full before searching on."""
+    import genaccel.tune as tune
+
+    out = tmp_path / "t"
+    strict = TunePlan(min_psnr=99, prompts=PROMPTS, holdout=HOLDOUT, max_trials=4, minutes=1000, seed=2,
+                      groups=("cfg",))
+    run_tune(calibrated_wan, strict, out, progress=False, clock=Ticks())
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    stopped = [r for r in rows if r["pruned"] and "reused" not in r]
+    assert stopped and all(r["prompts_run"] == 1 for r in stopped)
+    for i, row in enumerate(stopped):  # as if each had been faster than the baseline on the first prompt
+        row["speedups"][0] = 1.5 + 0.1 * i
+    (out / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    runs = []
+    evaluate = tune._evaluate
+    monkeypatch.setattr(tune, "_evaluate", lambda pipe, plan, spec, *a, **k: runs.append(spec) or evaluate(
+        pipe, plan, spec, *a, **k))
+    loose = TunePlan(min_psnr=1, prompts=PROMPTS, holdout=HOLDOUT, max_trials=len(stopped), minutes=1000, seed=2,
+                     groups=("cfg",))
+    result = run_tune(calibrated_wan, loose, out, progress=False, clock=Ticks())
+    fastest_first = [r["spec"] for r in sorted(stopped, key=lambda r: -r["speedups"][0])]
+    assert runs == list(dict.fromkeys(fastest_first))  # each measured again once, fastest first
+    again = result.trials[len(rows):]
+    assert [r["spec"] for r in again] == runs
+    # measured on both prompts now (unless really slower than the baseline this time)
+    assert all(r["prompts_run"] == 2 or r["speedups"][0] < 1.0 for r in again)
