@@ -150,13 +150,14 @@ class Acceleration:
             accelerator.reset()
 
     @contextmanager
-    def generation(self) -> Iterator["Acceleration"]:
+    def generation(self, setting: str = "default") -> Iterator["Acceleration"]:
         """Declare one generation: figures reset on entry, state set up at its first denoiser call
         (after the pipeline set its timesteps), and the timesteps rule (which spots a new generation
         when the pipeline is called directly) is off inside, so a caller that sets timesteps once
-        per chunk keeps its state across chunks (see `begin_chunk`)."""
+        per chunk keeps its state across chunks (see `begin_chunk`). `setting` is the request's (calibrated
+        schedules are per setting)."""
         self.reset()
-        self.runtime.begin_generation()
+        self.runtime.begin_generation(setting)
         try:
             yield self
         finally:

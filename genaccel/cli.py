@@ -24,7 +24,8 @@ BENCH_OPTIONS = tuple(name for name in FIELDS if name not in PER_RUN)  # prompts
 # A stream has no frame count (it runs by chunks) and no named setting (the model's stream size).
 # Nor memory options yet: a stream's memory is flat and small (see BENCHMARKS.md).
 STREAM_OPTIONS = tuple(name for name in GENERATE_OPTIONS if name not in ("num_frames", "setting", *MEMORY_FIELDS))
-CALIBRATE_OPTIONS = tuple(name for name in DEFAULTED if name != "guidance_scale")  # at the model's guidance
+# at the model's guidance; with --schedule, the schedules are stored for the setting
+CALIBRATE_OPTIONS = ("setting", *(name for name in DEFAULTED if name != "guidance_scale"))
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -572,7 +573,8 @@ def _calibrate_schedule(args, pipe, prompts, seeds, base) -> int:
             bar.total = total
             bar.update(done - bar.n)
         section = calibrate_schedule(pipe, prompts, seeds=seeds, base=base, max_span=args.max_span, progress=progress)
-    profile = merge_schedule(previous, section)
+    setting = base.setting or "default"
+    profile = merge_schedule(previous, section, setting)
     written = write_profile(profile, path, pipe)
     table = next(iter(section.values()))
     budgets = sorted(int(k.removeprefix("computed")) for k in table if k.startswith("computed"))
@@ -580,8 +582,8 @@ def _calibrate_schedule(args, pipe, prompts, seeds, base) -> int:
         print(json.dumps({"out": str(written), "schedule": section}))
     else:
         steps = next(iter(section)).removeprefix("steps")
-        print(f"wrote profile {written}: schedules for {steps} steps, budgets {budgets[0]}..{budgets[-1]} "
-              f"(use schedule(budget=N))")
+        print(f"wrote profile {written}: schedules for {steps} steps at the {setting} setting, budgets "
+              f"{budgets[0]}..{budgets[-1]} (use schedule(budget=N))")
     return 0
 
 

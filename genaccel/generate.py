@@ -127,7 +127,7 @@ def generate(pipe, request: PreparedRequest | GenerationRequest | str, *, progre
     pipe.set_progress_bar_config(disable=not progress)
     timings = {"decode": 0.0}
     runtime = acceleration.runtime
-    with torch.inference_mode(), _timed_decode(pipe, timings), acceleration.generation():
+    with torch.inference_mode(), _timed_decode(pipe, timings), acceleration.generation(prepared.request.setting):
         start = time.perf_counter()
         output = pipe(**call)
         seconds = time.perf_counter() - start

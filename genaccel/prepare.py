@@ -146,7 +146,7 @@ def _check_accelerators(spec: ResolvedSpec | None, request: GenerationRequest, f
     profile = load_profile(facts.key)
     for cls, config in spec.accelerators:
         try:
-            cls.check_request(config, request.num_inference_steps, profile)
+            cls.check_request(config, request, profile)
         except ValueError as exc:
             raise SpecError(f"{cls.name} on {facts.family.title}: {exc}") from None
 

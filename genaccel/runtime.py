@@ -50,6 +50,7 @@ class Runtime:
     sharded: bool = False
     started: bool = False  # the current generation's first denoiser call has happened
     profile: dict = field(default_factory=dict)  # this model's calibrated profile, if any
+    setting: str = "default"  # the request's setting (its calibrated schedules may differ per setting)
     first_call_start: float = 0.0  # perf_counter at the first denoiser call of this generation
     last_call_end: float = 0.0  # perf_counter when the latest denoiser call returned
     branch_steps: dict[str, int] = field(default_factory=dict)
@@ -73,9 +74,10 @@ class Runtime:
     def is_last_step(self) -> bool:
         return self.num_steps > 0 and self.step_index >= self.num_steps - 1
 
-    def begin_generation(self) -> None:
-        """A caller declares that a generation starts (state was reset by the Acceleration)."""
+    def begin_generation(self, setting: str = "default") -> None:
+        """A caller declares that a generation of `setting` starts (state was reset by the Acceleration)."""
         self.reset()
+        self.setting = setting
         self.generation += 1
         self.declared = True
 

@@ -5,7 +5,9 @@ For each calibration prompt and seed, the plain generation is the reference. The
 step i's residual (the `schedule` accelerator with an explicit step list); the span's error is the mean
 squared difference of its final video from the reference, averaged over prompts and seeds. The
 schedules of every budget follow from those errors (genaccel/schedules.py) and are stored with them in
-the model's profile under `[schedule.stepsN]`, N the sampler's step count.
+the model's profile under `[schedule.SETTING.stepsN]`, N the sampler's step count: a run follows the
+schedules of its own setting, else those of the default setting (errors grow with the number of tokens, so
+a larger setting may want its own).
 
 Cost: one generation per span and prompt, about (max_span - 1) x steps generations per prompt (130 at
 30 steps and max_span 6).
@@ -69,8 +71,9 @@ def calibrate_schedule(pipe, prompts: list[str], *, seeds=(0,), base: Generation
     return {schedule_key(steps): table}
 
 
-def merge_schedule(profile: dict, section: dict) -> dict:
-    """`profile` with the schedules of `section` added (replacing those of the same step count)."""
-    merged = dict(profile)
-    merged["schedule"] = {**profile.get("schedule", {}), **section}
-    return merged
+def merge_schedule(profile: dict, section: dict, setting: str = "default") -> dict:
+    """`profile` with the schedules of `section` added under `setting` (replacing those of the same
+    setting and step count)."""
+    schedules = dict(profile.get("schedule", {}))
+    schedules[setting] = {**schedules.get(setting, {}), **section}
+    return {**profile, "schedule": schedules}

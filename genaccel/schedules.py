@@ -86,7 +86,7 @@ def skip_spans(steps: int, max_span: int, first: int = 0) -> list[tuple[int, int
 
 
 def schedule_key(steps: int) -> str:
-    """The profile table holding the schedules of a `steps`-step sampler (`[schedule.steps30]`)."""
+    """The profile table holding the schedules of a `steps`-step sampler (`[schedule.SETTING.steps30]`)."""
     return f"steps{steps}"
 
 

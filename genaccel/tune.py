@@ -84,10 +84,12 @@ SPACE: dict[str, tuple[Option, ...]] = {
 DEFAULT_GROUPS = ("pass", "cfg", "attention")
 
 
-def search_space(family, profile: dict, num_steps: int, groups=DEFAULT_GROUPS) -> dict[str, tuple[Option, ...]]:
+def search_space(family, profile: dict, num_steps: int, groups=DEFAULT_GROUPS,
+                 setting: str = "default") -> dict[str, tuple[Option, ...]]:
     """The groups' options that can run on this model: supported by the family, calibrated where they
-    need a profile (magcache's ratios, schedule's schedules for this step count)."""
+    need a profile (magcache's ratios, schedule's schedules for this step count and setting)."""
     from genaccel.accelerators import unsupported_reason
+    from genaccel.accelerators.schedule import schedule_tables
     from genaccel.schedules import schedule_key
 
     unknown = [g for g in groups if g not in SPACE]
@@ -102,7 +104,7 @@ def search_space(family, profile: dict, num_steps: int, groups=DEFAULT_GROUPS) -
             if option.accel == "magcache" and not profile.get("magcache", {}).get("ratios"):
                 continue
             if option.accel == "schedule":
-                table = profile.get("schedule", {}).get(schedule_key(num_steps), {})
+                table = schedule_tables(profile, setting).get(schedule_key(num_steps), {})
                 budgets = sorted(int(k.removeprefix("computed")) for k in table if k.startswith("computed"))
                 if not budgets:
                     continue
@@ -388,7 +390,7 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
     facts = ModelFacts.of(pipe)
     prepared = prepare(pipe, _request(plan, plan.prompts[0], plan.seeds[0], "none"))
     num_steps = prepared.request.num_inference_steps
-    space = search_space(facts.family, load_profile(facts.key), num_steps, plan.groups)
+    space = search_space(facts.family, load_profile(facts.key), num_steps, plan.groups, plan.request.setting)
     if not space:
         raise InputError(f"nothing to search on this model in groups {', '.join(plan.groups)}")
     scorer = scorer_named(plan.scorer)

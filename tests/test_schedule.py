@@ -92,20 +92,43 @@ def test_explicit_steps_compute_exactly_those_steps(tiny):
     remove(pipe)
 
 
-def test_calibrated_budget_follows_the_profile(tiny):
+def test_calibrated_budget_follows_the_profile(tiny, monkeypatch):
     pipe = tiny("wan")
     steps = generate(pipe, PROMPT).request.num_inference_steps
-    profile = {"schedule": {f"steps{steps}": {"computed3": [0, 4, steps - 1], "computed4": [0, 2, 5, steps - 1]}}}
+    profile = {"schedule": {"default": {f"steps{steps}": {"computed3": [0, 4, steps - 1],
+                                                          "computed4": [0, 2, 5, steps - 1]}},
+                            "long": {f"steps{steps}": {"computed4": [0, 1, 3, steps - 1]}}}}
     apply(pipe, "schedule(budget=4)", profile=profile)
     result = generate(pipe, GenerationRequest(prompt=PROMPT, accel=None))
     assert result.stats["accelerators"]["schedule"]["computed_steps"] == [0, 2, 5, steps - 1]
+    # a run of another setting follows that setting's schedules (same steps, same spec: the same hooks)
+    sizes = {k: getattr(result.request, k) for k in ("num_frames", "height", "width", "num_inference_steps")}
+    table = getattr(pipe, "_genaccel_defaults", None) or {}
+    monkeypatch.setattr(pipe, "_genaccel_defaults", {**table, "settings": {**table.get("settings", {}), "long": sizes}},
+                        raising=False)
+    result = generate(pipe, GenerationRequest(prompt=PROMPT, accel=None, setting="long"))
+    assert result.stats["accelerators"]["schedule"]["computed_steps"] == [0, 1, 3, steps - 1]
     remove(pipe)
+
+
+def test_each_setting_follows_its_own_schedules_else_the_defaults():
+    from genaccel.accelerators.schedule import calibrated_steps
+
+    profile = {"schedule": {"default": {"steps30": {"computed5": [0, 1, 3, 15, 29]}},
+                            "long": {"steps30": {"computed5": [0, 2, 6, 20, 29]}}}}
+    assert calibrated_steps(profile, 30, 5) == (0, 1, 3, 15, 29)
+    assert calibrated_steps(profile, 30, 5, "long") == (0, 2, 6, 20, 29)
+    assert calibrated_steps(profile, 30, 5, "wide") == (0, 1, 3, 15, 29)  # none of its own: the default's
+    only_long = {"schedule": {"long": profile["schedule"]["long"]}}
+    with pytest.raises(ValueError, match="needs computed-step schedules"):
+        calibrated_steps(only_long, 30, 5)
 
 
 def test_another_step_count_stretches_the_nearest_schedule():
     from genaccel.accelerators.schedule import calibrated_steps
 
-    profile = {"schedule": {"steps30": {"computed5": [0, 1, 3, 15, 29]}, "steps10": {"computed5": [0, 1, 2, 5, 9]}}}
+    profile = {"schedule": {"default": {"steps30": {"computed5": [0, 1, 3, 15, 29]},
+                                        "steps10": {"computed5": [0, 1, 2, 5, 9]}}}}
     assert calibrated_steps(profile, 30, 5) == (0, 1, 3, 15, 29)
     assert calibrated_steps(profile, 50, 5) == (0, 2, 5, 25, 49)  # from the 30-step one, same fractions
     assert calibrated_steps(profile, 12, 5) == (0, 1, 2, 6, 11)  # from the nearest: 10 steps
@@ -120,7 +143,8 @@ def test_missing_schedule_is_a_one_line_spec_error(tiny, monkeypatch, tmp_path):
     # a profile for another step count: named before any work
     from genaccel.profiles import pipeline_model_key
 
-    (tmp_path / f"{pipeline_model_key(pipe)}.toml").write_text(dump_profile({"schedule": {"steps50": {"computed3": [0, 9, 49]}}}))
+    (tmp_path / f"{pipeline_model_key(pipe)}.toml").write_text(dump_profile(
+        {"schedule": {"default": {"steps50": {"computed3": [0, 9, 49]}}}}))
     prepare(pipe, GenerationRequest(prompt=PROMPT, accel="schedule(budget=3)", num_inference_steps=8))  # stretched
     with pytest.raises(SpecError, match=r"budget 5: the calibrated 50-step schedules have budgets 3..3"):
         prepare(pipe, GenerationRequest(prompt=PROMPT, accel="schedule(budget=5)", num_inference_steps=50))
@@ -156,7 +180,12 @@ def test_calibration_measures_every_span_and_solves_every_budget(tiny):
     import tomllib
 
     profile = tomllib.loads(dump_profile(merge_schedule({"magcache": {"ratios": [1.0]}}, section)))
-    assert profile["magcache"] == {"ratios": [1.0]} and profile["schedule"]["steps6"]["computed4"] == table["computed4"]
+    assert profile["magcache"] == {"ratios": [1.0]}
+    assert profile["schedule"]["default"]["steps6"]["computed4"] == table["computed4"]
+    # another setting's calibration is added beside, not over, this one
+    both = merge_schedule(profile, {"steps6": {"computed3": [0, 2, 5]}}, "long")
+    assert both["schedule"]["default"] == profile["schedule"]["default"]
+    assert both["schedule"]["long"] == {"steps6": {"computed3": [0, 2, 5]}}
     apply(pipe, "schedule(budget=4)", profile=profile)
     result = generate(pipe, GenerationRequest(prompt=PROMPT, num_inference_steps=6, accel=None))
     assert result.stats["accelerators"]["schedule"]["computed_steps"] == table["computed4"]
@@ -184,7 +213,7 @@ def test_cli_calibrate_schedule_adds_to_the_profile(tmp_path):
     assert json.loads(proc.stdout.strip().splitlines()[-1])["out"] == str(profile)
     written = tomllib.loads(profile.read_text())
     assert written["magcache"] == {"ratios": [1.0, 0.9]}  # kept
-    table = written["schedule"]["steps4"]
+    table = written["schedule"]["default"]["steps4"]
     assert [(i, j) for i, j, _ in table["errors"]] == [(0, 2), (1, 3)]
     assert table["computed4"] == [0, 1, 2, 3] and len(table["computed3"]) == 3
     gen = subprocess.run([sys.executable, "-m", "genaccel", "generate", PROMPT, "--model", "tiny-wan", "--steps", "4",

@@ -35,11 +35,15 @@ def test_search_space_follows_the_family_and_the_profile(tiny):
     bare = search_space(wan, {}, 30)
     assert [o.accel for o in bare["pass"]] == ["teacache", "fbcache"]  # magcache and schedule need a profile
     profile = {"magcache": {"ratios": [1.0] * 30},
-               "schedule": {"steps30": {"computed5": [0, 7, 14, 21, 29], "computed9": list(range(0, 30, 4)) + [29]}}}
+               "schedule": {"default": {"steps30": {"computed5": [0, 7, 14, 21, 29],
+                                                    "computed9": list(range(0, 30, 4)) + [29]}},
+                            "long": {"steps30": {"computed7": [0, 4, 9, 14, 19, 24, 29]}}}}
     full = search_space(wan, profile, 30)
     schedule = next(o for o in full["pass"] if o.accel == "schedule")
     assert (schedule.params[0].low, schedule.params[0].high) == (5, 9)
     assert "schedule" not in [o.accel for o in search_space(wan, profile, 50)["pass"]]  # no 50-step schedules
+    long = next(o for o in search_space(wan, profile, 30, setting="long")["pass"] if o.accel == "schedule")
+    assert (long.params[0].low, long.params[0].high) == (7, 7)  # that setting's own schedules
     assert set(full) == {"pass", "cfg", "attention"}
     with pytest.raises(InputError, match="unknown group"):
         search_space(wan, profile, 30, ("pass", "bogus"))

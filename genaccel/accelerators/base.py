@@ -109,9 +109,10 @@ class Accelerator:
         return None
 
     @classmethod
-    def check_request(cls, config: AcceleratorConfig, num_steps: int | None, profile: dict) -> None:
-        """Raise ValueError with a one-line reason when a run of `num_steps` steps cannot use this config
-        with this model's calibrated `profile` (checked by `genaccel.prepare` before any work)."""
+    def check_request(cls, config: AcceleratorConfig, request, profile: dict) -> None:
+        """Raise ValueError with a one-line reason when `request` (a GenerationRequest with the model's
+        defaults filled in) cannot use this config with this model's calibrated `profile` (checked by
+        `genaccel.prepare` before any work)."""
 
     def apply(self, denoiser: torch.nn.Module) -> None:
         """Register this accelerator's hooks on one denoising transformer."""

@@ -47,14 +47,21 @@ def parse_steps(value: str) -> tuple[int, ...] | None:
     return steps
 
 
-def calibrated_steps(profile: dict, num_steps: int, budget: int) -> tuple[int, ...]:
-    """The calibrated schedule of `budget` computed steps for a `num_steps`-step run; ValueError naming
-    what is calibrated when there is none.
+def schedule_tables(profile: dict, setting: str = "default") -> dict[str, dict]:
+    """The calibrated schedules a run of `setting` follows, {"stepsN": table}: those calibrated at that
+    setting, else the default setting's (the profile's `[schedule.SETTING.stepsN]` tables)."""
+    section = profile.get("schedule", {})
+    return section.get(setting) or section.get("default") or {}
+
+
+def calibrated_steps(profile: dict, num_steps: int, budget: int, setting: str = "default") -> tuple[int, ...]:
+    """The calibrated schedule of `budget` computed steps for a `num_steps`-step run of `setting`;
+    ValueError naming what is calibrated when there is none.
 
     A step count without its own schedules takes those of the nearest calibrated count, stretched: each
     computed step moves to the same fraction of the run (step 0 and the last stay), so fewer steps may
     compute fewer passes where two land on one step."""
-    tables = profile.get("schedule", {})
+    tables = schedule_tables(profile, setting)
     counts = sorted(int(k.removeprefix("steps")) for k in tables if k.startswith("steps") and k[5:].isdigit())
     if not counts:
         raise ValueError("needs computed-step schedules for this model: run `genaccel calibrate --schedule` on it")
@@ -81,18 +88,18 @@ class Schedule(Accelerator):
     def __init__(self, config: ScheduleConfig, family, runtime):
         super().__init__(config, family, runtime)
         self.explicit = parse_steps(config.steps)
-        if self.explicit is None and not runtime.profile.get("schedule"):
+        if self.explicit is None and not any(runtime.profile.get("schedule", {}).values()):
             raise ValueError("needs computed-step schedules for this model: run `genaccel calibrate --schedule` on it")
         self.computed_steps: frozenset[int] = frozenset(self.explicit or ())
-        self._steps_of: int | None = None  # the step count `computed_steps` was looked up for
+        self._run: tuple | None = None  # the (step count, setting) `computed_steps` was looked up for
         self.computed = 0
         self.skipped = 0
 
     @classmethod
-    def check_request(cls, config: ScheduleConfig, num_steps: int | None, profile: dict) -> None:
-        """Raise ValueError when a run of `num_steps` steps has no schedule for this budget."""
-        if num_steps and not parse_steps(config.steps):
-            calibrated_steps(profile, num_steps, config.budget)
+    def check_request(cls, config: ScheduleConfig, request, profile: dict) -> None:
+        """Raise ValueError when the request's run has no schedule for this budget."""
+        if request.num_inference_steps and not parse_steps(config.steps):
+            calibrated_steps(profile, request.num_inference_steps, config.budget, request.setting)
 
     @classmethod
     def state_bytes(cls, config, shape) -> int:
@@ -103,9 +110,10 @@ class Schedule(Accelerator):
     def decide(self, state: PassSkipState, block=None, hidden=None, temb=None) -> bool:
         """The pass-skip hooks' question: is this step on the list (or the branch's first pass)?"""
         rt = self.runtime
-        if self.explicit is None and self._steps_of != rt.num_steps:  # the step count is known once the run is
-            self.computed_steps = frozenset(calibrated_steps(rt.profile, rt.num_steps, self.config.budget))
-            self._steps_of = rt.num_steps
+        run = (rt.num_steps, rt.setting)  # known once the run is
+        if self.explicit is None and self._run != run:
+            self.computed_steps = frozenset(calibrated_steps(rt.profile, rt.num_steps, self.config.budget, rt.setting))
+            self._run = run
         compute = state.residual is None or rt.full_pass or rt.step_index in self.computed_steps
         self.computed += compute
         self.skipped += not compute

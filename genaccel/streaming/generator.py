@@ -254,7 +254,7 @@ class Stream:
         history: list[torch.Tensor] = []  # clean latent frames the cache holds, in commit order
         first_frame = 0
         scheduler = pipe.scheduler
-        with accel.generation(), torch.no_grad():
+        with accel.generation(request.setting), torch.no_grad():
             index = 0
             while self.chunks is None or index < self.chunks:
                 start = time.perf_counter()
