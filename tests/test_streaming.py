@@ -149,6 +149,7 @@ def test_stream_is_ended_early_by_close(causal_wan):
 def test_stream_switch_prompt_from_outside(causal_wan):
     s = stream(causal_wan, PROMPT, chunks=3, steps=1)
     next(s)
+    assert torch.is_grad_enabled()  # a paused stream leaves the caller's grad mode alone (training after it works)
     s.switch_prompt(OTHER)
     second = next(s)
     assert second.prompt == OTHER and second.recached

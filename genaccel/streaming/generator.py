@@ -254,43 +254,45 @@ class Stream:
         history: list[torch.Tensor] = []  # clean latent frames the cache holds, in commit order
         first_frame = 0
         scheduler = pipe.scheduler
-        with accel.generation(request.setting), torch.no_grad():
+        with accel.generation(request.setting):
             index = 0
             while self.chunks is None or index < self.chunks:
-                start = time.perf_counter()
-                if index:
-                    accel.begin_chunk()
-                recached = False
-                new_prompt = self._next_prompt or self.prompts_at.get(index)
-                self._next_prompt = None
-                if new_prompt is not None and new_prompt != self.prompt:
-                    self.prompt = new_prompt
-                    embeds = self._embeds(new_prompt)
-                    for cache in self.caches:
-                        cache.clear()
-                    for frame in range(0, len(history), cf):  # KV re-cache under the new prompt
-                        self._commit(torch.cat(history[frame : frame + cf], dim=2), embeds)
-                    recached = True
-                latents = torch.randn(shape, generator=generator).to(device, transformer.dtype)
-                if self.settings.timesteps:
-                    latents = self._denoise_renoise(latents, embeds, guidance, generator)
-                else:
-                    scheduler.set_timesteps(request.num_inference_steps, device=device)
-                    for t in scheduler.timesteps:
-                        prediction = self._predict(latents, t.expand(1), embeds, guidance)
-                        latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
-                self._commit(latents, embeds)
-                history += list(latents.split(1, dim=2))
-                keep = kept_frames(len(history), sink, window)
-                history = [history[i] for i in keep]
-                denoised = time.perf_counter()
-                frames = decoder(latents)
-                done = time.perf_counter()
-                state = sum(c.nbytes() for c in self.caches) + decoder.nbytes() + \
-                    sum(h.numel() * h.element_size() for h in history)
-                yield StreamChunk(index, frames, first_frame, self.prompt, done - start, denoised - start,
-                                  done - denoised, state, _rss_bytes(),
-                                  self.caches[0].frames("cond") if self.caches else [], recached)
+                with torch.no_grad():  # not held across the yield: the caller keeps its own grad mode
+                    start = time.perf_counter()
+                    if index:
+                        accel.begin_chunk()
+                    recached = False
+                    new_prompt = self._next_prompt or self.prompts_at.get(index)
+                    self._next_prompt = None
+                    if new_prompt is not None and new_prompt != self.prompt:
+                        self.prompt = new_prompt
+                        embeds = self._embeds(new_prompt)
+                        for cache in self.caches:
+                            cache.clear()
+                        for frame in range(0, len(history), cf):  # KV re-cache under the new prompt
+                            self._commit(torch.cat(history[frame : frame + cf], dim=2), embeds)
+                        recached = True
+                    latents = torch.randn(shape, generator=generator).to(device, transformer.dtype)
+                    if self.settings.timesteps:
+                        latents = self._denoise_renoise(latents, embeds, guidance, generator)
+                    else:
+                        scheduler.set_timesteps(request.num_inference_steps, device=device)
+                        for t in scheduler.timesteps:
+                            prediction = self._predict(latents, t.expand(1), embeds, guidance)
+                            latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
+                    self._commit(latents, embeds)
+                    history += list(latents.split(1, dim=2))
+                    keep = kept_frames(len(history), sink, window)
+                    history = [history[i] for i in keep]
+                    denoised = time.perf_counter()
+                    frames = decoder(latents)
+                    done = time.perf_counter()
+                    state = sum(c.nbytes() for c in self.caches) + decoder.nbytes() + \
+                        sum(h.numel() * h.element_size() for h in history)
+                    chunk = StreamChunk(index, frames, first_frame, self.prompt, done - start, denoised - start,
+                                        done - denoised, state, _rss_bytes(),
+                                        self.caches[0].frames("cond") if self.caches else [], recached)
+                yield chunk
                 first_frame += len(frames)
                 index += 1
 
