@@ -18,6 +18,11 @@ genaccel calibrate --model tiny --prompts benchmarks/tune_prompts.txt --seeds 10
 genaccel calibrate --model tiny --schedule --max-span 6 --seeds 100 --out "$profile" \
     --prompt "$(sed -n 1p benchmarks/tune_prompts.txt)" --prompt "$(sed -n 2p benchmarks/tune_prompts.txt)"
 
+# 2b. The same at the long setting, on one prompt with max span 5 (107 generations, about an hour; stopped,
+#     it goes on with --resume). Runs at the long setting follow these, others the default setting's.
+genaccel calibrate --model tiny --schedule --setting long --max-span 5 --seeds 100 --out "$profile" --resume \
+    --prompt "$(sed -n 1p benchmarks/tune_set_long.txt)"
+
 # 3. Presets: one tune per preset and setting. The first tune of a setting searches; the others start from
 #    its trial log (same folder) and search a few minutes more for their own budget.
 tune() { genaccel tune --model tiny --seeds 100 --profile "$profile" "$@"; }

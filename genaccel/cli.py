@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "about (max-span - 1) x steps per prompt); other sections of the profile are kept")
     c.add_argument("--max-span", type=int, default=6, metavar="N",
                    help="with --schedule: longest run of steps one computed step may cover (default: 6)")
+    c.add_argument("--resume", action="store_true",
+                   help="with --schedule: go on from the spans a stopped calibration of the same profile and "
+                        "setting recorded (PROFILE.schedule-SETTING.jsonl, next to the profile)")
     c.add_argument("--out", default=None, help="profile path (default: the user profile folder, keyed by model)")
     c.add_argument("--json", action="store_true", help="print the profile as JSON on the last line")
 
@@ -530,6 +533,8 @@ def cmd_calibrate(args) -> int:
     base = _request_from_args(args, CALIBRATE_OPTIONS)
     if args.schedule and not 2 <= args.max_span <= 1000:
         raise _user_error(f"--max-span {args.max_span}: must be within 2..1000")
+    if args.resume and not args.schedule:
+        raise _user_error("--resume goes with --schedule (a plain calibration takes a few runs)")
     pipe = _load(args)
     if args.schedule:
         return _calibrate_schedule(args, pipe, prompts, seeds, base)
@@ -568,14 +573,21 @@ def _calibrate_schedule(args, pipe, prompts, seeds, base) -> int:
 
     path = Path(args.out) if args.out else default_profile_path(pipe)
     previous = _existing_profile(path, pipe)  # before the work: a broken file is refused at once
+    setting = base.setting or "default"
+    log = path.with_name(f"{path.name}.schedule-{setting}.jsonl")  # every measured span, to resume from
+    if log.exists() and not args.resume:
+        raise _user_error(f"{log}: a calibration of these schedules stopped part-way; --resume goes on from it "
+                          "(delete it to start again)")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tqdm(desc="calibrating schedules", unit="run", disable=args.json) as bar:
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)
-        section = calibrate_schedule(pipe, prompts, seeds=seeds, base=base, max_span=args.max_span, progress=progress)
-    setting = base.setting or "default"
+        section = calibrate_schedule(pipe, prompts, seeds=seeds, base=base, max_span=args.max_span, progress=progress,
+                                     log=log)
     profile = merge_schedule(previous, section, setting)
     written = write_profile(profile, path, pipe)
+    log.unlink()  # the profile holds the errors now
     table = next(iter(section.values()))
     budgets = sorted(int(k.removeprefix("computed")) for k in table if k.startswith("computed"))
     if args.json:

@@ -211,6 +211,13 @@ def test_cli_calibrate_schedule_adds_to_the_profile(tmp_path):
     import json
 
     assert json.loads(proc.stdout.strip().splitlines()[-1])["out"] == str(profile)
+    log = tmp_path / "tiny-wan.toml.schedule-default.jsonl"
+    assert not log.exists()  # finished: the profile holds the errors
+    log.write_text('{"plan": {}}\n')  # as a stopped calibration leaves it
+    stopped = subprocess.run([sys.executable, "-m", "genaccel", "calibrate", "--model", "tiny-wan", "--schedule",
+                              "--steps", "4", "--out", str(profile)], capture_output=True, text=True, timeout=300, env=env)
+    assert stopped.returncode == 2 and "--resume" in stopped.stderr and len(stopped.stderr.strip().splitlines()) == 1
+    log.unlink()
     written = tomllib.loads(profile.read_text())
     assert written["magcache"] == {"ratios": [1.0, 0.9]}  # kept
     table = written["schedule"]["default"]["steps4"]
@@ -239,3 +246,34 @@ def test_schedule_stacks_with_token_merging_and_sparse_attention(tiny):
         assert np.isfinite(result.frames).all() and not np.array_equal(result.frames, base.frames)
     remove(pipe)
     np.testing.assert_array_equal(generate(pipe, PROMPT, seed=0).frames, base.frames)
+
+
+def test_a_stopped_calibration_resumes_from_its_log(tiny, tmp_path, monkeypatch):
+    """Each span is logged as it is measured: a calibration killed part-way measures only the rest, and
+    ends with the errors of an uninterrupted one."""
+    import genaccel.schedule_calibration as sc
+    from genaccel.errors import InputError
+
+    pipe = tiny("wan")
+    base = GenerationRequest(num_inference_steps=6)
+    whole = calibrate_schedule(pipe, [PROMPT], base=base, max_span=3)["steps6"]
+    log = tmp_path / "tiny.toml.schedule-default.jsonl"
+    real, calls = sc.generate, []
+
+    def dying(pipe, request, **kwargs):  # the 4th generation is killed
+        calls.append(request.accel)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(pipe, request, **kwargs)
+
+    monkeypatch.setattr(sc, "generate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_schedule(pipe, [PROMPT], base=base, max_span=3, log=log)
+    assert len(log.read_text().splitlines()) == 1 + 2  # the plan, then the two spans measured before the kill
+    calls.clear()
+    monkeypatch.setattr(sc, "generate", lambda pipe, request, **kw: calls.append(request.accel) or real(pipe, request, **kw))
+    resumed = calibrate_schedule(pipe, [PROMPT], base=base, max_span=3, log=log)["steps6"]
+    assert len(calls) == 1 + len(skip_spans(6, 3)) - 2  # the reference again, and the spans not yet measured
+    assert resumed == whole
+    with pytest.raises(InputError, match="holds another calibration \\(differs in: max_span\\)"):
+        calibrate_schedule(pipe, [PROMPT], base=base, max_span=2, log=log)
