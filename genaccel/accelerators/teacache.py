@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig, param
 from genaccel.accelerators.pass_skip import PassSkipState, apply_pass_skip
 from genaccel.runtime import Runtime
