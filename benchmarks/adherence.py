@@ -32,8 +32,8 @@ def main() -> int:
     args = parser.parse_args()
 
     import genaccel
-    from genaccel.models import default_model
-    from genaccel.score import accuracy, score_frames
+    from genaccel.models.facts import default_model
+    from genaccel.pipelines.score import accuracy, score_frames
 
     prompts = [p.strip() for p in Path(args.prompts).read_text().splitlines() if p.strip()][: args.limit]
     model = args.model or default_model()

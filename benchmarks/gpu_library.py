@@ -4,7 +4,7 @@
     python benchmarks/gpu_library.py --toy --out-dir DIR    # CPU, seconds: the same code at a toy size
 
 Unlike `gpu_wan_pass.py` (hand-written processor and masks), everything here is genaccel's: the seam is
-installed with `genaccel.attention.seam_hooks` and the Wan family adapter, and each configuration is one
+installed with `genaccel.attention.install_seam` and the Wan family adapter, and each configuration is one
 of the library's seam kernels:
 
   dense      diffusers' own WanAttnProcessor (no seam)
@@ -37,9 +37,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 import gpu_attention as ga  # noqa: E402  (same folder: CUDA-event timing)
 from gpu_wan_pass import TOY, WAN_1_3B, build_model  # noqa: E402
 
-from genaccel.attention import SparseAttentionKernel, dense_kernel, seam_hooks  # noqa: E402
+from genaccel.accelerators.radial import Radial  # noqa: E402
+from genaccel.accelerators.sta import SlidingTile  # noqa: E402
+from genaccel.accelerators.svg import SpatialTemporal  # noqa: E402
+from genaccel.attention import SparseAttentionKernel, dense_kernel, install_seam, remove_seam  # noqa: E402
 from genaccel.attention.flex import compile_failure  # noqa: E402
-from genaccel.attention.patterns import Radial, SlidingTile, SpatialTemporal  # noqa: E402
 from genaccel.pipelines.families import WAN  # noqa: E402
 from genaccel.tokens.reduce import AsymmetricReductionKernel  # noqa: E402
 
@@ -69,15 +71,11 @@ def kernels(toy: bool) -> dict:
 
 def install(model, kernel):
     """Register the seam with `kernel` on every self-attention layer; returns (registered hooks, kernel)."""
-    _, hooks = seam_hooks(model, WAN, kernel)
-    for module, name, hook in hooks:
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
-    return [(module, name) for module, name, _ in hooks], kernel
+    return install_seam(model, WAN, kernel), kernel
 
 
 def uninstall(handle) -> None:
-    for module, name in handle[0]:
-        module._diffusers_hook.remove_hook(name, recurse=False)
+    remove_seam(handle[0])
 
 
 def tome_configs(model) -> dict:

@@ -3,7 +3,7 @@
     python benchmarks/gpu_stream.py --out-dir DIR          # one CUDA GPU, about 3 minutes
     python benchmarks/gpu_stream.py --toy --out-dir DIR    # CPU, seconds: the same code at a toy size
 
-Everything is genaccel's stream path (`genaccel.streaming.generator.stream`: the kvcache accelerator behind
+Everything is genaccel's stream path (`genaccel.generation.stream.stream`: the kvcache accelerator behind
 the attention seam, the commit pass, prompt projections once per prompt, chunk-wise VAE decoding): a
 random-weight `WanTransformer3DModel` (Wan2.1-T2V-1.3B config) and a random-weight `AutoencoderKLWan`
 (the Wan 2.1 VAE config), bf16, 480x832 (60x104 latents, 1,560 tokens per latent frame), a 512-token
@@ -78,7 +78,7 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--out-dir", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
-    from genaccel.streaming.generator import stream
+    from genaccel.generation.stream import stream
 
     device = "cpu" if args.toy else "cuda"
     dtype = torch.float32 if args.toy else torch.bfloat16

@@ -1,4 +1,4 @@
-"""The peak-memory estimate (genaccel.estimate) against measured peaks of the embedded model on this CPU.
+"""The peak-memory estimate (genaccel.memory.estimate) against measured peaks of the embedded model on this CPU.
 
 For each size, in a fresh process: load the model, take genaccel's estimate of the run (what `genaccel
 generate --dry-run` prints), then run it and measure its peak two ways:
@@ -30,7 +30,7 @@ def _rss(field: str) -> int:
 
 def measure(height: int, width: int, frames: int, steps: int, tracked: bool) -> dict:
     import genaccel
-    from genaccel.bench.memory import TensorPeakMemory
+    from genaccel.tools.bench.memory import TensorPeakMemory
 
     pipe = genaccel.load_pipeline("tiny", device="cpu")
     weights = sum(t.numel() * t.element_size() for name in ("transformer", "vae", "text_encoder")
@@ -58,7 +58,7 @@ def main() -> None:
         h, w, f, steps, tracked = map(int, args.child)
         print(json.dumps(measure(h, w, f, steps, bool(tracked))))
         return
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"}  # see genaccel.bench.memory
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"}  # see genaccel.tools.bench.memory
     rows = []
     for h, w, f in SIZES:
         row = {"height": h, "width": w, "num_frames": f}

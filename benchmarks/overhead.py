@@ -31,9 +31,9 @@ def main() -> int:
     from tqdm import tqdm
 
     import genaccel
-    from genaccel.models import default_model
-    from genaccel.prepare import prepare
-    from genaccel.request import GenerationRequest
+    from genaccel.models.facts import default_model
+    from genaccel.generation.prepare import prepare
+    from genaccel.generation.request import GenerationRequest
 
     model = args.model or default_model()
     pipe = genaccel.load_pipeline(model)

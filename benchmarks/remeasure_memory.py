@@ -1,7 +1,7 @@
 """Re-measure the peak memory of every configuration of a finished bench, in fresh processes.
 
 For each configuration of DIR/bench.json, one generation of the sweep's first prompt and seed runs in
-a fresh Python process (`genaccel.bench.memory.generation_peak`): on CPU the figure is that
+a fresh Python process (`genaccel.tools.bench.memory.generation_peak`): on CPU the figure is that
 process's peak RSS (interpreter, libraries, weights and the run), on CUDA
 `torch.cuda.max_memory_allocated`. Writes DIR/memory.json, the file `genaccel bench --memory fresh`
 writes (measured figures already there are kept: delete it to measure again), and prints a Markdown
@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from genaccel.bench.memory import measure_configs
-from genaccel.bench.runner import MEMORY, PER_RUN
+from genaccel.tools.bench.memory import measure_configs
+from genaccel.tools.bench.runner import MEMORY, PER_RUN
 from genaccel.errors import GenAccelError
 
 PLAN = "bench.json"

@@ -4,7 +4,7 @@
         --out benchmarks/results/scale-estimate.md
 
 No GPU cluster is available to this project. For each model and size this derives, on paper:
-- memory per GPU: genaccel's own estimate (`genaccel.estimate`, what `genaccel generate --dry-run`
+- memory per GPU: genaccel's own estimate (`genaccel.memory.estimate`, what `genaccel generate --dry-run`
   prints) of the model built from its published configuration on the meta device (no weights), with
   no offloading and with `--offload model`; context parallelism divides the activations by N, not the
   weights, and every process decodes the whole video;
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--summary", default=None, help="bench summary.csv whose presets' skip/reuse fractions apply")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
     args = parser.parse_args()
-    from genaccel.estimate import ModelSizes, estimate_peak, size_text
+    from genaccel.memory.estimate import ModelSizes, estimate_peak, size_text
 
     peak_flops, _ = GPUS["H100-SXM"]
     rate = peak_flops * UTILISATION

@@ -29,11 +29,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers.hooks import HookRegistry
 
-from genaccel.attention import AttentionContext, SparseAttentionKernel, dense_kernel, seam_hooks
+from genaccel.accelerators.radial import Radial
+from genaccel.accelerators.sta import SlidingTile
+from genaccel.accelerators.svg import SpatialTemporal
+from genaccel.accelerators.topk import TopK
+from genaccel.attention import AttentionContext, SparseAttentionKernel, dense_kernel, install_seam, remove_seam
 from genaccel.attention.flex import compile_failure
-from genaccel.attention.patterns import Radial, SlidingTile, SpatialTemporal, TopK
 
 GRIDS = {2304: (9, 16, 16), 8192: (8, 32, 32), 16384: (16, 32, 32), 32760: (21, 30, 52)}
 HEADS, HEAD_DIM = 6, 32  # the embedded model's attention
@@ -66,9 +68,9 @@ class _TimedDense:
 
 
 def attention_share(setting: str, steps: int = 4) -> dict:
-    from genaccel.models import load_pipeline
+    from genaccel.generation.load import load_pipeline
+    from genaccel.models.facts import model_defaults
     from genaccel.pipelines.families import family_of
-    from genaccel.prepare import model_defaults
 
     pipe = load_pipeline()
     family = family_of(pipe)
@@ -76,10 +78,7 @@ def attention_share(setting: str, steps: int = 4) -> dict:
     kernel = _TimedDense()
     registered = []
     for _, denoiser in family.denoiser_modules(pipe):
-        _, hooks = seam_hooks(denoiser, family, kernel)
-        for module, name, hook in hooks:
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
-            registered.append((module, name))
+        registered += install_seam(denoiser, family, kernel)
     passes = []
 
     def pre(module, args, kwargs):
@@ -99,8 +98,7 @@ def attention_share(setting: str, steps: int = 4) -> dict:
     finally:
         for handle in handles:
             handle.remove()
-        for module, name in registered:
-            module._diffusers_hook.remove_hook(name, recurse=False)
+        remove_seam(registered)
     measured = passes[2:]  # the first step's two passes warm up
     pass_s = sum(p for p, _ in measured)
     attention_s = sum(a for _, a in measured)

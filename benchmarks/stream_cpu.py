@@ -39,7 +39,7 @@ AFTER_SWITCH = (25, 41)
 
 
 def flat_cost(pipe, chunks: int) -> dict:
-    from genaccel.streaming.generator import stream
+    from genaccel.generation.stream import stream
 
     rows = []
     for chunk in tqdm(stream(pipe, "a red circle moving left on a black background", chunks=chunks, seed=0),
@@ -61,7 +61,7 @@ def flat_cost(pipe, chunks: int) -> dict:
 
 def flat_cost_interleaved(pipes, rounds: int = 202, starts=(0, 150, 195), window=(198, 202)) -> dict:
     """Chunk seconds of three streams advanced in lockstep from staggered starts (see the module doc)."""
-    from genaccel.streaming.generator import stream
+    from genaccel.generation.stream import stream
 
     iters = [None] * len(starts)
     rows: list[list[dict]] = [[] for _ in starts]
@@ -87,8 +87,8 @@ def flat_cost_interleaved(pipes, rounds: int = 202, starts=(0, 150, 195), window
 
 def adherence(whole_pipe, causal_pipe, prompts: list[str]) -> dict:
     import genaccel
-    from genaccel.score import accuracy, score_frames
-    from genaccel.streaming.generator import stream
+    from genaccel.pipelines.score import accuracy, score_frames
+    from genaccel.generation.stream import stream
 
     whole, windows, switched = [], [[] for _ in WINDOWS], []
     for i, prompt in enumerate(tqdm(prompts, desc="adherence", unit="prompt")):
@@ -110,8 +110,8 @@ STACKS = ("none", "teacache(threshold=0.2,coefficients=identity)")
 
 
 def stacking(pipe, prompts: list[str]) -> dict:
-    from genaccel.score import accuracy, score_frames
-    from genaccel.streaming.generator import stream
+    from genaccel.pipelines.score import accuracy, score_frames
+    from genaccel.generation.stream import stream
 
     rows = {spec: {"seconds": 0.0, "verdicts": [], "skipped": 0, "passes": 0} for spec in STACKS}
     for i, prompt in enumerate(tqdm(prompts, desc="stacking", unit="prompt")):

@@ -9,7 +9,7 @@ the summary rows (speedup, PSNR, SSIM, adherence) and where the report files are
 import argparse
 
 import genaccel
-from genaccel.bench import BenchPlan, run_bench, summarize
+from genaccel.tools.bench import BenchPlan, run_bench, summarize
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default=None, help="built-in name, local folder or hub id (default: the built-in default)")

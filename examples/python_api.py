@@ -6,7 +6,7 @@
 import argparse
 
 import genaccel
-import genaccel.bench.quality
+import genaccel.tools.bench.quality
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default=None, help="built-in name, local folder or hub id (default: the built-in default)")
@@ -23,7 +23,7 @@ fast = genaccel.generate(pipe, args.prompt, seed=0)
 print(acceleration, acceleration.stats())
 genaccel.remove(pipe)                                             # back to the plain pipeline
 
-psnr = genaccel.bench.quality.psnr(baseline.frames, fast.frames)
+psnr = genaccel.tools.bench.quality.psnr(baseline.frames, fast.frames)
 print(f"baseline {baseline.seconds:.3f} s, {args.accel} {fast.seconds:.3f} s "
       f"({baseline.seconds / fast.seconds:.2f}x), PSNR {psnr:.1f} dB, "
       f"passes skipped {fast.stats['skipped_calls']}/{fast.stats['transformer_calls']}")

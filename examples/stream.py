@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import genaccel
-from genaccel.video_io import StreamWriter
+from genaccel.io.video import StreamWriter
 
 
 def main() -> None:

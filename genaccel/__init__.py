@@ -14,14 +14,15 @@ A request travels one path: `request_from_options` (or `GenerationRequest(...)`)
 request)` (spec resolved for the model, defaults filled, checked once) -> `generate(pipe, prepared)`.
 """
 
-from genaccel.acceleration import Acceleration, acceleration_of, apply, remove
+from genaccel.engine.acceleration import Acceleration, acceleration_of, remove
+from genaccel.generation.prepare import apply
 from genaccel.errors import GenAccelError, InputError, ModelError, SpecError
-from genaccel.generate import GenerationResult, generate
-from genaccel.models import load_pipeline
-from genaccel.prepare import PreparedRequest, prepare
-from genaccel.request import GenerationRequest, request_from_options
-from genaccel.streaming.generator import Stream, StreamChunk, prepare_stream, stream
-from genaccel.video_io import write_video
+from genaccel.generation.generate import GenerationResult, generate
+from genaccel.generation.load import load_pipeline
+from genaccel.generation.prepare import PreparedRequest, prepare
+from genaccel.generation.request import GenerationRequest, request_from_options
+from genaccel.generation.stream import Stream, StreamChunk, prepare_stream, stream
+from genaccel.io.video import write_video
 
 __version__ = "0.1.0"
 

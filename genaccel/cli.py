@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from genaccel.bench.runner import PER_RUN
-from genaccel.prepare import DEFAULTED
-from genaccel.request import EXAMPLE_PROMPT, FIELDS, MEMORY_FIELDS
+from genaccel.tools.bench.runner import PER_RUN
+from genaccel.models.facts import DEFAULTED
+from genaccel.generation.request import EXAMPLE_PROMPT, FIELDS, MEMORY_FIELDS
 
 EXIT_USER_ERROR = 2
 # Request fields each command takes as options (the prompt is an argument; see request.py).
@@ -55,7 +55,7 @@ def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None
 def _add_request_options(p: argparse.ArgumentParser, names: tuple[str, ...], **defaults) -> None:
     """One option per request field, named by its short alias; values are converted and checked by
     `request_from_options`, so every entry point reports a bad value the same way."""
-    from genaccel.request import field_kind, option_name
+    from genaccel.generation.request import field_kind, option_name
 
     for name in names:
         meta = FIELDS[name].metadata
@@ -72,7 +72,7 @@ def _add_request_options(p: argparse.ArgumentParser, names: tuple[str, ...], **d
 
 def _request_from_args(args, names: tuple[str, ...], prompt: str | None = None):
     """The request the options describe; without a prompt, the base that batch items and bench runs share."""
-    from genaccel.request import request_from_options
+    from genaccel.generation.request import request_from_options
 
     options = {name: getattr(args, name) for name in names}
     return request_from_options({"prompt": prompt, **options}, option_prefix="--", partial=prompt is None)
@@ -311,7 +311,8 @@ def _load(args):
     """The model of --model on --device, its weights left on the CPU: the first generation places it as its
     request says (offloading), after its memory estimate was checked, so a model too large for the device
     is refused in one line instead of failing to load."""
-    from genaccel.models import default_model, load_pipeline
+    from genaccel.generation.load import load_pipeline
+    from genaccel.models.facts import default_model
 
     args.model = args.model or default_model()
     return load_pipeline(args.model, device=args.device, offload=None,
@@ -319,26 +320,28 @@ def _load(args):
 
 
 def cmd_generate(args) -> int:
-    from genaccel.generate import generate
-    from genaccel.models import default_model
-    from genaccel.prepare import check_before_loading, prepare
-    from genaccel.video_io import check_output_path, write_video
+    from genaccel.generation.generate import generate
+    from genaccel.generation.prepare import complete, prepare
+    from genaccel.io.video import check_output_path, write_video
+    from genaccel.models.facts import default_model, model_facts
 
     request = _request_from_args(args, GENERATE_OPTIONS, args.prompt)  # no model needed: fails fast
     main_process = True
     if args.context_parallel:
-        from genaccel.distributed import parse_context_parallel, process_device, process_state
+        from genaccel.engine.distributed import parse_context_parallel, process_device, process_state
 
         parse_context_parallel(args.context_parallel)  # before the model loads
         processes = process_state(args.device)  # every process makes the same video, one share of the sequence each
         args.device = process_device(processes, args.device)
         main_process = processes is None or processes.is_main_process
-    check_before_loading(args.model or default_model(), request)  # what the model's files tell, before loading it
+    facts = model_facts(args.model or default_model())  # the model's files and profile, read once for the run
+    if facts is not None:  # what they tell is checked before the model loads: a typo costs one line
+        request = complete(facts, request)
     if args.dry_run:
-        return _dry_run(args, request)
+        return _dry_run(args, request, facts)
     out = check_output_path(args.out)
     pipe = _load(args)
-    prepared = prepare(pipe, request)
+    prepared = prepare(pipe, request, facts)
     _tell(prepared.notices)
     result = generate(pipe, prepared, progress=not args.json and main_process)
     if not main_process:
@@ -349,9 +352,22 @@ def cmd_generate(args) -> int:
         print(json.dumps(summary))
     else:
         print(f"wrote {out} ({summary['num_frames']} frames, {summary['height']}x{summary['width']}) in "
-              f"{summary['seconds']:.2f} s; transformer passes {summary['transformer_calls']}, "
-              f"skipped {summary['skipped_calls']}")
+              f"{summary['seconds']:.2f} s")
+        print(_accelerated(args.accel, summary))
     return 0
+
+
+def _accelerated(asked: str | None, summary: dict) -> str:
+    """One line saying what the accelerators became and what they saved: `balanced -> schedule(budget=9):
+    11 of 20 transformer passes computed, 9 skipped`."""
+    ran = summary["accel"] or "none"
+    name = f"{asked.strip()} -> {ran}" if asked and asked.strip().lower() != ran else ran
+    total = summary["transformer_calls"] + summary["skipped_calls"]
+    line = f"accelerators: {name}: {summary['transformer_calls']} of {total} transformer passes computed, " \
+           f"{summary['skipped_calls']} skipped"
+    if summary["attention_reused"]:
+        line += f"; {summary['attention_reused']} of {summary['attention_calls']} attention calls reused"
+    return line
 
 
 def _tell(notices) -> None:
@@ -360,13 +376,13 @@ def _tell(notices) -> None:
         logging.getLogger("genaccel").warning("note: %s", notice)
 
 
-def _dry_run(args, request) -> int:
+def _dry_run(args, request, facts) -> int:
     """Print the estimated peak memory of `request` and whether it fits; exit 0 either way."""
     from genaccel.errors import MemoryFitError
-    from genaccel.prepare import check_memory, prepare
+    from genaccel.generation.prepare import check_memory, prepare
 
     pipe = _load(args)
-    prepared = prepare(pipe, request, check_fit=False)
+    prepared = prepare(pipe, request, facts, check_fit=False)
     try:
         check_memory(pipe, prepared.request, prepared.spec, prepared.family)
         fits, note = True, None
@@ -387,16 +403,18 @@ def cmd_stream(args) -> int:
     import math
     import time
 
-    from genaccel.models import EMBEDDED_CAUSAL, load_pipeline
-    from genaccel.streaming.generator import StreamSettings, parse_prompt_switches, prepare_stream, stream
-    from genaccel.video_io import StreamWriter, check_output_path
+    from genaccel.generation.load import load_pipeline
+
+    from genaccel.models.facts import EMBEDDED_CAUSAL
+    from genaccel.generation.stream import StreamSettings, parse_prompt_switches, prepare_stream, stream
+    from genaccel.io.video import StreamWriter, check_output_path
 
     request = _request_from_args(args, STREAM_OPTIONS, args.prompt)  # no model needed: fails fast
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise _user_error(f"--seconds must be a positive number; got {args.seconds}")
     switches = parse_prompt_switches(args.prompt_at, args.chunks)
     if args.window is not None or args.sink is not None:  # checked before the model loads
-        from genaccel.spec import check_spec
+        from genaccel.generation.spec import check_spec
 
         check_spec("kvcache(" + ",".join(f"{name}={value}" for name, value in (("window", args.window),
                    ("sink", args.sink)) if value is not None) + ")")
@@ -446,7 +464,7 @@ def cmd_stream(args) -> int:
 
 
 def cmd_convert_causal(args) -> int:
-    from genaccel.streaming.convert import convert_causal_checkpoint
+    from genaccel.tools.convert_causal import convert_causal_checkpoint
 
     out = convert_causal_checkpoint(Path(args.checkpoint), Path(args.base), Path(args.out),
                                     chunk_frames=args.chunk_frames, window=args.window, sink=args.sink,
@@ -469,18 +487,18 @@ def _stop_on_sigterm():
 
 
 def cmd_batch(args) -> int:
-    from genaccel.batch import check_items_before_loading, read_items, run_batch
-    from genaccel.distributed import process_device, process_state
-    from genaccel.models import default_model
+    from genaccel.engine.distributed import process_device, process_state
+    from genaccel.generation.batch import check_items_before_loading, read_items, run_batch
+    from genaccel.models.facts import default_model
 
     base = _request_from_args(args, GENERATE_OPTIONS)
     items = read_items(Path(args.file), base)
-    check_items_before_loading(args.model or default_model(), items)
+    facts = check_items_before_loading(args.model or default_model(), items)  # the model's profile, read once
     processes = process_state(args.device)  # accelerate's, when launched as one of several processes
     args.device = process_device(processes, args.device)
     pipe = _load(args)
     summary = run_batch(pipe, items, Path(args.out), fmt=args.format, fps=args.fps, progress=not args.json,
-                        processes=processes)
+                        processes=processes, facts=facts)
     summary["model"] = args.model
     if processes is not None and not processes.is_main_process:
         return 0  # the main process reports the batch
@@ -492,7 +510,7 @@ def cmd_batch(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from genaccel.catalog import catalog, format_catalog
+    from genaccel.tools.catalog import catalog, format_catalog
 
     data = catalog()
     print(json.dumps(data) if args.json else format_catalog(data))
@@ -502,8 +520,8 @@ def cmd_list(args) -> int:
 def _read_prompts(args) -> list[str]:
     """Prompts from repeated --prompt and a --prompts file (one per line, blank lines and # comments skipped),
     each checked as a batch prompt is."""
-    from genaccel.batch import parse_items, read_prompts_text
-    from genaccel.request import request_from_options
+    from genaccel.generation.batch import parse_items, read_prompts_text
+    from genaccel.generation.request import request_from_options
 
     prompts = [request_from_options({"prompt": text}, option_prefix="--").prompt for text in args.prompt or []]
     if args.prompts:
@@ -525,7 +543,7 @@ def _parse_seeds(text: str) -> list[int]:
 def cmd_calibrate(args) -> int:
     from tqdm import tqdm
 
-    from genaccel.calibrate import calibrate, default_profile_path, write_profile
+    from genaccel.tools.calibrate import calibrate, default_profile_path, write_profile
 
     prompts = _read_prompts(args) or [
         EXAMPLE_PROMPT, "a blue square moving up on a gray background", "a yellow triangle standing still on a black background"]
@@ -553,23 +571,16 @@ def cmd_calibrate(args) -> int:
 
 def _existing_profile(path: Path, pipe) -> dict:
     """The profile a calibration adds to: the file at `path`, else the model's current one."""
-    import tomllib
+    from genaccel.models.profiles import load_profile, pipeline_model_key, read_profile
 
-    from genaccel.profiles import load_profile, pipeline_model_key
-
-    if path.is_file():
-        try:
-            return tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise _user_error(f"{path} is not a profile (TOML): {exc}") from None
-    return load_profile(pipeline_model_key(pipe))
+    return read_profile(path) if path.is_file() else load_profile(pipeline_model_key(pipe))
 
 
 def _calibrate_schedule(args, pipe, prompts, seeds, base) -> int:
     from tqdm import tqdm
 
-    from genaccel.calibrate import default_profile_path, write_profile
-    from genaccel.schedule_calibration import calibrate_schedule, merge_schedule
+    from genaccel.tools.calibrate import default_profile_path, write_profile
+    from genaccel.tools.calibrate_schedule import calibrate_schedule, merge_schedule
 
     path = Path(args.out) if args.out else default_profile_path(pipe)
     previous = _existing_profile(path, pipe)  # before the work: a broken file is refused at once
@@ -600,9 +611,9 @@ def _calibrate_schedule(args, pipe, prompts, seeds, base) -> int:
 
 
 def cmd_score(args) -> int:
-    from genaccel.score import score_frames
-    from genaccel.shapes import parse_prompt
-    from genaccel.video_io import read_video
+    from genaccel.pipelines.score import score_frames
+    from genaccel.pipelines.shapes import parse_prompt
+    from genaccel.io.video import read_video
 
     try:
         expected = parse_prompt(args.prompt)
@@ -620,8 +631,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from genaccel.bench import BenchPlan, read_memory, run_bench
-    from genaccel.bench.report import summary_markdown, summarize
+    from genaccel.tools.bench import BenchPlan, read_memory, run_bench
+    from genaccel.tools.bench.report import summary_markdown, summarize
 
     prompts = _read_prompts(args)
     if not prompts:
@@ -660,7 +671,7 @@ def _preset_name(text: str | None) -> str | None:
 
 
 def cmd_tune(args) -> int:
-    from genaccel.tune import SPACE, TunePlan, run_tune, save_preset, split_prompts
+    from genaccel.tools.tune import SPACE, TunePlan, run_tune, save_preset, split_prompts
 
     name = _preset_name(args.save_as)
     prompts = _read_prompts(args) or [
@@ -680,7 +691,7 @@ def cmd_tune(args) -> int:
     if out.exists() and not out.is_dir():
         raise _user_error(f"--out {out} is a file; tune writes a folder")
     pipe = _load(args)
-    from genaccel.calibrate import default_profile_path
+    from genaccel.tools.calibrate import default_profile_path
 
     profile_path = Path(args.profile) if args.profile else default_profile_path(pipe)
     base_profile = _existing_profile(profile_path, pipe) if name else {}  # a broken file is refused before the work
@@ -708,7 +719,7 @@ def cmd_tune(args) -> int:
 
 
 def _prompt_items(path: str) -> list:
-    from genaccel.batch import parse_items, read_prompts_text
+    from genaccel.generation.batch import parse_items, read_prompts_text
 
     return parse_items(read_prompts_text(Path(path)), ".txt", source=path)
 
@@ -771,6 +782,13 @@ def main(argv: list[str] | None = None) -> int:
     except GenAccelError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:  # a batch file's errors: one line each
             print(f"genaccel: error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # the file system refusing a write that no writer of genaccel's named
+        from genaccel.io.files import REFUSALS
+
+        if exc.errno not in REFUSALS:
+            raise
+        print(f"genaccel: error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("genaccel: interrupted", file=sys.stderr)

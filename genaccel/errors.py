@@ -23,5 +23,9 @@ class InputError(GenAccelError):
     """A generation argument outside what the model accepts."""
 
 
+class OutputError(GenAccelError):
+    """A file genaccel was writing that the file system refused: no space left, no permission, a read-only folder."""
+
+
 class MemoryFitError(InputError):
     """A run whose estimated peak memory exceeds what the device has (or what --max-memory allows)."""

@@ -63,7 +63,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-from genaccel.request import EXAMPLE_PROMPT
+from genaccel.pipelines.shapes import EXAMPLE_PROMPT
 
 from .tokenizer import build_word_tokenizer
 

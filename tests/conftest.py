@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from genaccel.models import load_pipeline
+from genaccel.generation.load import load_pipeline
 
 
 @pytest.fixture(autouse=True)
@@ -20,8 +20,8 @@ _PIPES = {}
 @pytest.fixture
 def tiny():
     """tiny("wan") -> a cached tiny pipeline with nothing applied."""
-    from genaccel.acceleration import remove
-    from genaccel.offload import place
+    from genaccel.engine.acceleration import remove
+    from genaccel.memory.offload import place
 
     def get(family: str):
         name = f"tiny-{family}"
@@ -40,7 +40,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def embedded():
     """The embedded trained model (genaccel's default), loaded once."""
-    from genaccel.models import EMBEDDED
+    from genaccel.models.facts import EMBEDDED
 
     return load_pipeline(EMBEDDED, device="cpu")
 

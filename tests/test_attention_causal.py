@@ -4,9 +4,8 @@ depends on later frames."""
 
 import torch
 import torch.nn.functional as F
-from diffusers.hooks import HookRegistry
 
-from genaccel.attention import AttentionContext, seam_hooks
+from genaccel.attention import AttentionContext, install_seam, remove_seam
 from genaccel.attention.causal import BlockCausalKernel, block_causal_mask
 from genaccel.pipelines.families import family_of
 
@@ -45,9 +44,7 @@ def test_kernel_outputs_of_a_chunk_ignore_later_chunks():
 def test_a_wan_transformer_through_the_seam_becomes_causal_in_frames(tiny):
     pipe = tiny("wan")
     transformer, family = pipe.transformer, family_of(pipe)
-    _, hooks = seam_hooks(transformer, family, BlockCausalKernel(chunk_frames=1))
-    for module, name, hook in hooks:
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+    registered = install_seam(transformer, family, BlockCausalKernel(chunk_frames=1))
     try:
         g = torch.Generator().manual_seed(0)
         channels = transformer.config.in_channels
@@ -62,5 +59,4 @@ def test_a_wan_transformer_through_the_seam_becomes_causal_in_frames(tiny):
         torch.testing.assert_close(out2[:, :, :2], out[:, :, :2], atol=1e-5, rtol=1e-5)  # earlier frames unchanged
         assert not torch.allclose(out2[:, :, 2], out[:, :, 2])
     finally:
-        for module, name, _ in hooks:
-            module._diffusers_hook.remove_hook(name, recurse=False)
+        remove_seam(registered)

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers.hooks import HookRegistry
 
-from genaccel.attention import AttentionContext, BlockPlan, BlockSparseAttention, seam_hooks
+from genaccel.attention import AttentionContext, BlockPlan, BlockSparseAttention, install_seam, remove_seam
 from genaccel.attention.flex import _cpu_can_compile, compile_failure
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -187,14 +186,10 @@ def test_full_table_through_seam_equals_pipeline(tiny):
     kernel = _FullTable()
     registered = []
     for _, denoiser in family.denoiser_modules(pipe):
-        _, hooks = seam_hooks(denoiser, family, kernel)
-        for module, hook_name, hook in hooks:
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, hook_name)
-            registered.append((module, hook_name))
+        registered += install_seam(denoiser, family, kernel)
     try:
         out = pipe(**tiny_call_kwargs(name, num_inference_steps=2)).frames
     finally:
-        for module, hook_name in registered:
-            module._diffusers_hook.remove_hook(hook_name, recurse=False)
+        remove_seam(registered)
     np.testing.assert_allclose(out, baseline, atol=1e-5)
     assert kernel.engine.calls["eager"] > 0

@@ -1,25 +1,17 @@
-"""Sparse attention patterns (genaccel/attention/patterns.py): each method's block table and token order on a
-small grid matches one built by hand from the method's definition; density fitting; SVG's profiling tells
-a temporal head from a spatial one; top-k keeps the blocks that hold the mass."""
+"""Sparse attention patterns: the shared helpers (genaccel/attention/patterns.py) and each method's rule
+(genaccel/accelerators/{radial,sta,svg,topk}.py): each method's block table and token order on a small grid
+matches one built by hand from the method's definition; density fitting; SVG's profiling tells a temporal
+head from a spatial one; top-k keeps the blocks that hold the mass."""
 
 import pytest
 import torch
 
+from genaccel.accelerators.radial import Radial, radial_table
+from genaccel.accelerators.sta import SlidingTile, sta_table, tile_order
+from genaccel.accelerators.svg import SpatialTemporal, token_major_order
+from genaccel.accelerators.topk import TopK
 from genaccel.attention import AttentionContext, BlockPlan
-from genaccel.attention.patterns import (
-    Radial,
-    SlidingTile,
-    SpatialTemporal,
-    TopK,
-    band_table,
-    block_ranges,
-    fit_density,
-    radial_table,
-    sta_table,
-    tile_order,
-    token_coords,
-    token_major_order,
-)
+from genaccel.attention.patterns import band_table, block_ranges, fit_density, token_coords
 
 
 def _context(grid, video=None, axes=("f", "h", "w"), **kw):

@@ -4,9 +4,8 @@ right grid and video token range, gives the family's own output, and is removed 
 import numpy as np
 import pytest
 import torch
-from diffusers.hooks import HookRegistry
 
-from genaccel.attention import LAYOUTS, SEAM_HOOK, AttentionSeamHook, dense_kernel, layout_of, seam_hooks, tokens_in
+from genaccel.attention import LAYOUTS, SEAM_HOOK, dense_kernel, install_seam, layout_of, remove_seam, tokens_in
 from genaccel.pipelines.families import FAMILIES
 from genaccel.pipelines.tiny import TINY_FAMILIES, TINY_FAMILY, tiny_call_kwargs
 
@@ -47,20 +46,10 @@ class Recorder:
 def _install(pipe, name, kernel, runtime=None):
     """Register the seam on every denoiser; return [(module, hook name)] and the self-attention modules."""
     family = _family(name)
-    registered, modules = [], []
+    registered = []
     for _, denoiser in family.denoiser_modules(pipe):
-        _, hooks = seam_hooks(denoiser, family, kernel, runtime)
-        for module, hook_name, hook in hooks:
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, hook_name)
-            registered.append((module, hook_name))
-            if isinstance(hook, AttentionSeamHook):
-                modules.append(module)
-    return registered, modules
-
-
-def _remove(registered):
-    for module, hook_name in registered:
-        module._diffusers_hook.remove_hook(hook_name, recurse=False)
+        registered += install_seam(denoiser, family, kernel, runtime)
+    return registered, [module for module, hook_name in registered if hook_name == SEAM_HOOK]
 
 
 def test_every_family_has_a_layout():
@@ -88,7 +77,7 @@ def test_dense_seam_equals_family_attention(tiny, name):
     finally:
         for h in handles:
             h.remove()
-        _remove(registered)
+        remove_seam(registered)
 
     np.testing.assert_array_equal(out, baseline)  # exact: same prelude, same SDPA call
     expected_calls = sum(batches) if layout.per_sample else len(batches)
@@ -120,7 +109,7 @@ def test_zero_kernel_changes_output(tiny, name):
     try:
         out = _frames(pipe, name, num_inference_steps=2)
     finally:
-        _remove(registered)
+        remove_seam(registered)
     assert kernel.seen
     assert not np.allclose(out, baseline, atol=1e-4)
 
@@ -147,7 +136,7 @@ def test_context_follows_runtime_and_resets(tiny):
         acceleration.reset()
         assert processor.calls == 0
     finally:
-        _remove(registered)
+        remove_seam(registered)
         genaccel.remove(pipe)
 
 
@@ -165,9 +154,7 @@ def test_wan_fused_projections():
         assert transformer.blocks[0].attn1.fused_projections
         reference = transformer(x, t, text).sample
         kernel = Recorder()
-        _, hooks = seam_hooks(transformer, FAMILIES["wan"], kernel)
-        for module, hook_name, hook in hooks:
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, hook_name)
+        install_seam(transformer, FAMILIES["wan"], kernel)
         out = transformer(x, t, text).sample
     assert torch.equal(out, reference)
     assert len(kernel.seen) == WAN_TRANSFORMER["num_layers"]
@@ -190,9 +177,7 @@ def test_cogvideox_rotary_reaches_the_seam():
         reference = transformer(x, text, t, image_rotary_emb=rotary).sample
         assert not torch.equal(reference, transformer(x, text, t).sample)  # the tables matter
         kernel = Recorder()
-        _, hooks = seam_hooks(transformer, FAMILIES["cogvideox"], kernel)
-        for module, hook_name, hook in hooks:
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, hook_name)
+        install_seam(transformer, FAMILIES["cogvideox"], kernel)
         out = transformer(x, text, t, image_rotary_emb=rotary).sample
     assert torch.equal(out, reference)
     assert {c.video for _, c in kernel.seen} == {(16, 28)}

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from genaccel.batch import MANIFEST, parse_items, run_batch
-from genaccel.video_io import read_video
+from genaccel.generation.batch import MANIFEST, parse_items, run_batch
+from genaccel.io.video import read_video
 
 PROMPT = "a red circle moving left on a black background"
 

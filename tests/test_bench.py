@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genaccel.bench import BenchPlan, run_bench
-from genaccel.bench.quality import compare_videos, lpips, lpips_unavailable_reason, psnr, ssim, temporal_error
-from genaccel.bench.report import compare_frames, pareto_front
+from genaccel.tools.bench import BenchPlan, run_bench
+from genaccel.tools.bench.quality import compare_videos, lpips, lpips_unavailable_reason, psnr, ssim, temporal_error
+from genaccel.tools.bench.report import compare_frames, pareto_front
 from genaccel.cli import main
 from genaccel.errors import InputError, SpecError
-from genaccel.shapes import ClipSpec, render_clip
+from genaccel.pipelines.shapes import ClipSpec, render_clip
 
 PROMPTS = ["a red circle moving left on a black background", "a blue square moving up on a gray background"]
 NO_SKIP = "teacache(threshold=0)"  # computes every pass: must equal the baseline exactly
@@ -117,6 +117,7 @@ def test_sweep_measures_every_configuration_against_the_baseline(tiny, tmp_path)
     assert all(r["identical"] and r["ssim"] == pytest.approx(1.0) for r in by[1])  # computes everything
     assert all(r["skipped_calls"] > 0 and 0 < r["psnr"] < 100 and not r["identical"] for r in by[2])
     assert all(r["adherence"] is not None and r["adherence"]["correct"] in (True, False) for r in rows)
+    assert all(r["accelerator_stats"]["teacache"]["state_bytes"] > 0 for r in by[1] + by[2])  # the meter is on
     positions = {(r["config"], r["position"]) for r in rows}
     assert len(positions) == 9  # interleaved: each configuration ran in each position
 
@@ -128,7 +129,7 @@ def test_sweep_measures_every_configuration_against_the_baseline(tiny, tmp_path)
     assert float(summary[0]["speedup"]) == 1.0 and summary[0]["psnr"] == ""
     assert float(summary[1]["psnr"]) == 100.0 and float(summary[2]["skipped_fraction"]) > 0.3
     assert "| `none` |" in (tmp_path / "summary.md").read_text()
-    from genaccel.video_io import read_video
+    from genaccel.io.video import read_video
 
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     compare = read_video(tmp_path / "compare.mp4")
@@ -170,7 +171,7 @@ def test_sweep_checks_specs_before_running(tiny, tmp_path):
         run_bench(pipe, BenchPlan(accels=["teacache", "tome(schedule=profile)"], prompts=PROMPTS),
                   tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
-    from genaccel.acceleration import acceleration_of
+    from genaccel.engine.acceleration import acceleration_of
 
     assert acceleration_of(pipe) is None  # nothing left applied
 

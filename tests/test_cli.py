@@ -7,7 +7,7 @@ import pytest
 
 from genaccel.cli import main
 from genaccel.pipelines.families import FAMILIES
-from genaccel.video_io import read_video
+from genaccel.io.video import read_video
 
 PROMPT = "a red circle moving left on a black background"
 JSON_KEYS = {"out", "model", "accel", "seed", "num_inference_steps", "num_frames", "height", "width", "seconds",
@@ -100,9 +100,9 @@ def test_empty_prompt_unwritable_path_and_bad_suffix(tmp_path, capsys):
 @pytest.mark.parametrize("value, message", [("0", "between 1 and 1000"), ("-3", "between 1 and 1000"),
                                             ("2.5", "whole number"), ("nan", "whole number")])
 def test_bad_steps_fail_before_the_model_loads(value, message, capsys, monkeypatch):
-    import genaccel.models
+    import genaccel.generation.load
 
-    monkeypatch.setattr(genaccel.models, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(genaccel.generation.load, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     assert main(["generate", PROMPT, "--steps", value]) == 2
     err = capsys.readouterr().err
     assert err.startswith("genaccel: error: --steps must be") and message in err
@@ -273,7 +273,7 @@ def test_calibrate_writes_a_profile_that_teacache_uses(tmp_path, capsys):
     assert main(["generate", PROMPT, "--model", "tiny-ltx", "--accel", "teacache(threshold=0.2)",
                  "--out", str(tmp_path / "c.mp4"), "--json"]) == 0
     used = _json_line(capsys)["accelerator_stats"]["teacache"]["coefficients"]
-    from genaccel.profiles import load_profile
+    from genaccel.models.profiles import load_profile
 
     assert used == pytest.approx(load_profile("tiny-ltx")["teacache"]["coefficients"])
     assert used != pytest.approx(list(FAMILIES["ltx"].teacache_coefficients["ltx-video-0.9.1"]))
@@ -292,7 +292,7 @@ def test_help_explains(capsys):
 
 
 def test_request_options_are_generated_from_the_request_fields(capsys):
-    from genaccel.request import FIELDS, option_name
+    from genaccel.generation.request import FIELDS, option_name
 
     with pytest.raises(SystemExit):
         main(["generate", "--help"])

@@ -13,9 +13,9 @@ import pytest
 
 import genaccel
 from genaccel.cli import main
-from genaccel.distributed import parse_context_parallel
+from genaccel.engine.distributed import parse_context_parallel
 from genaccel.errors import InputError, ModelError, SpecError
-from genaccel.video_io import read_video
+from genaccel.io.video import read_video
 
 PROMPT = "a red circle moving left on a black background"
 ACCELERATE = shutil.which("accelerate", path=os.path.dirname(sys.executable))
@@ -57,7 +57,7 @@ def test_ulysses_on_two_processes_makes_the_single_process_video(tmp_path, capsy
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
               "no", "--dynamo_backend", "no", "--main_process_port", "0",
-              str(Path(__file__).parent / "launched_generate.py"), PROMPT, "--out", str(tmp_path / "split"),
+              str(Path(__file__).parent / "helpers" / "launched_generate.py"), PROMPT, "--out", str(tmp_path / "split"),
               "--context-parallel", "ulysses=2", *options]
     run = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from genaccel.errors import InputError
-from genaccel.streaming.convert import convert_causal_checkpoint, infer_config, rename_state_dict
+from genaccel.tools.convert_causal import convert_causal_checkpoint, infer_config, rename_state_dict
 
 WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
                 out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30)
@@ -66,8 +66,8 @@ def _tiny_checkpoint(tmp_path, suffix=".pt"):
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_converted_folder_loads_and_streams(tiny, tmp_path, suffix):
-    from genaccel.models import load_pipeline
-    from genaccel.streaming.generator import stream
+    from genaccel.generation.load import load_pipeline
+    from genaccel.generation.stream import stream
 
     base = tmp_path / "base"
     tiny("wan").save_pretrained(base)

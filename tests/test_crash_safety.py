@@ -2,7 +2,7 @@
 exactly once in the manifest, every video readable with its frame count, and no temporary file left; a killed
 `generate` leaves nothing under its target name; a torn manifest line is tolerated.
 
-The kills land at named points (`genaccel.failpoints`): deterministic, unlike a timer, and each one is a moment
+The kills land at named points (`genaccel.io.failpoints`): deterministic, unlike a timer, and each one is a moment
 that matters (a temporary file just created, a video encoded but not renamed, a manifest line written before
 its video is in place...).
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from genaccel.batch import MANIFEST, parse_items, run_batch
-from genaccel.failpoints import ENV, POINTS
-from genaccel.request import GenerationRequest
-from genaccel.video_io import read_video
+from genaccel.generation.batch import MANIFEST, parse_items, run_batch
+from genaccel.io.failpoints import ENV, POINTS
+from genaccel.generation.request import GenerationRequest
+from genaccel.io.video import read_video
 
 PROMPTS = [f"a {color} circle moving {direction} on a black background"
            for color, direction in [("red", "left"), ("blue", "up"), ("green", "right"), ("yellow", "down"),
@@ -101,7 +101,7 @@ def test_a_torn_manifest_line_is_tolerated(tiny, tmp_path):
 
 def test_a_listed_but_unrenamed_video_is_put_in_place_not_remade(tiny, tmp_path, monkeypatch):
     """A kill between the manifest line and the rename: the resume renames the staged video it lists."""
-    import genaccel.batch as batch
+    import genaccel.generation.batch as batch
 
     pipe = tiny("wan")
     items = parse_items(PROMPTS[0], ".txt")
@@ -122,7 +122,7 @@ def test_a_listed_but_unrenamed_video_is_put_in_place_not_remade(tiny, tmp_path,
 
 
 def test_a_torn_log_line_is_cut_so_its_work_reruns(tmp_path):
-    from genaccel.files import append_line, read_log
+    from genaccel.io.files import append_line, read_log
 
     log = tmp_path / "trials.jsonl"
     append_line(log, json.dumps({"n": 1}))
@@ -137,7 +137,7 @@ def test_a_torn_log_line_is_cut_so_its_work_reruns(tmp_path):
 
 def test_a_resumed_run_must_have_the_same_plan(tmp_path):
     from genaccel.errors import InputError
-    from genaccel.files import check_or_write_plan
+    from genaccel.io.files import check_or_write_plan
 
     plan = tmp_path / "plan.json"
     check_or_write_plan(plan, {"model": "tiny", "steps": 30}, "a different sweep")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from genaccel.batch import MANIFEST
+from genaccel.generation.batch import MANIFEST
 
 PROMPTS = [f"a {color} {shape} moving {direction} on a black background"
            for color, shape, direction in [("red", "circle", "left"), ("blue", "square", "up"), ("green", "triangle", "right"),
@@ -21,8 +21,8 @@ LAUNCH = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed
 
 def _launch(args, tmp_path, port, env_extra=None):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent), **(env_extra or {})}
-    return subprocess.run([accelerate, "launch", *LAUNCH, str(port), str(Path(__file__).parent / "launched_batch.py"),
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent / "helpers"), **(env_extra or {})}
+    return subprocess.run([accelerate, "launch", *LAUNCH, str(port), str(Path(__file__).parent / "helpers" / "launched_batch.py"),
                            *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 

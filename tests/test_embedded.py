@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from genaccel.models import EMBEDDED, default_model, embedded_model_dir
-from genaccel.score import score_frames
+from genaccel.models.facts import EMBEDDED, default_model, embedded_model_dir
+from genaccel.pipelines.score import score_frames
 
 FOLDER = embedded_model_dir()
 pytestmark = pytest.mark.skipif(not (FOLDER / "model_index.json").is_file(), reason="embedded model not trained yet")
@@ -35,13 +35,13 @@ def test_it_is_the_default_model():
 
 
 def test_settings_are_documented_and_long_has_2000_tokens(embedded):
-    from genaccel.prepare import model_defaults
+    from genaccel.models.facts import model_defaults
 
     default, long = model_defaults(embedded, "default"), model_defaults(embedded, "long")
     assert default["num_inference_steps"] >= 20 and long["num_inference_steps"] >= 20
     latent = lambda d: ((d["num_frames"] - 1) // 4 + 1) * (d["height"] // 8) * (d["width"] // 8)  # noqa: E731
     assert latent(long) >= 2000
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[1] / "docs" / "embedded-model.md").read_text()  # the settings table
     for d in (default, long):
         assert f"{d['width']}x{d['height']} | {d['num_frames']} | {d['num_inference_steps']}" in readme
 

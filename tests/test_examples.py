@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from genaccel.spec import check_spec
+from genaccel.generation.spec import check_spec
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -96,7 +96,7 @@ def test_tune_presets_script_names_existing_prompt_files():
 
 
 def test_stream_example(monkeypatch, capsys, tmp_path):
-    from genaccel.video_io import read_video
+    from genaccel.io.video import read_video
 
     video = tmp_path / "stream.mp4"
     out = _run("stream.py", "--chunks", "4", "--out", str(video), monkeypatch=monkeypatch, capsys=capsys)

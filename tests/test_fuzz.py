@@ -17,11 +17,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from genaccel.accelerators import ACCELERATORS
-from genaccel.batch import BatchItem, parse_items
+from genaccel.generation.batch import BatchItem, parse_items
 from genaccel.errors import GenAccelError
 from genaccel.pipelines.families import FAMILIES
-from genaccel.request import ALIASES, FIELDS, GenerationRequest, field_kind, field_limits, request_from_options
-from genaccel.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string, resolve
+from genaccel.generation.request import ALIASES, FIELDS, GenerationRequest, field_kind, field_limits, request_from_options
+from genaccel.generation.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string, resolve
 
 WAN = FAMILIES["wan"]
 

@@ -1,5 +1,7 @@
-"""Memory-lean caching: the cache-state walk (genaccel.cache_state), `state_bytes` in the stats, and the
-LightCache accelerator (state swapped out between calls and back before use, chunked feed-forward)."""
+"""Memory-lean caching: the cache-state walk (genaccel.accelerators.state), the measured `state_bytes` in the
+stats when the state meter is on, and the LightCache accelerator (state swapped out between calls and back before use, chunked feed-forward)."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,14 +10,16 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import StateManager
 from diffusers.hooks.pyramid_attention_broadcast import PyramidAttentionBroadcastState
 
-from genaccel.acceleration import apply
+from genaccel import apply
 from genaccel.accelerators.base import HookLedger, PerBranchState
 from genaccel.accelerators.lightcache import LightCache, SyncMover
-from genaccel.cache_state import map_state, move_state, state_bytes, state_tensors
+from genaccel.accelerators.runtime import Runtime
+from genaccel.accelerators.state import map_state, measured_state_bytes, move_state, state_tensors
+from genaccel.engine.acceleration import METER_HOOK, install
 from genaccel.errors import SpecError
-from genaccel.generate import generate
-from genaccel.runtime import Runtime
-from genaccel.spec import check_spec
+from genaccel.generation.generate import generate
+from genaccel.generation.spec import check_spec, resolve_spec
+from genaccel.models.facts import ModelFacts
 
 PROMPT = "a red circle moving left on a black background"
 PAB = "pab(spatial=2,temporal=2,cross=2,window=0:1000)"
@@ -31,7 +35,13 @@ def _nbytes(tensors) -> int:
 
 
 def _hooks(accelerator):
-    return [module._diffusers_hook.hooks[name] for module, name in accelerator._ledger._entries]
+    return accelerator.ledger.hooks()
+
+
+def _metered(pipe, spec, profile=None):
+    """`apply(pipe, spec)` with the state meter on, as the bench installs."""
+    facts = ModelFacts.of(pipe, None if profile is None else (profile,))
+    return install(pipe, resolve_spec(spec, facts.family), facts.profile, meter_state=True)
 
 
 # ------------------------------------------------------------------------ the walk, on a hand-built hook
@@ -65,10 +75,7 @@ def _holder():
         runtime.branch = branch
         hook.per_branch.cache = torch.full((7,), value)
 
-    class Owner:
-        _ledger = ledger
-
-    return Owner(), hook, shared
+    return SimpleNamespace(ledger=ledger), hook, shared  # an accelerator, as the walk sees one
 
 
 def test_walk_finds_every_kind_of_state_once():
@@ -77,7 +84,7 @@ def test_walk_finds_every_kind_of_state_once():
     assert sum(t is shared for t in found) == 1  # held twice, found once
     assert {tuple(t.shape) for t in found} == {(3,), (4, 4), (2,), (5,), (6,), (7,)}
     assert len(found) == 1 + 1 + 2 + 2 + 2
-    assert state_bytes(owner) == 4 * 3 + 4 * 16 + 8 * 2 + 4 * 5 + 2 * 4 * 6 + 2 * 4 * 7
+    assert measured_state_bytes(owner) == 4 * 3 + 4 * 16 + 8 * 2 + 4 * 5 + 2 * 4 * 6 + 2 * 4 * 7
     assert not any(t is hook.module_ref.weight for t in found)
     only_cond = state_tensors(owner, branch="cond")  # per-branch state of cond, and state kept for all
     assert {tuple(t.shape) for t in only_cond} == {(3,), (4, 4), (2,), (5,), (6,), (7,)} and len(only_cond) == 6
@@ -85,7 +92,7 @@ def test_walk_finds_every_kind_of_state_once():
 
 def test_move_state_moves_in_place_keeps_sharing_and_counts_bytes():
     owner, hook, shared = _holder()
-    total = state_bytes(owner)
+    total = measured_state_bytes(owner)
     assert move_state(owner, "meta") == total
     assert all(t.device.type == "meta" for t in state_tensors(owner))
     assert hook.pair[0] is hook.pair[1]  # still one tensor in two places
@@ -151,9 +158,17 @@ def test_walk_finds_pab_state_per_branch(tiny):
     assert snap["walk"] == {id(t) for t in snap["caches"]}
 
 
-def test_state_bytes_in_stats(tiny):
+def test_state_meter_is_off_unless_asked(tiny):
     pipe = tiny("wan")
     acc = apply(pipe, "teacache(threshold=0)")
+    assert not acc.meter_state
+    assert pipe.transformer._diffusers_hook.get_hook(METER_HOOK) is None  # nothing walks the state after a call
+    assert "state_bytes" not in generate(pipe, PROMPT, seed=0).stats["accelerators"]["teacache"]  # not 0: absent
+
+
+def test_state_bytes_in_stats(tiny):
+    pipe = tiny("wan")
+    acc = _metered(pipe, "teacache(threshold=0)")
     snap = {}
 
     def callback(step, total):  # every pass is computed: the state has the same size after each call
@@ -167,13 +182,13 @@ def test_state_bytes_in_stats(tiny):
     acc.reset()
     assert acc.stats()["accelerators"]["teacache"]["state_bytes"] == 0  # per generation
 
-    apply(pipe, "magcache(threshold=0.5)", profile=MAGCACHE_PROFILE)
+    _metered(pipe, "magcache(threshold=0.5)", profile=MAGCACHE_PROFILE)
     assert generate(pipe, PROMPT, seed=0).stats["accelerators"]["magcache"]["state_bytes"] >= 2 * hidden
-    apply(pipe, "sta(density=0.5,dense_steps=0,dense_layers=0,max_density=1,block=2)"
-                "+lightcache(offload=off,ffn_chunks=2)")
+    _metered(pipe, "sta(density=0.5,dense_steps=0,dense_layers=0,max_density=1,block=2)"
+                   "+lightcache(offload=off,ffn_chunks=2)")
     figures = generate(pipe, PROMPT, seed=0).stats["accelerators"]
     assert figures["sta"]["state_bytes"] == 0 and figures["lightcache"]["state_bytes"] == 0  # they keep nothing
-    apply(pipe, "none")
+    _metered(pipe, "none")
     assert generate(pipe, PROMPT, seed=0).stats["accelerators"] == {}
 
 
@@ -301,7 +316,7 @@ def test_ffn_chunks_sit_inside_token_merging(tiny):
 
 def test_lightcache_keeps_no_state_and_takes_no_slot():
     assert LightCache.slots == frozenset()
-    assert LightCache.state_bytes(LightCache.config_class(), shape=None) == 0
+    assert LightCache.estimated_state_bytes(LightCache.config_class(), shape=None) == 0
     check_spec("teacache+pab+lightcache(offload=on,ffn_chunks=4)")  # stacks with anything
 
 

@@ -9,11 +9,11 @@ untouched.
 import numpy as np
 import pytest
 
-from genaccel.acceleration import apply, remove
+from genaccel import apply, remove
 from genaccel.accelerators import ACCELERATORS, unsupported_reason
-from genaccel.calibrate import calibrate
+from genaccel.tools.calibrate import calibrate
 from genaccel.errors import SpecError
-from genaccel.generate import generate
+from genaccel.generation.generate import generate
 from genaccel.pipelines.families import family_of
 from genaccel.pipelines.tiny import TINY_FAMILIES
 
@@ -86,7 +86,7 @@ def _plain_call(pipe):
     """The diffusers pipeline called directly, without genaccel, with the same settings."""
     import torch
 
-    from genaccel.prepare import model_defaults
+    from genaccel.models.facts import model_defaults
 
     d = model_defaults(pipe)
     family = family_of(pipe)
@@ -156,7 +156,7 @@ def test_accelerator_on_family(tiny, family, accel):
 
 def _stream_attends_cache(pipe, spec):
     """A tiny stream of 5 chunks: later chunks attend the cache, which stays at sink + window frames."""
-    from genaccel.streaming.generator import stream
+    from genaccel.generation.stream import stream
 
     pipe._genaccel_stream = {"chunk_frames": 1}
     chunks = list(stream(pipe, PROMPT, chunks=5, accel=spec, steps=2))

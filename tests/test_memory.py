@@ -6,21 +6,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from genaccel.bench.memory import (
+from genaccel.tools.bench.memory import (
     CUDA_MAX_ALLOCATED, FRESH_PROCESS, UNAVAILABLE, CudaPeakMemory, MemoryMeasureError, fresh_process_peak,
     generation_peak,
 )
 from genaccel.errors import GenAccelError
 
 TESTS = str(Path(__file__).resolve().parent)
+HELPERS = str(Path(TESTS) / "helpers")
 REQUEST = {"prompt": "a red circle moving left on a black background", "seed": 0}
 BUFFER = 300 * 2**20
 
 
 def _env():
-    """This process's environment with tests/ on PYTHONPATH, for targets in tests/memory_targets.py."""
+    """This process's environment with tests/helpers/ on PYTHONPATH, for targets in tests/helpers/memory_targets.py."""
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": TESTS + (os.pathsep + path if path else "")}
+    return {**os.environ, "PYTHONPATH": HELPERS + (os.pathsep + path if path else "")}
 
 
 def test_fresh_process_peak_sees_a_buffer_allocated_inside_the_run():
@@ -69,7 +70,7 @@ def test_remeasure_script_reads_both_plan_layouts_and_writes_the_bench_memory_fi
     import json
     import runpy
 
-    import genaccel.bench.memory as memory
+    import genaccel.tools.bench.memory as memory
 
     script = runpy.run_path(str(Path(TESTS).parent / "benchmarks" / "remeasure_memory.py"))
     calls = []

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from genaccel.errors import ModelError
-from genaccel.generate import generate
-from genaccel.models import attention_backend, load_pipeline, resolve_device
+from genaccel.generation.generate import generate
+from genaccel.generation.load import attention_backend, load_pipeline, resolve_device
 from genaccel.pipelines.families import FAMILIES, family_of
 from genaccel.pipelines.tiny import TINY_FAMILIES
 
 
 def test_local_folder_loads_with_from_pretrained_and_accelerates(tmp_path, tiny):
-    from genaccel.models import MODEL_SETTINGS_FILE
+    from genaccel.models.facts import MODEL_SETTINGS_FILE
     from genaccel.pipelines.tiny import TINY_CALL_DEFAULTS
-    from genaccel.profiles import dump_profile
+    from genaccel.models.profiles import dump_profile
 
     tiny("wan").save_pretrained(tmp_path / "wan")
     (tmp_path / "wan" / MODEL_SETTINGS_FILE).write_text(dump_profile(TINY_CALL_DEFAULTS["wan"]))

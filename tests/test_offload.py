@@ -10,11 +10,11 @@ import genaccel
 from genaccel.accelerators import ACCELERATORS
 from genaccel.cli import main
 from genaccel.errors import InputError, MemoryFitError, SpecError
-from genaccel.estimate import ModelSizes, estimate_peak, fit_message, REMEDIES
-from genaccel.offload import placement
+from genaccel.memory.estimate import ModelSizes, estimate_peak, fit_message, REMEDIES
+from genaccel.memory.offload import placement
 from genaccel.pipelines.families import family_of
-from genaccel.prepare import estimate_memory, prepare
-from genaccel.spec import resolve_spec
+from genaccel.generation.prepare import estimate_memory, prepare
+from genaccel.generation.spec import resolve_spec
 
 PROMPT = "a red circle moving left on a black background"
 
@@ -82,7 +82,7 @@ def test_load_pipeline_places_with_an_offload_mode():
 
 
 def test_request_memory_options_are_checked():
-    from genaccel.request import parse_size, request_from_options
+    from genaccel.generation.request import parse_size, request_from_options
 
     assert request_from_options({"prompt": "x", "offload": "Group"}).offload == "group"
     assert request_from_options({"prompt": "x", "vae-tiling": "on"}).vae_tiling is True
@@ -196,7 +196,7 @@ def test_wan_14b_on_a_24gb_card_is_told_to_offload_by_group():
 
 def test_the_estimate_is_within_a_quarter_of_the_measured_tensor_peak(embedded):
     """The embedded model at a size other than the one the decoder's working set was read off (64x64x17)."""
-    from genaccel.bench.memory import TensorPeakMemory
+    from genaccel.tools.bench.memory import TensorPeakMemory
 
     request = genaccel.GenerationRequest(prompt=PROMPT, height=96, width=96, num_frames=21, num_inference_steps=1,
                                          accel="none")
@@ -211,7 +211,7 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_tensor_peak(embedded):
 def test_tensor_peak_memory_counts_what_is_alive_at_once():
     import torch
 
-    from genaccel.bench.memory import TensorPeakMemory
+    from genaccel.tools.bench.memory import TensorPeakMemory
 
     with TensorPeakMemory() as measured:
         a = torch.ones(1_000_000)  # 4 MB

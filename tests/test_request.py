@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from genaccel.batch import parse_items
+from genaccel.generation.batch import parse_items
 from genaccel.errors import InputError, SpecError
-from genaccel.prepare import prepare
-from genaccel.request import ALIASES, FIELDS, GenerationRequest, request_from_options
+from genaccel.generation.prepare import prepare
+from genaccel.generation.request import ALIASES, FIELDS, GenerationRequest, request_from_options
 
 PROMPT = "a red circle moving left on a black background"
 
@@ -71,7 +71,7 @@ def test_prepare_completes_from_the_setting_and_carries_its_pipeline_arguments(e
     assert (default.request.height, default.request.num_frames) == (64, 17)
     assert (long.request.height, long.request.num_frames, long.request.num_inference_steps) == (128, 33, 3)
     assert long.call["height"] == 128 and long.call["num_frames"] == 33 and long.call["max_sequence_length"] == 16
-    from genaccel.presets import preset_spec
+    from genaccel.models.presets import preset_spec
 
     # a preset resolved for this model and setting (a 30-step schedule, stretched to the 3 steps asked for)
     assert long.spec.text == preset_spec("wan", "balanced", "tiny", "long") and default.spec is None

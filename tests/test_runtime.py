@@ -4,7 +4,7 @@ fallback for a pipeline called directly."""
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from genaccel.acceleration import apply
+from genaccel import apply
 
 
 class StateProbe(ModelHook):
@@ -83,7 +83,7 @@ def test_begin_chunk_needs_a_declared_generation(tiny):
 def test_step_count_is_known_when_state_is_set_up(tiny):
     """MagCache matches its ratios to the run's step count: the first generate() after apply(), and a
     later one with another step count, must both see their own count."""
-    from genaccel.generate import generate
+    from genaccel.generation.generate import generate
 
     pipe = tiny("wan")
     acceleration = apply(pipe, "magcache(threshold=0.5,max_skip=2,retention=0)", profile={"magcache": {"ratios": [1.0] * 8}})

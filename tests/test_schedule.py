@@ -6,14 +6,14 @@ import random
 import numpy as np
 import pytest
 
-from genaccel.acceleration import apply, remove
+from genaccel import apply, remove
 from genaccel.errors import SpecError
-from genaccel.generate import generate
-from genaccel.prepare import prepare
-from genaccel.profiles import dump_profile
-from genaccel.request import GenerationRequest
-from genaccel.schedule_calibration import calibrate_schedule, merge_schedule
-from genaccel.schedules import all_budgets, minimax_path, path_errors, skip_spans
+from genaccel.generation.generate import generate
+from genaccel.generation.prepare import prepare
+from genaccel.models.profiles import dump_profile
+from genaccel.generation.request import GenerationRequest
+from genaccel.tools.calibrate_schedule import calibrate_schedule, merge_schedule
+from genaccel.accelerators.schedule import all_budgets, minimax_path, path_errors, skip_spans
 
 PROMPT = "a red circle moving left on a black background"
 
@@ -141,7 +141,7 @@ def test_missing_schedule_is_a_one_line_spec_error(tiny, monkeypatch, tmp_path):
     with pytest.raises(SpecError, match=r"schedule on .*: needs computed-step schedules .*genaccel calibrate --schedule"):
         apply(pipe, "schedule(budget=3)", profile={})
     # a profile for another step count: named before any work
-    from genaccel.profiles import pipeline_model_key
+    from genaccel.models.profiles import pipeline_model_key
 
     (tmp_path / f"{pipeline_model_key(pipe)}.toml").write_text(dump_profile(
         {"schedule": {"default": {"steps50": {"computed3": [0, 9, 49]}}}}))
@@ -152,7 +152,7 @@ def test_missing_schedule_is_a_one_line_spec_error(tiny, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("bad", ["schedule(budget=0)", "schedule(steps=[0;x])", "schedule(steps=[-1;2])"])
 def test_bad_parameters_are_refused(bad):
-    from genaccel.spec import check_spec
+    from genaccel.generation.spec import check_spec
 
     with pytest.raises(SpecError) as info:
         check_spec(bad)
@@ -251,7 +251,7 @@ def test_schedule_stacks_with_token_merging_and_sparse_attention(tiny):
 def test_a_stopped_calibration_resumes_from_its_log(tiny, tmp_path, monkeypatch):
     """Each span is logged as it is measured: a calibration killed part-way measures only the rest, and
     ends with the errors of an uninterrupted one."""
-    import genaccel.schedule_calibration as sc
+    import genaccel.tools.calibrate_schedule as sc
     from genaccel.errors import InputError
 
     pipe = tiny("wan")

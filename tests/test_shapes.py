@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from genaccel.shapes import (
+from genaccel.pipelines.shapes import (
     BACKGROUNDS,
     COLORS,
     DIRECTION_VECTORS,

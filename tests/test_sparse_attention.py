@@ -6,14 +6,14 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from genaccel.acceleration import Acceleration, apply, remove
+from genaccel import Acceleration, apply, remove
 from genaccel.accelerators import ACCELERATORS
 from genaccel.accelerators.base import SLOT_KV_CACHE, SLOT_TOKENS, Accelerator, AcceleratorConfig
 from genaccel.attention import SparseAttentionKernel
 from genaccel.errors import SpecError
-from genaccel.generate import generate
+from genaccel.generation.generate import generate
 from genaccel.pipelines.families import family_of
-from genaccel.spec import ResolvedSpec, resolve_spec
+from genaccel.generation.spec import ResolvedSpec, resolve_spec
 
 PROMPT = "a red circle moving left on a black background"
 SPARSE = "sta(density=0.3,tile=1:1:2,dense_steps=2,dense_layers=1,max_density=1,block=2)"

@@ -6,7 +6,7 @@ import pytest
 
 from genaccel.errors import SpecError
 from genaccel.pipelines.families import FAMILIES
-from genaccel.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string, resolve
+from genaccel.generation.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string, resolve
 
 WAN = FAMILIES["wan"]
 
@@ -95,7 +95,7 @@ def test_accel_request_str():
 
 
 def test_a_preset_can_stand_in_a_stack():
-    from genaccel.spec import resolve_spec
+    from genaccel.generation.spec import resolve_spec
 
     wan = FAMILIES["wan"]
     assert resolve_spec("balanced+sta(density=0.3)", wan).text == "teacache(threshold=0.08)+pab(spatial=2,cross=4)+sta(density=0.3)"

@@ -4,11 +4,11 @@ Wan 2.2 experts, and the TeaCache and CFG-cache math."""
 import numpy as np
 import pytest
 
-from genaccel.acceleration import acceleration_of, apply
+from genaccel import acceleration_of, apply
 from genaccel.accelerators.base import PerBranchState
 from genaccel.accelerators.cfgcache import should_compute_uncond
 from genaccel.accelerators.teacache import relative_l1, rescale
-from genaccel.generate import generate
+from genaccel.generation.generate import generate
 
 A = "a red circle moving left on a black background"
 B = "a green square standing still on a gray background"

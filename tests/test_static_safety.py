@@ -2,6 +2,10 @@
 
 Every Python file of the library, the adapters, the UI, training, benchmarks and examples is parsed; the
 checks are on calls, not text, so a docstring that mentions pickle does not trip them.
+
+ruff's security rules (pyproject's [tool.ruff.lint], run in CI) check the rest: eval() (S307), exec()
+(S102), pickle and dill loads (S301), marshal loads (S302), yaml.load without a safe loader (S506) and
+shell=True (S602, S604). What ruff has no rule for stays here.
 """
 
 import ast
@@ -49,18 +53,14 @@ def test_no_code_runs_from_data(path):
     for call in _calls(path):
         name = _name(call.func)
         where = f"{path.relative_to(ROOT)}:{call.lineno}"
-        if isinstance(call.func, ast.Name) and name in ("eval", "exec", "compile", "__import__"):  # the builtins
+        if isinstance(call.func, ast.Name) and name in ("compile", "__import__"):  # the builtins
             problems.append(f"{where}: {name}()")
-        if name.startswith(("pickle.", "cPickle.", "dill.", "marshal.")) and name.endswith(("load", "loads")):
-            problems.append(f"{where}: {name}() unpickles")
         if name == "torch.load" and not _true(_keyword(call, "weights_only")):
             problems.append(f"{where}: torch.load without weights_only=True")
-        if name in ("yaml.load", "yaml.unsafe_load") and _keyword(call, "Loader") is None:
-            problems.append(f"{where}: {name}() without a safe loader")
+        if name == "yaml.unsafe_load":
+            problems.append(f"{where}: {name}()")
         if _true(_keyword(call, "trust_remote_code")):
             problems.append(f"{where}: trust_remote_code=True")
-        if _true(_keyword(call, "shell")):
-            problems.append(f"{where}: a shell command")
         if name.endswith("from_pretrained") and _keyword(call, "use_safetensors") is not None \
                 and not _true(_keyword(call, "use_safetensors")):
             problems.append(f"{where}: from_pretrained allowing pickle weights")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from genaccel.acceleration import apply, remove
+from genaccel import apply, remove
 from genaccel.cli import main
 from genaccel.errors import InputError, ModelError, SpecError
 from genaccel.streaming.decode import StreamingDecoder
-from genaccel.streaming.generator import parse_prompt_switches, stream
+from genaccel.generation.stream import parse_prompt_switches, stream
 from genaccel.streaming.kv_cache import FrameRotation, RollingKVCache, kept_frames
 
 PROMPT = "a red circle moving left on a black background"
@@ -194,7 +194,7 @@ def test_prompt_switch_parsing():
 
 # ----------------------------------------------------------------------------- the shipped causal model + CLI
 def test_cli_stream_writes_a_playable_video_and_json_per_chunk(tmp_path, capsys):
-    from genaccel.video_io import read_video
+    from genaccel.io.video import read_video
 
     out = tmp_path / "s.mp4"
     code = main(["stream", PROMPT, "--chunks", "3", "--steps", "2", "--prompt-at", f"2:{OTHER}", "--json",
@@ -238,7 +238,7 @@ def test_cli_stream_refuses_bad_input_in_one_line(tmp_path, capsys, args, messag
 
 def test_stream_writer_writes_under_a_part_name_until_closed(tmp_path):
     """(That the part file plays mid-run depends on ffmpeg's own timing, so it is checked by hand, not here.)"""
-    from genaccel.video_io import StreamWriter, read_video
+    from genaccel.io.video import StreamWriter, read_video
 
     out = tmp_path / "live.mp4"
     writer = StreamWriter(out, fps=8)

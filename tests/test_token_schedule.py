@@ -1,4 +1,4 @@
-"""Calibrated token reduction schedules (genaccel/tokens/schedule.py): weights follow the measured token
+"""Calibrated token reduction schedules (genaccel/tokens/weights.py): weights follow the measured token
 similarity with a mean of 1, steps map by their relative position, a match is recut rather than recomputed
 when the ratio changes, `genaccel calibrate` writes the table, and `schedule=profile` moves the merging to
 the layers whose tokens are most alike."""
@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from genaccel.acceleration import apply, remove
-from genaccel.calibrate import calibrate
+from genaccel import apply, remove
+from genaccel.tools.calibrate import calibrate
 from genaccel.errors import SpecError
-from genaccel.generate import generate
+from genaccel.generation.generate import generate
 from genaccel.tokens import cell_partition, match
 from genaccel.tokens.matching import cell_similarity
-from genaccel.tokens.schedule import ReductionSchedule
+from genaccel.tokens.weights import ReductionSchedule
 
 
 def test_weights_follow_similarity_with_mean_one():

@@ -8,7 +8,7 @@ from diffusers.hooks import HookRegistry
 
 from genaccel.attention.layouts import LAYOUTS
 from genaccel.attention.seam import SeamState
-from genaccel.runtime import Runtime
+from genaccel.accelerators.runtime import Runtime
 from genaccel.tokens.tome import MERGE_HOOK, MergeSchedule, MergeStats, TokenMergeHook
 
 GRID = (2, 2, 4)  # 16 video tokens

@@ -9,11 +9,11 @@ import pytest
 
 from genaccel.errors import InputError
 from genaccel.pipelines.families import family_of
-from genaccel.prepare import prepare
-from genaccel.profiles import load_profile, pipeline_model_key, save_profile
-from genaccel.request import GenerationRequest
-from genaccel.spec import check_spec
-from genaccel.tune import SPACE, TunePlan, pareto_front, run_tune, save_preset, search_space, suggest_spec
+from genaccel.generation.prepare import prepare
+from genaccel.models.profiles import load_profile, pipeline_model_key, save_profile
+from genaccel.generation.request import GenerationRequest
+from genaccel.generation.spec import check_spec
+from genaccel.tools.tune import SPACE, TunePlan, pareto_front, run_tune, save_preset, search_space, suggest_spec
 
 PROMPTS = ["a red circle moving left on a black background", "a blue square moving up on a gray background"]
 HOLDOUT = ["a yellow triangle standing still on a black background"]
@@ -88,7 +88,7 @@ def test_bad_plans_are_refused(bad, message):
 @pytest.fixture
 def calibrated_wan(tiny, tmp_path, monkeypatch):
     """The tiny Wan pipeline with a calibrated profile (MagCache ratios) in a private profile folder."""
-    from genaccel.calibrate import calibrate
+    from genaccel.tools.calibrate import calibrate
 
     monkeypatch.setenv("GENACCEL_PROFILE_DIR", str(tmp_path / "profiles"))
     pipe = tiny("wan")
@@ -180,10 +180,12 @@ def test_cli_tune_saves_a_preset_generate_accepts(tmp_path):
 
 
 def test_tuned_presets_follow_the_setting_and_win_over_the_files(tmp_path, monkeypatch):
-    from genaccel.catalog import catalog, format_catalog
+    from genaccel.tools.catalog import catalog, format_catalog
     from genaccel.pipelines.families import FAMILIES
-    from genaccel.presets import preset_names, preset_spec
-    from genaccel.spec import resolve_spec
+    from genaccel.models.presets import preset_names, preset_spec
+    from genaccel.generation.spec import resolve_spec
+    from genaccel.models.facts import ModelFacts
+    from genaccel.models.profiles import read_profiles
 
     monkeypatch.setenv("GENACCEL_PROFILE_DIR", str(tmp_path))
     wan = FAMILIES["wan"]
@@ -195,9 +197,12 @@ def test_tuned_presets_follow_the_setting_and_win_over_the_files(tmp_path, monke
     assert preset_spec("wan", "balanced", "my-wan", "default") == family_balanced  # not tuned there
     assert preset_spec("wan", "snappy", "my-wan", "long") == "cfgcache(interval=5)"  # the default setting's
     assert preset_names("my-wan", "default") == ["quality", "balanced", "fast", "snappy"]
-    assert resolve_spec("snappy+pab", wan, "my-wan").text == "cfgcache(interval=5)+pab"
+    mine = ModelFacts(wan, "my-wan", {}, profiles=read_profiles("my-wan"))
+    assert resolve_spec("snappy+pab", wan, mine.presets("default")).text == "cfgcache(interval=5)+pab"
+    assert resolve_spec("balanced", wan, mine.presets("long")).text == "cfgcache(interval=3)"
+    other = ModelFacts(wan, "other-model", {}, profiles=read_profiles("other-model"))
     with pytest.raises(Exception, match="unknown accelerator 'snappy'"):
-        resolve_spec("snappy", wan, "other-model")  # another model's preset is not this one's
+        resolve_spec("snappy", wan, other.presets("default"))  # another model's preset is not this one's
     check_spec("snappy")
     listed = catalog()["tuned_presets"]["my-wan"]
     assert listed == {"long": {"balanced": "cfgcache(interval=3)"}, "default": {"snappy": "cfgcache(interval=5)"}}
@@ -205,7 +210,7 @@ def test_tuned_presets_follow_the_setting_and_win_over_the_files(tmp_path, monke
 
 
 def test_a_stack_proposed_again_is_not_run_again(calibrated_wan, tmp_path, monkeypatch):
-    import genaccel.tune as tune
+    import genaccel.tools.tune as tune
 
     runs = []
     evaluate = tune._evaluate
@@ -226,8 +231,8 @@ def test_a_stack_proposed_again_is_not_run_again(calibrated_wan, tmp_path, monke
 
 
 def test_the_search_starts_from_the_models_presets(calibrated_wan, tmp_path):
-    from genaccel.presets import preset_spec
-    from genaccel.tune import starting_points
+    from genaccel.models.presets import preset_spec
+    from genaccel.tools.tune import starting_points
 
     space = {g: SPACE[g] for g in ("pass", "cfg", "attention")}
     points = starting_points(space, ["magcache(threshold=0.4,max_skip=6)+cfgcache(interval=2)+pab(spatial=2,cross=4)",
@@ -244,7 +249,7 @@ def test_the_search_starts_from_the_models_presets(calibrated_wan, tmp_path):
 def test_a_looser_budget_finishes_what_a_stricter_one_stopped_early(calibrated_wan, tmp_path, monkeypatch):
     """`fast` reuses `balanced`'s trial log: a stack stopped after one prompt for missing 30 dB by far may
     keep 25 dB, so the looser tune measures it in full before searching on."""
-    import genaccel.tune as tune
+    import genaccel.tools.tune as tune
 
     out = tmp_path / "t"
     strict = TunePlan(min_psnr=99, prompts=PROMPTS, holdout=HOLDOUT, max_trials=4, minutes=1000, seed=2,

@@ -16,9 +16,9 @@ from genaccel.errors import InputError, MemoryFitError, SpecError
 from genaccel.pipelines.families import FAMILIES
 from genaccel.ui.controls import controls_from_spec, default_controls, spec_from_controls
 from genaccel.ui.jobs import Cancelled, JobRunner, PipelineCache
-from genaccel.request import request_from_options
+from genaccel.generation.request import request_from_options
 from genaccel.ui.service import Studio, UILimits
-from genaccel.video_io import read_video
+from genaccel.io.video import read_video
 
 PROMPT = "a red circle moving left on a black background"
 SKIPPING = "teacache(threshold=1e9,coefficients=identity)"
@@ -57,14 +57,14 @@ def test_the_page_explains_unsupported_accelerators(studio):
 
 
 def test_the_page_offers_presets_tuned_for_the_model(studio, tmp_path, monkeypatch):
-    from genaccel.profiles import load_profile
-    from genaccel.tune import save_preset
+    from genaccel.models.profiles import load_profile
+    from genaccel.tools.tune import save_preset
 
     monkeypatch.setenv("GENACCEL_PROFILE_DIR", str(tmp_path))
     assert studio.model_info("tiny-wan")["presets"]["default"] == ["quality", "balanced", "fast"]
     save_preset(tmp_path / "tiny-wan.toml", "mine", "default", "cfgcache(interval=3)", {}, load_profile("tiny-wan"))
     assert studio.model_info("tiny-wan")["presets"]["default"] == ["quality", "balanced", "fast", "mine"]
-    values = controls_from_spec("mine", FAMILIES["wan"], "tiny-wan", "default")
+    values = controls_from_spec("mine", FAMILIES["wan"], studio.model_info("tiny-wan")["preset_specs"]["default"])
     assert "cfgcache(interval=3)" in spec_from_controls(values)
 
 
@@ -154,7 +154,7 @@ def test_studio_compare_reports_speedup_and_quality(studio):
 
 
 def test_studio_batch_yields_items_and_a_zip(studio):
-    from genaccel.batch import parse_items
+    from genaccel.generation.batch import parse_items
 
     items = parse_items(f"{PROMPT}\na blue square moving up on a gray background\n")
     events = list(studio.batch("s", "tiny-wan", items))
@@ -210,7 +210,7 @@ def test_limits_refuse_a_request_before_any_model_loads(tmp_path, options, messa
 
 
 def test_limits_count_the_models_defaults_and_batches(studio, tmp_path):
-    from genaccel.batch import parse_items
+    from genaccel.generation.batch import parse_items
 
     small = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=studio.pipelines,
                    limits=UILimits(max_size=16, max_batch=2))
@@ -262,7 +262,7 @@ def test_only_offered_models_load_and_others_get_one_refusal(tmp_path, model):
 
 
 def test_offered_models_default_to_the_built_in_ones_and_the_stream_tab_lists_causal_ones(tmp_path):
-    from genaccel.models import builtin_models
+    from genaccel.models.facts import builtin_models
 
     plain = Studio(tmp_path / "out", default_model="tiny-wan", device="cpu", cache=PipelineCache(loader=_never_loads))
     assert plain.models == list(dict.fromkeys(["tiny-wan", *builtin_models()]))
@@ -289,7 +289,7 @@ def test_a_failing_job_releases_the_device():
 def test_a_job_failing_mid_run_leaves_the_studio_working(studio, monkeypatch):
     import importlib
 
-    module = importlib.import_module("genaccel.generate")  # the package's `generate` is the function
+    module = importlib.import_module("genaccel.generation.generate")  # the package's `generate` is the function
     real = module.generate
 
     def fails_at_step_two(pipe, prepared, callback=None, **kwargs):
@@ -363,7 +363,7 @@ def test_cleanup_removes_only_old_job_folders(tmp_path):
 def test_cleanup_runs_when_a_job_starts_and_spares_running_jobs(studio, monkeypatch):
     import importlib
 
-    module = importlib.import_module("genaccel.generate")
+    module = importlib.import_module("genaccel.generation.generate")
     real, started, release = module.generate, threading.Event(), threading.Event()
 
     def held(pipe, prepared, **kwargs):  # the job runs until the test lets it go on
@@ -500,7 +500,7 @@ def test_api_cancel_stops_a_running_job_and_the_app_keeps_working(client):
 
 
 def test_studio_stream_switches_prompt_and_stops_keeping_the_video(studio):
-    from genaccel.video_io import read_video
+    from genaccel.io.video import read_video
 
     other = "a yellow circle moving up on a gray background"
     events = studio.stream("s1", "tiny-causal", _request(steps=1))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from genaccel.video_io import read_video
+from genaccel.io.video import read_video
 
 CHROMIUM = os.environ.get("GENACCEL_CHROMIUM", "/usr/bin/chromium")
 TIMEOUT_MS = 240_000

@@ -9,7 +9,7 @@ import threading
 import pytest
 from conftest import free_port
 
-from genaccel.video_io import read_video
+from genaccel.io.video import read_video
 
 PROMPT = "a red circle moving left on a black background"
 CLIENTS = 8
@@ -109,7 +109,7 @@ def test_a_failing_or_oversized_request_does_not_affect_the_others(server, monke
     their own message; the device is free again and the others' videos come."""
     import importlib
 
-    module = importlib.import_module("genaccel.generate")  # the package's `generate` is the function
+    module = importlib.import_module("genaccel.generation.generate")  # the package's `generate` is the function
     real = module.generate
 
     def failing(pipe, prepared, **kwargs):

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from genaccel.batch import MAX_REPORTED
+from genaccel.generation.batch import MAX_REPORTED
 from genaccel.cli import main
-from genaccel.models import embedded_model_dir
-from genaccel.request import MAX_PROMPT_CHARS
+from genaccel.models.facts import embedded_model_dir
+from genaccel.generation.request import MAX_PROMPT_CHARS
 
 PROMPT = "a red circle moving left on a black background"
 TINY = ["--model", "tiny-wan", "--device", "cpu"]
@@ -79,9 +79,9 @@ def test_a_bad_generate_option_is_refused_in_one_line(tmp_path, capsys, monkeypa
 ])
 def test_what_the_model_files_tell_is_checked_before_the_model_loads(tmp_path, capsys, monkeypatch, options, message):
     """The embedded model (a local folder): family rules and settings come from its configs, not its weights."""
-    import genaccel.models
+    import genaccel.generation.load
 
-    monkeypatch.setattr(genaccel.models, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(genaccel.generation.load, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     monkeypatch.chdir(tmp_path)
     _refused(capsys, ["generate", PROMPT, "--out", "x.mp4", *options], message)
     path = tmp_path / "p.jsonl"
@@ -111,17 +111,17 @@ def test_an_existing_file_is_replaced_only_if_it_is_a_video(tmp_path, capsys, mo
     ("x" * (MAX_PROMPT_CHARS + 1), f"at most {MAX_PROMPT_CHARS} are accepted"),
 ])
 def test_a_bad_prompt_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, prompt, message):
-    import genaccel.models
+    import genaccel.generation.load
 
-    monkeypatch.setattr(genaccel.models, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(genaccel.generation.load, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     monkeypatch.chdir(tmp_path)
     _refused(capsys, ["generate", prompt, "--out", "x.mp4"], message)
     assert not any(tmp_path.iterdir())
 
 
 def test_a_prompt_longer_than_the_text_encoder_reads_gets_a_notice(tmp_path, embedded):
-    from genaccel.prepare import prepare
-    from genaccel.request import request_from_options
+    from genaccel.generation.prepare import prepare
+    from genaccel.generation.request import request_from_options
 
     short = prepare(embedded, request_from_options({"prompt": PROMPT}))
     long = prepare(embedded, request_from_options({"prompt": PROMPT + " and a small green dot" * 4}))
@@ -159,9 +159,9 @@ def test_malformed_command_lines_exit_2(tmp_path, capsys, argv, message):
     (["--prompts", "latin1.txt"], "latin1.txt:2: not UTF-8 text (byte 0xe9)"),
 ])
 def test_bench_and_calibrate_check_their_prompts_like_a_batch(tmp_path, capsys, monkeypatch, command, prompts, message):
-    import genaccel.models
+    import genaccel.generation.load
 
-    monkeypatch.setattr(genaccel.models, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(genaccel.generation.load, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     (tmp_path / "latin1.txt").write_bytes("a red circle\ncaf\u00e9".encode("latin-1"))
@@ -249,9 +249,9 @@ BATCH_CASES = [
 
 @pytest.mark.parametrize("name, content, messages", BATCH_CASES, ids=[f"{n}:{m[0][:40]}" for n, _, m in BATCH_CASES])
 def test_a_bad_batch_file_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, name, content, messages):
-    import genaccel.models
+    import genaccel.generation.load
 
-    monkeypatch.setattr(genaccel.models, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(genaccel.generation.load, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     lines = _refused(capsys, ["batch", str(path), "--out", str(tmp_path / "out")], "")

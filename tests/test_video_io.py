@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from genaccel.errors import InputError
-from genaccel.video_io import check_output_path, read_video, write_video
+from genaccel.io.video import check_output_path, read_video, write_video
 
 
 def _moving_bar(frames=9, h=32, w=48):
@@ -42,7 +42,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
         path.write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr("genaccel.video_io._write_webp", broken_writer)
+    monkeypatch.setattr("genaccel.io.video._write_webp", broken_writer)
     with pytest.raises(OSError, match="disk full"):
         write_video(_moving_bar(), tmp_path / "v.webp")
     assert list(tmp_path.iterdir()) == []

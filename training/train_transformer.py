@@ -109,7 +109,7 @@ def encode_clips(vae, clips_uint8: np.ndarray, mean: torch.Tensor, std: torch.Te
 
 def build_latent_cache(cfg: dict, vae, run_dir: Path, kind: str) -> tuple[torch.Tensor, list[str]]:
     """Render and encode the clips of one setting ('default' or 'long'), resumable by chunk."""
-    from genaccel.shapes import render_dataset
+    from genaccel.pipelines.shapes import render_dataset
 
     d = cfg["data"]
     prefix = "" if kind == "default" else "long_"
@@ -158,7 +158,7 @@ def load_config(args) -> tuple[dict, Path, Path]:
 def grammar_embeddings(pipe, max_sequence_length: int) -> tuple[torch.Tensor, dict[str, int], int]:
     """Text embeddings of every grammar prompt and of the empty prompt (last), the index of each prompt,
     and the empty prompt's index."""
-    from genaccel.shapes import all_specs
+    from genaccel.pipelines.shapes import all_specs
 
     grammar = sorted({s.prompt for s in all_specs()})
     with torch.inference_mode():

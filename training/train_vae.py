@@ -48,7 +48,7 @@ from tqdm import tqdm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
 
-from genaccel.shapes import analyze_clip, parse_prompt, random_spec, render_clip  # noqa: E402
+from genaccel.pipelines.shapes import analyze_clip, parse_prompt, random_spec, render_clip  # noqa: E402
 
 CSV_FIELDS = ["step", "stage", "loss", "l1w", "mse", "color", "kl", "psnr_shape", "psnr_bg", "lr", "shape", "sec", "threads"]
 

@@ -25,7 +25,7 @@ import gradio as gr
 
 from genaccel.accelerators import ACCELERATORS
 from genaccel.errors import GenAccelError, InputError
-from genaccel.request import (EXAMPLE_PROMPT, FIELDS, OFFLOAD_MODES, GenerationRequest, field_limits,
+from genaccel.generation.request import (EXAMPLE_PROMPT, FIELDS, OFFLOAD_MODES, GenerationRequest, field_limits,
                               request_from_options)
 from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, spec_from_controls
 from genaccel.ui.jobs import Cancelled
@@ -227,7 +227,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             values = list(values)
             names = info["presets"][chosen]
             if preset_name in names:
-                values = controls_from_spec(preset_name, _family(info), info["key"], chosen)
+                values = controls_from_spec(preset_name, _family(info), info["preset_specs"][chosen])
             values = _drop_unsupported(values, info)
             offered = ["none", *names, "custom"]
             return [gr.update(value=_model_summary(info)), gr.update(choices=list(info["settings"]), value=chosen),
@@ -248,7 +248,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                 return [*[gr.update() for _ in controls], *[gr.update() for _ in CONTROL_LAYOUT], gr.update()]
             try:
                 info = studio.model_info(model_name)
-                values = controls_from_spec(preset_name, _family(info), info["key"], setting_name)
+                values = controls_from_spec(preset_name, _family(info), info["preset_specs"].get(setting_name))
             except (GenAccelError, OSError) as exc:
                 raise _fail(exc) from None
             return [*_control_updates(values, info), _safe_spec(values)]
@@ -297,7 +297,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
         # ---------------------------------------------------------------- batch
         def on_batch(text, upload, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text, off,
                      tile, request: gr.Request, progress=gr.Progress()):
-            from genaccel.batch import parse_items, read_items
+            from genaccel.generation.batch import parse_items, read_items
 
             try:
                 base = _request(None, negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from genaccel.accelerators import ACCELERATORS
 from genaccel.accelerators.base import SLOT_KV_CACHE
 from genaccel.errors import SpecError
-from genaccel.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string
+from genaccel.generation.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,10 @@ def default_controls() -> list:
     return values
 
 
-def controls_from_spec(spec: str, family=None, model_key: str | None = None, setting: str | None = None) -> list:
-    """Flat control values for a spec string or preset name of `setting` (raises SpecError if it is invalid)."""
-    requests = {r.name: r for r in parse_spec(spec, family, model_key, setting)}
+def controls_from_spec(spec: str, family=None, presets: dict[str, str] | None = None) -> list:
+    """Flat control values for a spec string or preset name; `presets` maps the model's preset names to their
+    specs for the chosen setting (`model_info`'s "preset_specs"). Raises SpecError if the spec is invalid."""
+    requests = {r.name: r for r in parse_spec(spec, family, presets)}
     unknown = set(requests) - set(CONTROL_LAYOUT)
     if unknown:
         raise SpecError(f"unknown accelerator(s): {', '.join(sorted(unknown))}")

@@ -24,7 +24,7 @@ class PipelineCache:
     """Loaded pipelines by (model, device), least recently used dropped beyond `capacity`."""
 
     def __init__(self, capacity: int = 2, loader: Callable | None = None):
-        from genaccel.models import load_pipeline
+        from genaccel.generation.load import load_pipeline
 
         self.capacity = capacity
         # Left on the CPU: the first generation places it as its request says, after its memory check.

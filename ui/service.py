@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from genaccel.errors import InputError
-from genaccel.files import replace_atomic
-from genaccel.generate import GenerationResult
+from genaccel.io.files import replace_atomic
+from genaccel.generation.generate import GenerationResult
 from genaccel.pipelines.families import family_of
-from genaccel.prepare import PreparedRequest, model_defaults, model_settings, prepare
-from genaccel.request import GenerationRequest, parse_size
+from genaccel.generation.prepare import PreparedRequest, prepare
+from genaccel.models.facts import model_defaults, model_settings
+from genaccel.generation.request import GenerationRequest, parse_size
 
 from genaccel.ui.jobs import Cancelled, Job, JobRunner, PipelineCache
 
@@ -122,7 +123,7 @@ def not_offered(model: Any) -> InputError:
 
 def offered_models(default: str, models=None) -> list[str]:
     """The models a visitor may choose: `models` (default: the built-in ones), the default model first."""
-    from genaccel.models import builtin_models
+    from genaccel.models.facts import builtin_models
 
     names = [str(m).strip() for m in (builtin_models() if models is None else models)]
     return list(dict.fromkeys(m for m in (default, *names) if m))
@@ -131,8 +132,8 @@ def offered_models(default: str, models=None) -> list[str]:
 def can_stream(model: str) -> bool:
     """Whether a model streams (its genaccel.toml has a [stream] table), read without loading it."""
     from genaccel.errors import ModelError
-    from genaccel.model_files import read_toml
-    from genaccel.models import EMBEDDED_CAUSAL, MODEL_SETTINGS_FILE
+    from genaccel.models.files import read_toml
+    from genaccel.models.facts import EMBEDDED_CAUSAL, MODEL_SETTINGS_FILE
 
     if model == EMBEDDED_CAUSAL:
         return True
@@ -177,7 +178,7 @@ class Studio:
     def __init__(self, output_dir: str | Path, default_model: str | None = None, device: str = "auto",
                  cache: PipelineCache | None = None, *, models=None, limits: UILimits | None = None,
                  keep_hours: float = 24.0):
-        from genaccel.models import default_model as builtin_default
+        from genaccel.models.facts import default_model as builtin_default
 
         check_keep_hours(keep_hours)
         self.output_dir = Path(output_dir).resolve()
@@ -214,21 +215,22 @@ class Studio:
     def model_info(self, model: str) -> dict[str, Any]:
         """Family, defaults of each setting, and which accelerators the model's family supports."""
         from genaccel.accelerators import unsupported_by
-        from genaccel.presets import preset_names
-        from genaccel.profiles import pipeline_model_key
+        from genaccel.models.facts import ModelFacts
+        from genaccel.models.presets import BUILT_IN
 
         pipe = self.pipeline(model)
-        family = family_of(pipe)
-        key = pipeline_model_key(pipe)
-        settings = model_settings(pipe)
+        facts = ModelFacts.of(pipe)  # the model's profiles, read once for this answer
+        family = facts.family
+        settings = facts.settings()
         return {
             "model": model,
             "family": family.name,
             "title": family.title,
-            "key": key,
-            "settings": {name: model_defaults(pipe, name) for name in settings},
+            "key": facts.key,
+            "settings": {name: facts.setting_defaults(name) for name in settings},
             # built-in presets and those tuned for this model (`genaccel tune --save-as`), per setting
-            "presets": {name: preset_names(key, name) for name in settings},
+            "presets": {name: list(dict.fromkeys([*BUILT_IN, *facts.tuned_presets(name)])) for name in settings},
+            "preset_specs": {name: facts.presets(name) for name in settings},
             "frames_rule": family.frames_rule(pipe),
             "unsupported": unsupported_by(family),
         }
@@ -290,8 +292,8 @@ class Studio:
         asked = [parse_size(value, "max_memory") for value in (self.limits.max_memory, request.max_memory) if value]
         if not asked:
             return request  # prepare checks against what the device has free
-        from genaccel.estimate import device_budget
-        from genaccel.offload import target_device
+        from genaccel.memory.estimate import device_budget
+        from genaccel.memory.offload import target_device
 
         budget = min(*asked, device_budget(pipe, target_device(pipe)))
         return dataclasses.replace(request, max_memory=str(budget))
@@ -317,8 +319,8 @@ class Studio:
     # ------------------------------------------------------------------ generation
     def generate(self, session: str, model: str, request: GenerationRequest) -> Iterator[tuple[str, Any]]:
         """Events ("progress", (step, total, label)) then ("done", {"video", "figures"})."""
-        from genaccel.generate import generate
-        from genaccel.video_io import write_video
+        from genaccel.generation.generate import generate
+        from genaccel.io.video import write_video
 
         pipe, prepared = self._prepare(model, request)
 
@@ -333,9 +335,9 @@ class Studio:
     def compare(self, session: str, model: str, request: GenerationRequest) -> Iterator[tuple[str, Any]]:
         """The bench on one prompt and seed: baseline and the request's accelerators; ("done", {"baseline",
         "accelerated", "side_by_side", "rows"}) at the end, rows as COMPARE_COLUMNS."""
-        from genaccel.bench import BenchPlan, run_bench, summarize
-        from genaccel.bench.runner import video_path
-        from genaccel.score import scorer_named
+        from genaccel.tools.bench import BenchPlan, run_bench, summarize
+        from genaccel.tools.bench.runner import video_path
+        from genaccel.pipelines.score import scorer_named
 
         pipe, prepared = self._prepare(model, request)
         if prepared.spec is None or prepared.spec.text == "none":
@@ -368,7 +370,7 @@ class Studio:
 
     def batch(self, session: str, model: str, items) -> Iterator[tuple[str, Any]]:
         """Events ("item", {"video", "prompt", "index"}) as videos finish, then ("done", {"zip", "manifest", ...})."""
-        from genaccel.batch import MANIFEST, prepare_items, run_batch
+        from genaccel.generation.batch import MANIFEST, prepare_items, run_batch
 
         name = self.check_model(model)
         self.limits.check_batch(items)  # before anything is loaded
@@ -401,8 +403,8 @@ class Studio:
         view), then ("done", {"video", "chunks", "frames", "stopped"}) with the whole stream as one .mp4, also
         when stopped early (`stop_stream`). Without `chunks` (or 0) it runs until stopped or the server's
         max_chunks."""
-        from genaccel.streaming.generator import prepare_stream, stream
-        from genaccel.video_io import StreamWriter, to_uint8
+        from genaccel.generation.stream import prepare_stream, stream
+        from genaccel.io.video import StreamWriter, to_uint8
 
         name = self.check_model(model)
         self.limits.check(request)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from genaccel.accelerators.base import SLOT_ATTENTION_KERNEL, SLOT_TOKENS, AcceleratorConfig, param
 from genaccel.accelerators.kernel_owner import KernelOwner
 from genaccel.tokens.reduce import AsymmetricReductionKernel
-from genaccel.tokens.schedule import ReductionSchedule, largest_share, validate_reduction
+from genaccel.tokens.weights import ReductionSchedule, largest_share, validate_reduction
 
 
 @dataclass

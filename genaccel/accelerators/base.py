@@ -1,8 +1,10 @@
 """The accelerator interface and the pieces every accelerator shares.
 
 An accelerator is one module with a config dataclass and an `Accelerator` subclass that installs
-hooks on each denoiser. Hooks are recorded as they are registered (`HookLedger`) so removal is
-exact, even for diffusers' built-in caches whose hook names are private.
+hooks on each denoiser. Hooks are recorded as they are registered (`HookLedger`, an accelerator's
+`ledger`) so removal is exact, even for diffusers' built-in caches whose hook names are private; the ledger
+also tells which hooks are an accelerator's (`entries()`, `hooks()`), for the state walk
+(genaccel/accelerators/state.py) and LightCache.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from diffusers.hooks import HookRegistry
+from diffusers.hooks import HookRegistry, ModelHook
 
-from genaccel.runtime import Runtime
+from genaccel.accelerators.runtime import Runtime
 
 # What an accelerator takes over. Two accelerators that claim the same slot cannot stack.
 SLOT_PASS = "pass"  # skips whole transformer passes (TeaCache, FirstBlockCache, MagCache)
@@ -92,7 +94,7 @@ class Accelerator:
         self.config = config
         self.family = family
         self.runtime = runtime
-        self._ledger = HookLedger()
+        self.ledger = HookLedger()  # the hooks this accelerator registered
 
     @classmethod
     def context_parallel_refusal(cls) -> str | None:
@@ -112,16 +114,17 @@ class Accelerator:
     def check_request(cls, config: AcceleratorConfig, request, profile: dict) -> None:
         """Raise ValueError with a one-line reason when `request` (a GenerationRequest with the model's
         defaults filled in) cannot use this config with this model's calibrated `profile` (checked by
-        `genaccel.prepare` before any work)."""
+        `genaccel.generation.prepare` before any work)."""
 
     def apply(self, denoiser: torch.nn.Module) -> None:
         """Register this accelerator's hooks on one denoising transformer."""
         raise NotImplementedError
 
     @classmethod
-    def state_bytes(cls, config: AcceleratorConfig, shape) -> int:
-        """Bytes this accelerator keeps between transformer passes in one generation of `shape` (a
-        `genaccel.estimate.ActivationShape`), for the memory estimate; 0 for none."""
+    def estimated_state_bytes(cls, config: AcceleratorConfig, shape) -> int:
+        """Bytes this accelerator is expected to keep between transformer passes in one generation of `shape`
+        (a `genaccel.memory.estimate.ActivationShape`), for the memory estimate before a run; 0 for none.
+        (What a run measured is `genaccel.accelerators.state.measured_state_bytes`.)"""
         return 0
 
     def stats(self) -> dict[str, Any]:
@@ -150,19 +153,19 @@ class Accelerator:
 
     # -- shared
     def install(self, denoiser: torch.nn.Module) -> None:
-        with self._ledger.recording(denoiser):
+        with self.ledger.recording(denoiser):
             self.apply(denoiser)
 
     def install_inner(self, denoiser: torch.nn.Module) -> None:
-        with self._ledger.recording(denoiser):
+        with self.ledger.recording(denoiser):
             self.apply_inner(denoiser)
 
     def install_outer(self, denoiser: torch.nn.Module, accelerators: list["Accelerator"]) -> None:
-        with self._ledger.recording(denoiser):
+        with self.ledger.recording(denoiser):
             self.apply_outer(denoiser, accelerators)
 
     def uninstall(self) -> None:
-        self._ledger.remove_all()
+        self.ledger.remove_all()
 
 
 class HookLedger:
@@ -195,7 +198,22 @@ class HookLedger:
             return False
 
     def recording(self, root: torch.nn.Module) -> "_Recording":
+        """A context: every hook registered on `root` or below it inside is recorded."""
         return HookLedger._Recording(self, root)
+
+    def entries(self) -> list[tuple[torch.nn.Module, str]]:
+        """The (module, hook name) of every hook recorded, in the order recorded (a copy)."""
+        return list(self._entries)
+
+    def hooks(self) -> list[ModelHook]:
+        """The recorded hooks that are still registered, in the order recorded."""
+        found = []
+        for module, name in self._entries:
+            registry = getattr(module, "_diffusers_hook", None)
+            hook = registry.hooks.get(name) if registry is not None else None
+            if hook is not None:
+                found.append(hook)
+        return found
 
     def remove_all(self) -> None:
         roots = set()

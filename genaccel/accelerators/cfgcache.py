@@ -113,7 +113,7 @@ class CFGCache(Accelerator):
     slots = frozenset({SLOT_CFG})
 
     @classmethod
-    def state_bytes(cls, config, shape) -> int:
+    def estimated_state_bytes(cls, config, shape) -> int:
         """The unconditional-minus-conditional difference of the prediction."""
         return shape.latent_bytes
 

@@ -36,7 +36,7 @@ class FasterCache(Accelerator):
     slots = frozenset({SLOT_ATTENTION_OUTPUT, SLOT_CFG})
 
     @classmethod
-    def state_bytes(cls, config, shape) -> int:
+    def estimated_state_bytes(cls, config, shape) -> int:
         """Two outputs of every self-attention layer per CFG branch, and the unconditional prediction's
         frequency parts."""
         return 2 * shape.branches * shape.self_attention_layers * shape.hidden_bytes \

@@ -41,7 +41,7 @@ class FirstBlockCache(Accelerator):
         return None
 
     @classmethod
-    def state_bytes(cls, config, shape) -> int:
+    def estimated_state_bytes(cls, config, shape) -> int:
         """Block 0's last residual and the last full residual of each CFG branch."""
         return 2 * shape.branches * shape.hidden_bytes
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from diffusers.hooks import HookRegistry
+
 from genaccel.accelerators.base import (
     SLOT_ATTENTION_KERNEL,
     SLOT_ATTENTION_OUTPUT,
@@ -24,10 +26,8 @@ from genaccel.accelerators.base import (
 )
 from genaccel.accelerators.kernel_owner import KernelOwner
 from genaccel.attention.layouts import LAYOUTS
-from diffusers.hooks import HookRegistry
-
-from genaccel.streaming.prompt_kv import prompt_projection_hooks
 from genaccel.streaming.kv_cache import FrameRotation, KVCacheKernel, RollingKVCache
+from genaccel.streaming.prompt_kv import prompt_projection_hooks
 
 EVICTIONS = ("rolling",)
 # Why a skipped or approximated computation cannot stack: the cache is filled by the commit pass's
@@ -66,7 +66,7 @@ class KVCache(KernelOwner):
     needs_full_passes = {SLOT_PASS: _COMMIT}
 
     @classmethod
-    def state_bytes(cls, config, shape) -> int:
+    def estimated_state_bytes(cls, config, shape) -> int:
         """Keys and values of the window and sink frames in every self-attention layer."""
         return 2 * shape.self_attention_layers * (config.window + config.sink) * shape.frame_tokens * shape.dim \
             * shape.dtype_bytes

@@ -7,7 +7,7 @@ long video fits. LightCache (training-free, stage-specific memory reduction for 
 cuts the peak of each stage with its own technique:
 
 1. Cache swapping (`offload`): between the transformer calls that use it, every other accelerator's cache
-   state (found generically by `genaccel.cache_state`) lives in CPU memory, pinned on CUDA. After each
+   state (found generically by `genaccel.accelerators.state`) lives in CPU memory, pinned on CUDA. After each
    denoiser call the state of its CFG branch (and state kept for all branches) is copied out on a side CUDA
    stream; at the start of that branch's next call, once the step is known and before the blocks run, it is
    copied back on the side stream, and the compute stream waits on an event in front of the first module
@@ -18,7 +18,7 @@ cuts the peak of each stage with its own technique:
    result is the same up to float rounding, and its hidden activation (4x the model width) peaks at one
    chunk's size.
 3. Sliced decoding: the VAE decode, where the last peak sits once the denoising is lean, runs in tiles with
-   the request's `vae_tiling` option (genaccel.offload; it changes pixels slightly at tile seams), so it is
+   the request's `vae_tiling` option (genaccel.memory.offload; it changes pixels slightly at tile seams), so it is
    not repeated here.
 
 LightCache takes no slot: it stacks with every accelerator. Its chunking hooks go innermost on each
@@ -37,8 +37,8 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from genaccel.accelerators.base import Accelerator, AcceleratorConfig, param
+from genaccel.accelerators.state import map_state
 from genaccel.attention.layouts import LAYOUTS
-from genaccel.cache_state import map_state
 
 FFN_HOOK = "genaccel_lightcache_ffn"
 SWAP_HOOK = "genaccel_lightcache_swap"
@@ -194,7 +194,7 @@ class LightCache(Accelerator):
     mover: SyncMover | CudaMover | None = None
 
     @classmethod
-    def state_bytes(cls, config, shape) -> int:
+    def estimated_state_bytes(cls, config, shape) -> int:
         """Keeps no state of its own."""
         return 0
 
@@ -245,7 +245,7 @@ class LightCache(Accelerator):
         for other in accelerators:
             if other is self:
                 continue
-            for module, name in other._ledger._entries:
+            for module, name in other.ledger.entries():
                 if id(module) in inside:
                     hosts.setdefault(id(module), module)
                     hooks.append(module._diffusers_hook.hooks[name])

@@ -46,7 +46,7 @@ class MagCache(Accelerator):
         self._configs: list[DiffusersMagCacheConfig] = []
 
     @classmethod
-    def state_bytes(cls, config, shape) -> int:
+    def estimated_state_bytes(cls, config, shape) -> int:
         """The last residual of each CFG branch."""
         return shape.branches * shape.hidden_bytes
 

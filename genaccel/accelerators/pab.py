@@ -37,7 +37,7 @@ class PyramidAttentionBroadcast(Accelerator):
     slots = frozenset({SLOT_ATTENTION_OUTPUT})
 
     @classmethod
-    def state_bytes(cls, config, shape) -> int:
+    def estimated_state_bytes(cls, config, shape) -> int:
         """One output of every attention layer per CFG branch."""
         return shape.branches * (shape.self_attention_layers + shape.cross_attention_layers) * shape.hidden_bytes
 

@@ -1,8 +1,9 @@
 """What the sparse attention accelerators share: dense warm-up settings, the seam kernel, figures.
 
-Each method (svg, radial, sta, topk) is one module with its config (these fields plus its own knob) and an
-`Accelerator` that names its pattern (genaccel/attention/patterns.py); the kernel goes behind the attention
-seam (`KernelOwner`).
+Each method (svg, radial, sta, topk) is one module holding its config (these fields plus its own knob), its
+`Accelerator` and its rule: the pattern (a `Pattern` of genaccel/attention/patterns.py) that chooses the
+block pairs to compute. The kernel that runs the pattern (genaccel/attention/sparse.py) goes behind the
+attention seam (`KernelOwner`).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class TaylorSeer(Accelerator):
     slots = frozenset({SLOT_MODULE_OUTPUT, SLOT_ATTENTION_OUTPUT})
 
     @classmethod
-    def state_bytes(cls, config, shape) -> int:
+    def estimated_state_bytes(cls, config, shape) -> int:
         """The output and its `order` differences, for every attention layer of each CFG branch."""
         return (config.order + 1) * shape.branches * (shape.self_attention_layers + shape.cross_attention_layers) * shape.hidden_bytes
 

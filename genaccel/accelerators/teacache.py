@@ -15,7 +15,7 @@ import torch
 
 from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig, param
 from genaccel.accelerators.pass_skip import PassSkipState, apply_pass_skip
-from genaccel.runtime import Runtime
+from genaccel.accelerators.runtime import Runtime
 
 HEAD_HOOK = "genaccel_teacache_head"
 IDENTITY = (0.0, 0.0, 0.0, 1.0, 0.0)
@@ -74,7 +74,7 @@ class TeaCache(Accelerator):
     honours_full_pass = True  # a stream's commit pass is always computed (it fills the KV cache)
 
     @classmethod
-    def state_bytes(cls, config, shape) -> int:
+    def estimated_state_bytes(cls, config, shape) -> int:
         """The last residual and modulated input of each CFG branch."""
         return 2 * shape.branches * shape.hidden_bytes
 

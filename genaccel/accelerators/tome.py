@@ -23,8 +23,8 @@ from genaccel.accelerators.base import (
     param,
 )
 from genaccel.accelerators.kernel_owner import seam_unsupported_reason
-from genaccel.tokens.schedule import ReductionSchedule, validate_reduction
 from genaccel.tokens.tome import MergeSchedule, MergeStats, token_merge_hooks
+from genaccel.tokens.weights import ReductionSchedule, validate_reduction
 
 
 @dataclass

@@ -6,7 +6,10 @@
   processor and the kernel.
 - `GridHook` (one per denoiser): reads the latent token grid from the denoiser's input on every call, for
   the kernels' `AttentionContext.grid`.
-- `seam_hooks(...)` builds both for one denoiser; the caller registers them (and records them for removal).
+- `install_seam(...)` registers both on one denoiser (built by `seam_hooks`) and returns what it registered;
+  `remove_seam(...)` takes that off again. Every caller installs the seam with it: the acceleration
+  (genaccel/engine/acceleration.py) inside a `HookLedger.recording` (genaccel/accelerators/base.py),
+  which records the hooks for its own removal; tests and benchmarks with `remove_seam`.
 
 The default kernel is `dense_kernel` (torch SDPA), which reproduces each family's own attention on the
 native backend. A processor whose `_parallel_config` is set (context parallelism) is refused.
@@ -18,7 +21,7 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-from diffusers.hooks import ModelHook
+from diffusers.hooks import HookRegistry, ModelHook
 
 from .kernels import dense_kernel
 from .layouts import AttentionLayout, layout_of
@@ -33,7 +36,7 @@ class SeamState:
     """Shared by one denoiser's grid hook and its seam processors."""
 
     layout: AttentionLayout
-    runtime: object | None = None  # genaccel.runtime.Runtime: step and branch for the kernel's context
+    runtime: object | None = None  # genaccel.accelerators.runtime.Runtime: step and branch for the kernel's context
     grid: tuple[int, int, int] | None = None  # token grid of the current denoiser call
 
 
@@ -102,9 +105,9 @@ class AttentionSeamHook(ModelHook):
 
 
 def seam_hooks(denoiser: torch.nn.Module, family, kernel=dense_kernel, runtime=None):
-    """The seam's hooks for one denoiser of `family` (a FamilyAdapter), to register by the caller:
-    [(denoiser, GRID_HOOK, GridHook), (module, SEAM_HOOK, AttentionSeamHook) per self-attention module].
-    Returns (state, hooks)."""
+    """The seam's hooks for one denoiser of `family` (a FamilyAdapter), built, not registered (`install_seam`
+    registers them): [(denoiser, GRID_HOOK, GridHook), (module, SEAM_HOOK, AttentionSeamHook) per
+    self-attention module]. Returns (state, hooks)."""
     layout = layout_of(family)
     state = SeamState(layout=layout, runtime=runtime)
     hooks = [(denoiser, GRID_HOOK, GridHook(state, family.tensor_format))]
@@ -113,3 +116,33 @@ def seam_hooks(denoiser: torch.nn.Module, family, kernel=dense_kernel, runtime=N
         hook = AttentionSeamHook(state, kernel, layer=index, name=name, axes=layout.axes_for(block_list))
         hooks.append((module, SEAM_HOOK, hook))
     return state, hooks
+
+
+def install_seam(denoiser: torch.nn.Module, family, kernel=dense_kernel, runtime=None) -> list[tuple[torch.nn.Module, str]]:
+    """Route the self-attention of one denoiser of `family` through `kernel`: register the seam's hooks
+    (`seam_hooks`; `runtime`, a genaccel.accelerators.runtime.Runtime, gives the kernel's context its step and
+    branch). Returns what it registered, [(module, hook name)] in order, for `remove_seam`. Inside a
+    `HookLedger.recording(denoiser)` the ledger records them too, so its `remove_all` takes them off. If a
+    registration fails (a processor under context parallelism), the hooks already registered are removed
+    before the error propagates."""
+    _, hooks = seam_hooks(denoiser, family, kernel, runtime)
+    registered: list[tuple[torch.nn.Module, str]] = []
+    try:
+        for module, name, hook in hooks:
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+            registered.append((module, name))
+    except BaseException:
+        remove_seam(registered)
+        raise
+    # the denoiser's registry caches the registries below it (for reset_stateful_hooks): new ones were added
+    HookRegistry.check_if_exists_or_initialize(denoiser).invalidate_child_registries_cache()
+    return registered
+
+
+def remove_seam(registered: list[tuple[torch.nn.Module, str]]) -> None:
+    """Take off the hooks `install_seam` registered, newest first: every module gets its original
+    processor object back."""
+    for module, name in reversed(registered):
+        module._diffusers_hook.remove_hook(name, recurse=False)
+    for module in {id(m): m for m, _ in registered}.values():
+        module._diffusers_hook.invalidate_child_registries_cache()

@@ -27,7 +27,7 @@ from genaccel.attention.layouts import AttentionLayout, layout_of, tokens_in
 from genaccel.attention.seam import GridHook, SeamState
 
 from .matching import TokenMatch, cell_of, cell_partition, match, merge, unmerge
-from .schedule import ReductionSchedule, largest_share
+from .weights import ReductionSchedule, largest_share
 
 GRID_HOOK = "genaccel_tome_grid"
 MERGE_HOOK = "genaccel_tome"
