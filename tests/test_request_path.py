@@ -7,6 +7,7 @@ file system that refuses a write (no space left), with nothing left behind.
 
 import errno
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -43,13 +44,17 @@ def _count_opens(name: str):
 def test_generate_with_a_preset_opens_the_models_profile_once(tmp_path, capsys):
     opened = _count_opens("tiny.toml")
     try:
-        assert main(["generate", PROMPT, "--accel", "balanced", "--steps", "3", "--out", str(tmp_path / "a.mp4")]) == 0
+        assert main(["generate", PROMPT, "--accel", "balanced", "--steps", "10", "--out", str(tmp_path / "a.mp4")]) == 0
     finally:
         _watching["name"] = None
     assert len(opened) == 1 and Path(opened[0]).resolve().parent == SHIPPED.resolve(), opened
     out = capsys.readouterr().out
     # what the preset became and what it saved, in one line
-    assert "accelerators: balanced -> schedule(" in out and "transformer passes computed" in out, out
+    line = next(line for line in out.splitlines() if line.startswith("accelerators: "))
+    assert line.startswith("accelerators: balanced -> schedule(budget="), line
+    computed, total, skipped = map(int, re.search(r"(\d+) of (\d+) transformer passes computed, (\d+) skipped",
+                                                  line).groups())
+    assert computed + skipped == total == 2 * 10 and skipped > 0, line  # 10 steps, 2 CFG branches
 
 
 def _corrupt(name: str = "tiny") -> Path:
