@@ -1,5 +1,6 @@
 """Memory-lean caching: the cache-state walk (genaccel.accelerators.state), the measured `state_bytes` in the
-stats when the state meter is on, and the LightCache accelerator (state swapped out between calls and back before use, chunked feed-forward)."""
+stats when the state meter is on, and the LightCache accelerator (state swapped out between calls and back
+before use, chunked feed-forward)."""
 
 from types import SimpleNamespace
 
