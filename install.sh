@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install genaccel into the current Python environment.
 #   bash install.sh          # the package
-#   bash install.sh test     # the package and its test dependencies
+#   bash install.sh test     # the package, its test dependencies and the linters CI runs
 #   bash install.sh cuda     # the package and xformers (CUDA machines)
 # A torch that is already installed (CPU or CUDA) is left alone. Without one, the CPU build
 # torch==2.13.0 is installed first (on this project's machines it is a local wheel), so that

@@ -184,6 +184,7 @@ def test_bench_runs_on_every_family(tiny, tmp_path, family):
 
 
 # ----------------------------------------------------------------------------- CLI
+@pytest.mark.slow  # measures each configuration's memory in a fresh process
 def test_cli_bench(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "--model", "tiny-wan", "--accel", SKIPPING, "--prompt", PROMPTS[0], "--seeds", "0,1",

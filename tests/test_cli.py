@@ -18,6 +18,7 @@ def _json_line(capsys) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the embedded model, the default
 @pytest.mark.parametrize("name", ["clip.mp4", "clip.gif", "clip.webp", "frames"])
 def test_generate_writes_each_format(tmp_path, capsys, name):
     out = tmp_path / name
@@ -193,6 +194,7 @@ def test_batch_refuses_duplicate_names_and_names_errors_by_line(tmp_path, capsys
     assert "p.jsonl:1: frames 6: Wan 2.1/2.2 makes frame counts of the form 4k+1" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # the embedded model, the default
 def test_batch_txt_and_jsonl_resume(tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(

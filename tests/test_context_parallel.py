@@ -49,6 +49,7 @@ def test_accelerators_that_would_disagree_across_processes_are_refused(tiny):
         del pipe._genaccel_context_parallel
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(ACCELERATE is None, reason="accelerate's launcher is not installed")
 def test_ulysses_on_two_processes_makes_the_single_process_video(tmp_path, capsys):
     options = ["--model", "tiny-wan", "--device", "cpu", "--accel", "teacache", "--json", "--frames", "9"]

@@ -47,6 +47,7 @@ def _check_complete(out: Path, fmt: str) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, *(e["out"] for e in entries)])  # nothing else
 
 
+@pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
 @pytest.mark.parametrize("fmt, count", [("mp4", len(POINTS)), ("png", 3)])
 def test_a_batch_killed_at_seeded_moments_resumes_to_a_complete_folder(tmp_path, fmt, count):
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
@@ -71,6 +72,7 @@ def test_a_batch_killed_at_seeded_moments_resumes_to_a_complete_folder(tmp_path,
     _check_complete(tmp_path / "out", fmt)
 
 
+@pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
 def test_a_killed_generate_leaves_nothing_under_the_target_name(tmp_path):
     for point in ("video:temp-created", "video:encoded"):
         run = _genaccel(["generate", PROMPTS[0], "--out", "clip.mp4", *RUN], tmp_path, kill_at=point)

@@ -12,6 +12,8 @@ import pytest
 
 from genaccel.generation.batch import MANIFEST
 
+pytestmark = pytest.mark.slow  # two processes under `accelerate launch`
+
 PROMPTS = [f"a {color} {shape} moving {direction} on a black background"
            for color, shape, direction in [("red", "circle", "left"), ("blue", "square", "up"), ("green", "triangle", "right"),
                                            ("yellow", "circle", "down"), ("red", "square", "right"), ("blue", "circle", "up")]]

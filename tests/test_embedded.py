@@ -46,6 +46,7 @@ def test_settings_are_documented_and_long_has_2000_tokens(embedded):
         assert f"{d['width']}x{d['height']} | {d['num_frames']} | {d['num_inference_steps']}" in readme
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt, seed", [
     ("a red circle moving left on a black background", 0),
     ("a blue square moving up on a gray background", 1),
@@ -66,6 +67,7 @@ SUBSET = 10  # the first evaluation prompts, each with seed = its line number (a
 MIN_SHAPE_OK, MIN_DIRECTION_OK = 8, 8  # the checkpoint: 10 and 10 of 10 (margin for other CPUs' float rounding)
 
 
+@pytest.mark.slow
 def test_shape_and_motion_follow_the_prompt_on_most_evaluation_prompts(embedded):
     """A regression guard on the trained weights: chance is 1 in 3 for shape and 1 in 5 for motion;
     the shipped checkpoint's own counts on this subset are in benchmarks/results/adherence-default.json."""

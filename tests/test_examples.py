@@ -95,6 +95,7 @@ def test_tune_presets_script_names_existing_prompt_files():
     assert text.count("--save-as") == 6  # three presets at two settings, one command each
 
 
+@pytest.mark.slow  # the embedded causal model
 def test_stream_example(monkeypatch, capsys, tmp_path):
     from genaccel.io.video import read_video
 

@@ -24,6 +24,7 @@ def _env():
     return {**os.environ, "PYTHONPATH": HELPERS + (os.pathsep + path if path else "")}
 
 
+@pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
 def test_fresh_process_peak_sees_a_buffer_allocated_inside_the_run():
     baseline = generation_peak("tiny-wan", "cpu", REQUEST, "none", timeout=300)
     assert baseline.method == FRESH_PROCESS
@@ -33,6 +34,7 @@ def test_fresh_process_peak_sees_a_buffer_allocated_inside_the_run():
     assert abs((with_buffer - baseline.peak_bytes) - BUFFER) < 0.1 * BUFFER, (with_buffer, baseline)
 
 
+@pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
 def test_a_failing_child_gives_a_one_line_error():
     with pytest.raises(MemoryMeasureError) as info:
         fresh_process_peak("memory_targets:fail", {}, env=_env(), timeout=120)

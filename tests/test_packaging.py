@@ -6,6 +6,8 @@ import zipfile
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds the wheel
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):

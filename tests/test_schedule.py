@@ -192,6 +192,7 @@ def test_calibration_measures_every_span_and_solves_every_budget(tiny):
     remove(pipe)
 
 
+@pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
 def test_cli_calibrate_schedule_adds_to_the_profile(tmp_path):
     import os
     import subprocess

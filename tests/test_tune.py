@@ -144,6 +144,7 @@ def test_same_seed_proposes_the_same_trials(calibrated_wan, tmp_path):
     assert specs[0] == specs[1]
 
 
+@pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
 @pytest.mark.parametrize("args, message", [
     (["--min-psnr", "nan"], "--min-psnr nan"),
     (["--min-psnr", "30", "--save-as", "teacache"], "--save-as teacache"),
@@ -158,6 +159,7 @@ def test_cli_refuses_bad_options_before_loading(tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
 def test_cli_tune_saves_a_preset_generate_accepts(tmp_path):
     env = {"GENACCEL_PROFILE_DIR": str(tmp_path / "profiles")}
     import os

@@ -35,7 +35,7 @@ def _browser_missing() -> str | None:
 missing = _browser_missing()
 if missing and os.environ.get("GENACCEL_REQUIRE_BROWSER") == "1":
     raise RuntimeError(f"browser tests required but {missing}")
-pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing is not None, reason=missing or "")]
 
 
 @pytest.fixture(scope="module")

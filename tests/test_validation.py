@@ -129,6 +129,7 @@ def test_a_prompt_longer_than_the_text_encoder_reads_gets_a_notice(tmp_path, emb
     assert long.notices == ("the prompt is longer than the 16 tokens the text encoder reads; the rest is ignored",)
 
 
+@pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
 def test_an_error_is_the_only_line_a_user_sees(tmp_path):
     """No notice that is true of every run (the CPU attention line) comes before the error."""
     run = subprocess.run([sys.executable, "-m", "genaccel", "generate", PROMPT, "--height", "100", *TINY],
