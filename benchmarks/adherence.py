@@ -50,19 +50,28 @@ def main() -> int:
     seconds = [r["seconds"] for r in rows]
     decode_share = statistics.median(r["decode_seconds"] / r["seconds"] for r in rows)
     summary = {
-        "model": model, "setting": args.setting, "accel": args.accel, "videos": len(rows),
-        "num_frames": rows[0]["num_frames"], "height": rows[0]["height"], "width": rows[0]["width"],
+        "model": model,
+        "setting": args.setting,
+        "accel": args.accel,
+        "videos": len(rows),
+        "num_frames": rows[0]["num_frames"],
+        "height": rows[0]["height"],
+        "width": rows[0]["width"],
         "num_inference_steps": rows[0]["num_inference_steps"],
-        "accuracy": acc, "median_seconds": statistics.median(seconds), "median_decode_share": decode_share,
+        "accuracy": acc,
+        "median_seconds": statistics.median(seconds),
+        "median_decode_share": decode_share,
     }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"summary": summary, "runs": rows}, indent=1))
     print("| setting | size | videos | colour | shape | direction | all three | s/video (median) | decode share |")
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {args.setting} | {summary['width']}x{summary['height']}x{summary['num_frames']}, {summary['num_inference_steps']} steps "
-          f"| {len(rows)} | {acc['color']:.0%} | {acc['shape']:.0%} | {acc['direction']:.0%} | {acc['all']:.0%} "
-          f"| {summary['median_seconds']:.2f} | {decode_share:.0%} |")
+    print(
+        f"| {args.setting} | {summary['width']}x{summary['height']}x{summary['num_frames']}, {summary['num_inference_steps']} steps "
+        f"| {len(rows)} | {acc['color']:.0%} | {acc['shape']:.0%} | {acc['direction']:.0%} | {acc['all']:.0%} "
+        f"| {summary['median_seconds']:.2f} | {decode_share:.0%} |"
+    )
     return 0
 
 

@@ -40,7 +40,7 @@ def main() -> None:
     results = {"one process, 2 threads": [], "two processes, 1 thread each": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        prompts = [line for line in PROMPTS.read_text().splitlines() if line.strip()][:args.items]
+        prompts = [line for line in PROMPTS.read_text().splitlines() if line.strip()][: args.items]
         (tmp / "prompts.txt").write_text("\n".join(prompts) + "\n")
         batch = ["-m", "genaccel", "batch", "prompts.txt", "--model", "tiny", "--device", "cpu", "--json"]
         for round_ in range(args.repeat):
@@ -49,9 +49,28 @@ def main() -> None:
                 if label.startswith("one"):
                     seconds = run([sys.executable, *batch, "--out", out], 2, tmp)
                 else:
-                    seconds = run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-                                   *batch, "--out", out], 1, tmp)
+                    seconds = run(
+                        [
+                            accelerate,
+                            "launch",
+                            "--multi_gpu",
+                            "--num_processes",
+                            "2",
+                            "--num_machines",
+                            "1",
+                            "--mixed_precision",
+                            "no",
+                            "--dynamo_backend",
+                            "no",
+                            "--main_process_port",
+                            "0",
+                            *batch,
+                            "--out",
+                            out,
+                        ],
+                        1,
+                        tmp,
+                    )
                 assert len((tmp / out / "manifest.jsonl").read_text().splitlines()) == len(prompts)
                 results[label].append(round(seconds, 2))
                 print(f"{label}: {seconds:.1f} s", flush=True)

@@ -119,8 +119,9 @@ def pattern_radial(grid, heads, target, device):
         lo, hi = (mid, hi) if block_density(allowed_for(mid)) < target else (lo, mid)
     scale = closest([lo, hi], lambda c: block_density(allowed_for(c)), target)
     allowed = allowed_for(scale)[None, None].expand(1, heads, nb, nb).contiguous()
-    return dict(name="radial", allowed=allowed, groups=[(0, heads, None)],
-                meta=dict(band_scale=round(scale, 4), sink_frames=1))
+    return dict(
+        name="radial", allowed=allowed, groups=[(0, heads, None)], meta=dict(band_scale=round(scale, 4), sink_frames=1)
+    )
 
 
 def pattern_sta(grid, heads, target, device, tile=(3, 6, 8)):
@@ -148,8 +149,12 @@ def pattern_sta(grid, heads, target, device, tile=(3, 6, 8)):
     dens = {w_: block_density(allowed_for(w_)) for w_ in cands}
     win = closest(cands, dens.__getitem__, target)
     allowed = allowed_for(win)[None, None].expand(1, heads, nb, nb).contiguous()
-    return dict(name="sta", allowed=allowed, groups=[(0, heads, perm)],
-                meta=dict(tile=list(tile), window_tiles_half=list(win), tile_grid=nt))
+    return dict(
+        name="sta",
+        allowed=allowed,
+        groups=[(0, heads, perm)],
+        meta=dict(tile=list(tile), window_tiles_half=list(win), tile_grid=nt),
+    )
 
 
 def pattern_svg(grid, heads, target, device):
@@ -172,10 +177,19 @@ def pattern_svg(grid, heads, target, device):
     n_sp = heads // 2
     allowed = torch.cat([spatial(rs)[None].expand(n_sp, nb, nb), temporal(rt)[None].expand(heads - n_sp, nb, nb)])
     token_major = torch.arange(s, device=device).view(fr, fs).T.reshape(-1)  # layout (pos, frame) -> f*fs+pos
-    return dict(name="svg", allowed=allowed[None].contiguous(), groups=[(0, n_sp, None), (n_sp, heads, token_major)],
-                meta=dict(spatial_heads=n_sp, temporal_heads=heads - n_sp, spatial_band_blocks=rs, temporal_band_blocks=rt,
-                          spatial_density=round(block_density(spatial(rs)), 4),
-                          temporal_density=round(block_density(temporal(rt)), 4)))
+    return dict(
+        name="svg",
+        allowed=allowed[None].contiguous(),
+        groups=[(0, n_sp, None), (n_sp, heads, token_major)],
+        meta=dict(
+            spatial_heads=n_sp,
+            temporal_heads=heads - n_sp,
+            spatial_band_blocks=rs,
+            temporal_band_blocks=rt,
+            spatial_density=round(block_density(spatial(rs)), 4),
+            temporal_density=round(block_density(temporal(rt)), 4),
+        ),
+    )
 
 
 def topk_table(q, k, seq_len, keep=None, mass=None):
@@ -214,7 +228,9 @@ def to_layout(x, groups, padded):
 
 def from_layout(o, groups, seq_len, inv):
     o = o[:, :, :seq_len]
-    parts = [o[:, h0:h1] if perm is None else o[:, h0:h1].index_select(2, inv[i]) for i, (h0, h1, perm) in enumerate(groups)]
+    parts = [
+        o[:, h0:h1] if perm is None else o[:, h0:h1].index_select(2, inv[i]) for i, (h0, h1, perm) in enumerate(groups)
+    ]
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
@@ -291,15 +307,32 @@ def structured_qkv(grid, heads, dim, device, dtype, gen):
 
 
 def make_patterns(grid, heads, target, device, q, k, seq_len, mass):
-    pats = [pattern_radial(grid, heads, target, device), pattern_sta(grid, heads, target, device),
-            pattern_svg(grid, heads, target, device)]
+    pats = [
+        pattern_radial(grid, heads, target, device),
+        pattern_sta(grid, heads, target, device),
+        pattern_svg(grid, heads, target, device),
+    ]
     sp = n_blocks(seq_len) * BS
     qp, kp = F.pad(q, (0, 0, 0, sp - seq_len)), F.pad(k, (0, 0, 0, sp - seq_len))
     keep = max(1, round(target * n_blocks(seq_len)))
-    pats.append(dict(name=f"topk-k{keep}", allowed=topk_table(qp, kp, seq_len, keep=keep), groups=[(0, heads, None)],
-                     meta=dict(keep_blocks=keep), dynamic=dict(keep=keep)))
-    pats.append(dict(name=f"topk-mass{mass}", allowed=topk_table(qp, kp, seq_len, mass=mass), groups=[(0, heads, None)],
-                     meta=dict(mass=mass), dynamic=dict(mass=mass)))
+    pats.append(
+        dict(
+            name=f"topk-k{keep}",
+            allowed=topk_table(qp, kp, seq_len, keep=keep),
+            groups=[(0, heads, None)],
+            meta=dict(keep_blocks=keep),
+            dynamic=dict(keep=keep),
+        )
+    )
+    pats.append(
+        dict(
+            name=f"topk-mass{mass}",
+            allowed=topk_table(qp, kp, seq_len, mass=mass),
+            groups=[(0, heads, None)],
+            meta=dict(mass=mass),
+            dynamic=dict(mass=mass),
+        )
+    )
     return pats
 
 
@@ -322,14 +355,23 @@ def check_small(device, flex_fn, label, heads=4, dim=32, grid=(6, 10, 26), targe
         for pat in make_patterns(grid, heads, target, device, q, k, s, 0.9):
             inv = inverses(pat["groups"])
             bm = block_mask_from_table(pat["allowed"], s)
-            o = from_layout(flex_fn(to_layout(q, pat["groups"], sp), to_layout(k, pat["groups"], sp),
-                                    to_layout(v, pat["groups"], sp), block_mask=bm), pat["groups"], s, inv)
+            o = from_layout(
+                flex_fn(
+                    to_layout(q, pat["groups"], sp),
+                    to_layout(k, pat["groups"], sp),
+                    to_layout(v, pat["groups"], sp),
+                    block_mask=bm,
+                ),
+                pat["groups"],
+                s,
+                inv,
+            )
             mask = dense_mask_original(pat, s)
             ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None])
-            out[pat["name"]] = dict(max_abs_err=(o - ref).abs().max().item(),
-                                    density=round(block_density(pat["allowed"]), 4))
-    log(f"small-shape check ({label}, grid {grid}, {s} tokens padded to {sp}, fp32):",
-        json.dumps(out))
+            out[pat["name"]] = dict(
+                max_abs_err=(o - ref).abs().max().item(), density=round(block_density(pat["allowed"]), 4)
+            )
+    log(f"small-shape check ({label}, grid {grid}, {s} tokens padded to {sp}, fp32):", json.dumps(out))
     return out
 
 
@@ -356,13 +398,19 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--no-extra", action="store_true", help="skip the USE_TMA kernel-option variant")
-    ap.add_argument("--cpu-bench", action="store_true", help="run the whole benchmark on CPU (development, tiny --grid)")
+    ap.add_argument(
+        "--cpu-bench", action="store_true", help="run the whole benchmark on CPU (development, tiny --grid)"
+    )
     ap.add_argument("--time-budget", type=float, default=300.0, help="skip extras past this many seconds")
     args = ap.parse_args(argv)
     print("torch", torch.__version__, "| python", platform.python_version(), flush=True)
 
-    res = dict(torch=torch.__version__, python=platform.python_version(), command=" ".join([sys.executable] + sys.argv),
-               block_size=BS)
+    res = dict(
+        torch=torch.__version__,
+        python=platform.python_version(),
+        command=" ".join([sys.executable] + sys.argv),
+        block_size=BS,
+    )
 
     def save():
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -397,8 +445,9 @@ def main(argv=None) -> int:
     nb = n_blocks(s)
     sp = nb * BS
     heads, dim = args.heads, args.dim
-    res["shape"] = dict(grid=list(grid), tokens=s, padded_tokens=sp, heads=heads, head_dim=dim, dtype="bfloat16",
-                        batch=1, blocks=nb)
+    res["shape"] = dict(
+        grid=list(grid), tokens=s, padded_tokens=sp, heads=heads, head_dim=dim, dtype="bfloat16", batch=1, blocks=nb
+    )
     log(f"shape: grid {grid} = {s} tokens (padded {sp}, {nb} blocks), {heads} heads x {dim}, bf16")
     gen = torch.Generator(device=device).manual_seed(0)
     q, k, v = structured_qkv(grid, heads, dim, device, torch.bfloat16, gen)
@@ -427,13 +476,16 @@ def main(argv=None) -> int:
         o_sdpa = F.scaled_dot_product_attention(q, k, v)
     base["flex_full_vs_sdpa_max_abs_err"] = (o_full[:, :, :s].float() - o_sdpa.float()).abs().max().item()
     del o_full, o_sdpa
-    log("flex, full block mask:", {kk: base[kk] for kk in ("flex_compile_first_call_s", "flex_full_ms",
-                                                           "flex_full_vs_sdpa_max_abs_err")})
+    log(
+        "flex, full block mask:",
+        {kk: base[kk] for kk in ("flex_compile_first_call_s", "flex_full_ms", "flex_full_vs_sdpa_max_abs_err")},
+    )
     res["baselines"] = base
     save()
     dense_ms = base["sdpa_default_ms"]
-    best_dense = min(x for x in (base.get("sdpa_default_ms"), base.get("sdpa_flash_ms"), base.get("sdpa_cudnn_ms"))
-                     if x is not None)
+    best_dense = min(
+        x for x in (base.get("sdpa_default_ms"), base.get("sdpa_flash_ms"), base.get("sdpa_cudnn_ms")) if x is not None
+    )
 
     t = time.perf_counter()
     pats = make_patterns(grid, heads, args.density, device, q, k, s, args.mass)
@@ -464,17 +516,28 @@ def main(argv=None) -> int:
                 a = topk_table(qq, kk2, s, keep=dyn.get("keep"), mass=dyn.get("mass"))
                 return flex(qq, kk2, vv, block_mask=block_mask_from_table(a, s))[:, :, :s]
         else:  # static table cached per shape; layout (permute + pad) and its inverse per call
+
             def e2e():
                 return from_layout(flex(*(to_layout(x, groups, sp) for x in (q, k, v)), block_mask=bm), groups, s, inv)
+
         full_ms = time_ms(e2e, args.warmup, args.iters, device)
         dens = block_density(pat["allowed"])
-        row = dict(pattern=name, density=round(dens, 4), kernel_ms=round(kernel, 3), e2e_ms=round(full_ms, 3),
-                   speedup_kernel=round(dense_ms / kernel, 3), speedup_e2e=round(dense_ms / full_ms, 3),
-                   speedup_kernel_vs_best_dense=round(best_dense / kernel, 3),
-                   speedup_vs_flex_full=round(base["flex_full_ms"] / kernel, 3),
-                   ideal=round(1 / dens, 3), ratio_to_ideal=round(dense_ms / kernel * dens, 3),
-                   max_abs_err_sampled=err, mask_build_s=round(build_s, 4), first_call_s=round(first_s, 2),
-                   meta=pat["meta"])
+        row = dict(
+            pattern=name,
+            density=round(dens, 4),
+            kernel_ms=round(kernel, 3),
+            e2e_ms=round(full_ms, 3),
+            speedup_kernel=round(dense_ms / kernel, 3),
+            speedup_e2e=round(dense_ms / full_ms, 3),
+            speedup_kernel_vs_best_dense=round(best_dense / kernel, 3),
+            speedup_vs_flex_full=round(base["flex_full_ms"] / kernel, 3),
+            ideal=round(1 / dens, 3),
+            ratio_to_ideal=round(dense_ms / kernel * dens, 3),
+            max_abs_err_sampled=err,
+            mask_build_s=round(build_s, 4),
+            first_call_s=round(first_s, 2),
+            meta=pat["meta"],
+        )
         rows.append(row)
         log(name, json.dumps({kk: vv for kk, vv in row.items() if kk != "meta"}), pat["meta"])
         save()
@@ -491,31 +554,49 @@ def main(argv=None) -> int:
                 bm = block_mask_from_table(pat["allowed"], s)
                 ql, kl, vl = (to_layout(x, pat["groups"], sp) for x in (q, k, v))
                 opts = {"USE_TMA": True}
-                ms = time_ms(lambda: flex(ql, kl, vl, block_mask=bm, kernel_options=opts), args.warmup, args.iters, device)
-                extra.append(dict(pattern=pat["name"], kernel_options=opts, kernel_ms=round(ms, 3),
-                                  speedup_kernel=round(dense_ms / ms, 3)))
+                ms = time_ms(
+                    lambda: flex(ql, kl, vl, block_mask=bm, kernel_options=opts), args.warmup, args.iters, device
+                )
+                extra.append(
+                    dict(
+                        pattern=pat["name"],
+                        kernel_options=opts,
+                        kernel_ms=round(ms, 3),
+                        speedup_kernel=round(dense_ms / ms, 3),
+                    )
+                )
                 log("variant", extra[-1])
             except Exception as e:
-                extra.append(dict(pattern=pat["name"], kernel_options={"USE_TMA": True},
-                                  error=f"{type(e).__name__}: {str(e)[:300]}"))
+                extra.append(
+                    dict(
+                        pattern=pat["name"],
+                        kernel_options={"USE_TMA": True},
+                        error=f"{type(e).__name__}: {str(e)[:300]}",
+                    )
+                )
                 log("variant failed", extra[-1])
                 break
             save()
 
     # 4. report
-    lines = [f"Device: {res['device']}, torch {res['torch']}; grid {grid} = {s} tokens (padded {sp}), "
-             f"{heads} heads x {dim}, bf16, batch 1, block {BS}.",
-             f"Dense SDPA (torch's pick) {dense_ms:.3f} ms; flash {base.get('sdpa_flash_ms')}; "
-             f"cuDNN {base.get('sdpa_cudnn_ms')}; flex full mask {base['flex_full_ms']:.3f} ms "
-             f"(max abs err vs SDPA {base['flex_full_vs_sdpa_max_abs_err']:.2e}).", "",
-             "| pattern | density | flex kernel ms | e2e ms | speedup vs SDPA (kernel) | speedup e2e | "
-             "ideal 1/density | ratio to ideal | vs best dense | vs flex full | max abs err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Device: {res['device']}, torch {res['torch']}; grid {grid} = {s} tokens (padded {sp}), "
+        f"{heads} heads x {dim}, bf16, batch 1, block {BS}.",
+        f"Dense SDPA (torch's pick) {dense_ms:.3f} ms; flash {base.get('sdpa_flash_ms')}; "
+        f"cuDNN {base.get('sdpa_cudnn_ms')}; flex full mask {base['flex_full_ms']:.3f} ms "
+        f"(max abs err vs SDPA {base['flex_full_vs_sdpa_max_abs_err']:.2e}).",
+        "",
+        "| pattern | density | flex kernel ms | e2e ms | speedup vs SDPA (kernel) | speedup e2e | "
+        "ideal 1/density | ratio to ideal | vs best dense | vs flex full | max abs err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['pattern']} | {r['density']:.3f} | {r['kernel_ms']:.3f} | {r['e2e_ms']:.3f} | "
-                     f"{r['speedup_kernel']:.2f}x | {r['speedup_e2e']:.2f}x | {r['ideal']:.2f}x | "
-                     f"{r['ratio_to_ideal']:.2f} | {r['speedup_kernel_vs_best_dense']:.2f}x | "
-                     f"{r['speedup_vs_flex_full']:.2f}x | {r['max_abs_err_sampled']:.1e} |")
+        lines.append(
+            f"| {r['pattern']} | {r['density']:.3f} | {r['kernel_ms']:.3f} | {r['e2e_ms']:.3f} | "
+            f"{r['speedup_kernel']:.2f}x | {r['speedup_e2e']:.2f}x | {r['ideal']:.2f}x | "
+            f"{r['ratio_to_ideal']:.2f} | {r['speedup_kernel_vs_best_dense']:.2f}x | "
+            f"{r['speedup_vs_flex_full']:.2f}x | {r['max_abs_err_sampled']:.1e} |"
+        )
     res["table_md"] = "\n".join(lines)
     res["total_s"] = round(time.perf_counter() - T0, 1)
     save()

@@ -55,8 +55,9 @@ def log(*args) -> None:
 def kernels(toy: bool) -> dict:
     """name -> factory of a fresh seam kernel."""
     density = 0.5 if toy else 0.25
-    sparse = lambda pattern: (lambda: SparseAttentionKernel(pattern, dense_layers=0, dense_steps=0,
-                                                            block_size=16 if toy else 128))
+    sparse = lambda pattern: (
+        lambda: SparseAttentionKernel(pattern, dense_layers=0, dense_steps=0, block_size=16 if toy else 128)
+    )
     made = {
         "seam": lambda: dense_kernel,
         f"radial {density}": sparse(Radial(density)),
@@ -65,7 +66,9 @@ def kernels(toy: bool) -> dict:
     }
     for ratio in (0.3, 0.5):
         made[f"asymrnr {ratio} match"] = lambda r=ratio: AsymmetricReductionKernel(q_ratio=r, kv_ratio=r, interval=0)
-        made[f"asymrnr {ratio} reuse"] = lambda r=ratio: AsymmetricReductionKernel(q_ratio=r, kv_ratio=r, interval=10**9)
+        made[f"asymrnr {ratio} reuse"] = lambda r=ratio: AsymmetricReductionKernel(
+            q_ratio=r, kv_ratio=r, interval=10**9
+        )
     return made
 
 
@@ -84,15 +87,20 @@ def tome_configs(model) -> dict:
 
     def apply(ratio, ffn, interval):
         stats = MergeStats()
-        hooks = token_merge_hooks(model, WAN, MergeSchedule(ratio=ratio, interval=interval, dense_steps=0), stats,
-                                  ffn=ffn)
+        hooks = token_merge_hooks(
+            model, WAN, MergeSchedule(ratio=ratio, interval=interval, dense_steps=0), stats, ffn=ffn
+        )
         for module, name, hook in hooks:
             HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
         return [(module, name) for module, name, _ in hooks], stats
 
     out = {}
-    for ratio, ffn, interval, label in ((0.3, False, 10**9, "reuse"), (0.5, False, 0, "match"),
-                                        (0.5, False, 10**9, "reuse"), (0.5, True, 10**9, "reuse+ffn")):
+    for ratio, ffn, interval, label in (
+        (0.3, False, 10**9, "reuse"),
+        (0.5, False, 0, "match"),
+        (0.5, False, 10**9, "reuse"),
+        (0.5, True, 10**9, "reuse+ffn"),
+    ):
         out[f"tome {ratio} {label}"] = (lambda r=ratio, f=ffn, i=interval: apply(r, f, i), uninstall)
     return out
 
@@ -108,9 +116,12 @@ def main(argv=None) -> int:
     if device.type != "cuda" and not args.toy:
         print("no CUDA device: use --toy on CPU", flush=True)
         return 1
-    res = dict(torch=torch.__version__, python=platform.python_version(),
-               device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               command=" ".join(["python"] + sys.argv))
+    res = dict(
+        torch=torch.__version__,
+        python=platform.python_version(),
+        device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        command=" ".join(["python"] + sys.argv),
+    )
     path = os.path.join(args.out_dir, "gpu_library_toy.json" if args.toy else "gpu_library.json")
 
     def save():
@@ -138,7 +149,9 @@ def main(argv=None) -> int:
         ref = fwd().float()
         times["dense"] = round(ga.time_ms(fwd, 1, args.iters, device), 2)
         log(f"dense: {times['dense']} ms")
-        configs = {name: (lambda make=make: install(model, make()), uninstall) for name, make in kernels(args.toy).items()}
+        configs = {
+            name: (lambda make=make: install(model, make()), uninstall) for name, make in kernels(args.toy).items()
+        }
         configs.update(tome_configs(model))
         for name, (apply, remove) in configs.items():
             if only and name not in only:
@@ -151,8 +164,10 @@ def main(argv=None) -> int:
                 first = time.perf_counter() - t
                 times[name] = round(ga.time_ms(fwd, 1, args.iters, device), 2)
                 diffs[name] = round(((out - ref).norm() / ref.norm()).item(), 4)
-                log(f"{name}: {times[name]} ms ({times['dense'] / times[name]:.2f}x), first call {first:.1f} s, "
-                    f"rel L2 vs dense {diffs[name]}")
+                log(
+                    f"{name}: {times[name]} ms ({times['dense'] / times[name]:.2f}x), first call {first:.1f} s, "
+                    f"rel L2 vs dense {diffs[name]}"
+                )
             except Exception as exc:  # record and go on: one failing configuration must not cost the others
                 times[name] = None
                 diffs[name] = f"{type(exc).__name__}: {exc}"[:300]

@@ -51,22 +51,42 @@ def build_pipeline(toy: bool, device: str, dtype):
 
         tokenizer = build_word_tokenizer(style="t5", model_max_length=512)
         torch.manual_seed(1)
-        text_config = UMT5Config(vocab_size=len(tokenizer), d_model=cfg["text_dim"], d_kv=16, d_ff=64, num_layers=1,
-                                 num_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                 decoder_start_token_id=tokenizer.pad_token_id, relative_attention_num_buckets=8)
+        text_config = UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=cfg["text_dim"],
+            d_kv=16,
+            d_ff=64,
+            num_layers=1,
+            num_heads=2,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            relative_attention_num_buckets=8,
+        )
         with torch.device(device):
             text_encoder = UMT5EncoderModel(text_config).eval()
     except ImportError:  # no transformers on the machine: a fixed random prompt embedding stands in
         tokenizer = text_encoder = None
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
-                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
+    pipe = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+    )
     if text_encoder is None:
         embeds = torch.randn(1, 512, cfg["text_dim"], device=device, dtype=dtype)
         pipe.encode_prompt = lambda *args, **kwargs: (embeds, None)
     pipe.set_progress_bar_config(disable=True)
     height, width = (64, 96) if toy else (480, 832)
-    pipe._genaccel_defaults = {"height": height, "width": width, "num_frames": 81, "num_inference_steps": 4,
-                               "guidance_scale": 1.0, "extra": {"max_sequence_length": 512}}
+    pipe._genaccel_defaults = {
+        "height": height,
+        "width": width,
+        "num_frames": 81,
+        "num_inference_steps": 4,
+        "guidance_scale": 1.0,
+        "extra": {"max_sequence_length": 512},
+    }
     pipe._genaccel_stream = {"chunk_frames": 3}
     pipe._genaccel_model_key = "wan2.1-1.3b-random"
     return pipe
@@ -84,28 +104,45 @@ def main() -> int:
     dtype = torch.float32 if args.toy else torch.bfloat16
     start = time.perf_counter()
     pipe = build_pipeline(args.toy, device, dtype)
-    result = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "chunk_latent_frames": 3, "steps_per_chunk": 4, "guidance": 1.0,
-              "build_seconds": round(time.perf_counter() - start, 1), "configs": {}}
+    result = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "chunk_latent_frames": 3,
+        "steps_per_chunk": 4,
+        "guidance": 1.0,
+        "build_seconds": round(time.perf_counter() - start, 1),
+        "configs": {},
+    }
     prompt = "a red circle moving left on a black background"
     for name, (window, sink) in CONFIGS.items():
         rows = []
         for chunk in stream(pipe, prompt, chunks=args.chunks, window=window, sink=sink, seed=0):
             allocated = torch.cuda.memory_allocated() if device == "cuda" else 0
-            rows.append({"chunk": chunk.index, "frames": len(chunk.frames), "seconds": chunk.seconds,
-                         "decode_seconds": chunk.decode_seconds, "state_bytes": chunk.memory_bytes,
-                         "cached_frames": len(chunk.cached_frames), "cuda_allocated": allocated})
+            rows.append(
+                {
+                    "chunk": chunk.index,
+                    "frames": len(chunk.frames),
+                    "seconds": chunk.seconds,
+                    "decode_seconds": chunk.decode_seconds,
+                    "state_bytes": chunk.memory_bytes,
+                    "cached_frames": len(chunk.cached_frames),
+                    "cuda_allocated": allocated,
+                }
+            )
             print(json.dumps({"config": name, **rows[-1]}), flush=True)
         steady = rows[3:]
         frames = sum(r["frames"] for r in steady)
         seconds = sum(r["seconds"] for r in steady)
         denoise = sum(r["seconds"] - r["decode_seconds"] for r in steady)
         result["configs"][name] = {
-            "window": window, "sink": sink, "fps": round(frames / seconds, 2),
+            "window": window,
+            "sink": sink,
+            "fps": round(frames / seconds, 2),
             "fps_without_decode": round(frames / denoise, 2),
             "first_steady_chunk_seconds": round(steady[0]["seconds"], 4),
             "last_chunk_seconds": round(rows[-1]["seconds"], 4),
-            "state_bytes_last": rows[-1]["state_bytes"], "cuda_allocated_last": rows[-1]["cuda_allocated"],
+            "state_bytes_last": rows[-1]["state_bytes"],
+            "cuda_allocated_last": rows[-1]["cuda_allocated"],
             "chunks": rows,
         }
         if device == "cuda":
@@ -118,8 +155,10 @@ def main() -> int:
     print("| cache | FPS | FPS without VAE decode | chunk 3 s | last chunk s | stream state MB |")
     print("|---|---|---|---|---|---|")
     for name, r in result["configs"].items():
-        print(f"| {name} (window {r['window']}, sink {r['sink']}) | {r['fps']} | {r['fps_without_decode']} | "
-              f"{r['first_steady_chunk_seconds']} | {r['last_chunk_seconds']} | {r['state_bytes_last'] / 1e6:.0f} |")
+        print(
+            f"| {name} (window {r['window']}, sink {r['sink']}) | {r['fps']} | {r['fps_without_decode']} | "
+            f"{r['first_steady_chunk_seconds']} | {r['last_chunk_seconds']} | {r['state_bytes_last'] / 1e6:.0f} |"
+        )
     return 0
 
 

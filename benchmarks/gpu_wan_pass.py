@@ -36,18 +36,29 @@ import platform
 import sys
 import time
 
+import gpu_attention as ga  # same folder: timing, forced SDPA backends, the kernel benchmark's q/k/v
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-import gpu_attention as ga  # same folder: timing, forced SDPA backends, the kernel benchmark's q/k/v
-
 T0 = time.perf_counter()
 _FROM_KV_HAS_Q = "compute_q_blocks" in inspect.signature(BlockMask.from_kv_blocks).parameters
 
-WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-                out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+WAN_1_3B = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
 TOY = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=32, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2)
 
 
@@ -144,8 +155,19 @@ def tune(args, device, flex, res, save):
     s = grid[0] * grid[1] * grid[2]
     gen = torch.Generator(device=device).manual_seed(0)
     q, k, v = ga.structured_qkv(grid, heads, dim, device, torch.bfloat16, gen)
-    out = dict(shape=dict(grid=list(grid), tokens=s, heads=heads, head_dim=dim, dtype="bfloat16", pattern="radial",
-                          target_density=args.density), dense={}, runs=[])
+    out = dict(
+        shape=dict(
+            grid=list(grid),
+            tokens=s,
+            heads=heads,
+            head_dim=dim,
+            dtype="bfloat16",
+            pattern="radial",
+            target_density=args.density,
+        ),
+        dense={},
+        runs=[],
+    )
     res["tuning"] = out
     dense = out["dense"]
     dense["sdpa_default_ms"] = ga.time_ms(lambda: F.scaled_dot_product_attention(q, k, v), 3, args.iters, device)
@@ -156,8 +178,9 @@ def tune(args, device, flex, res, save):
             dense[f"sdpa_{be}_ms"] = None
             dense[f"sdpa_{be}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
     log("dense SDPA", {kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in dense.items()})
-    best_dense = min(x for x in (dense["sdpa_default_ms"], dense.get("sdpa_flash_ms"), dense.get("sdpa_cudnn_ms"))
-                     if x is not None)
+    best_dense = min(
+        x for x in (dense["sdpa_default_ms"], dense.get("sdpa_flash_ms"), dense.get("sdpa_cudnn_ms")) if x is not None
+    )
 
     setups = {}
 
@@ -187,10 +210,17 @@ def tune(args, device, flex, res, save):
             nb = allowed.shape[-1]
             row["max_abs_err_sampled"] = sampled_err(qp, kp, vp, o, allowed, s, bs, [0, nb // 2, nb - 1])
             del o
-            ms = ga.time_ms(lambda: flex(qp, kp, vp, block_mask=bm, kernel_options=dict(opts) if opts else None),
-                         3, args.iters, device)
-            row.update(ms=round(ms, 3), speedup_vs_sdpa=round(dense["sdpa_default_ms"] / ms, 3),
-                       speedup_vs_best_dense=round(best_dense / ms, 3))
+            ms = ga.time_ms(
+                lambda: flex(qp, kp, vp, block_mask=bm, kernel_options=dict(opts) if opts else None),
+                3,
+                args.iters,
+                device,
+            )
+            row.update(
+                ms=round(ms, 3),
+                speedup_vs_sdpa=round(dense["sdpa_default_ms"] / ms, 3),
+                speedup_vs_best_dense=round(best_dense / ms, 3),
+            )
         except Exception as e:
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
         out["runs"].append(row)
@@ -199,8 +229,16 @@ def tune(args, device, flex, res, save):
         return row
 
     budget = lambda: time.perf_counter() - T0 < args.tune_budget
-    cfgs128 = [{}, kopts(128, 128, 8, 2), kopts(128, 128, 8, 3), kopts(128, 64, 8, 2), kopts(128, 64, 8, 4),
-               kopts(128, 64, 4, 3), kopts(64, 128, 4, 3), kopts(64, 64, 4, 3)]
+    cfgs128 = [
+        {},
+        kopts(128, 128, 8, 2),
+        kopts(128, 128, 8, 3),
+        kopts(128, 64, 8, 2),
+        kopts(128, 64, 8, 4),
+        kopts(128, 64, 4, 3),
+        kopts(64, 128, 4, 3),
+        kopts(64, 64, 4, 3),
+    ]
     rows = []
     for o in cfgs128:
         if not budget():
@@ -217,9 +255,9 @@ def tune(args, device, flex, res, save):
             if "ms" in r:
                 ok.append((o, r))
         best_opts = min(ok, key=lambda x: x[1]["ms"])[0]
-    for o in ([kopts(64, 64, 4, 3), kopts(64, 64, 8, 3), kopts(64, 64, 4, 4)] if budget() else []):
+    for o in [kopts(64, 64, 4, 3), kopts(64, 64, 8, 3), kopts(64, 64, 4, 4)] if budget() else []:
         run(64, "radial", o)
-    for o in ([{}, best_opts] if best_opts else [{}]):
+    for o in [{}, best_opts] if best_opts else [{}]:
         if budget():
             run(128, "full", o)
     dense["sdpa_default_ms_again"] = ga.time_ms(lambda: F.scaled_dot_product_attention(q, k, v), 3, args.iters, device)
@@ -227,13 +265,16 @@ def tune(args, device, flex, res, save):
     if good:
         b = min(good, key=lambda r: r["ms"])
         d = [r for r in good if r["kernel_options"] == "default" and r["block"] == 128]
-        out["best"] = dict(b, default_ms=d[0]["ms"] if d else None,
-                           reached_3x_vs_sdpa=b["speedup_vs_sdpa"] >= 3.0,
-                           reached_3x_vs_best_dense=b["speedup_vs_best_dense"] >= 3.0)
+        out["best"] = dict(
+            b,
+            default_ms=d[0]["ms"] if d else None,
+            reached_3x_vs_sdpa=b["speedup_vs_sdpa"] >= 3.0,
+            reached_3x_vs_best_dense=b["speedup_vs_best_dense"] >= 3.0,
+        )
         log("best sparse", json.dumps(out["best"]))
     out["best_opts_block128"] = best_opts
     save()
-    del q, k, v, setups
+    q = k = v = setups = None  # frees them; a `del` would leave the closures above reading undefined names
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return best_opts
@@ -280,8 +321,13 @@ class SeamWanSelfAttnProcessor:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense_mask)
         else:
             pad = lambda x: F.pad(x, (0, 0, 0, self.padded - s))
-            o = self.flex(pad(q), pad(k), pad(v), block_mask=self.block_mask,
-                          kernel_options=dict(self.kernel_options) if self.kernel_options else None)[:, :, :s]
+            o = self.flex(
+                pad(q),
+                pad(k),
+                pad(v),
+                block_mask=self.block_mask,
+                kernel_options=dict(self.kernel_options) if self.kernel_options else None,
+            )[:, :, :s]
         hidden_states = o.transpose(1, 2).flatten(2, 3).type_as(query)
         hidden_states = attn.to_out[0](hidden_states)
         return attn.to_out[1](hidden_states)
@@ -310,9 +356,15 @@ def wan_pass(args, device, flex, res, save, best_opts):
     lat_shape = (1, 16, 3, 8, 12) if toy else (1, 16, 21, 60, 104)
     bs = 16 if toy else 128
     density = 0.5 if toy else args.density
-    out = dict(diffusers=diffusers.__version__, config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
-               dtype=str(dtype).replace("torch.", ""), latents=list(lat_shape), text=[1, 512, cfg["text_dim"]],
-               timestep=500, block=bs)
+    out = dict(
+        diffusers=diffusers.__version__,
+        config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+        dtype=str(dtype).replace("torch.", ""),
+        latents=list(lat_shape),
+        text=[1, 512, cfg["text_dim"]],
+        timestep=500,
+        block=bs,
+    )
     res["pass"] = out
     t = time.perf_counter()
     model = build_model(cfg, device, dtype)
@@ -371,7 +423,9 @@ def wan_pass(args, device, flex, res, save, best_opts):
     if toy:  # the sparse pass against dense SDPA with the equivalent boolean mask; density 1.0 against dense
         measure("masked_ref", lambda: SeamWanSelfAttnProcessor("masked", dense_mask=dense_bool_mask(allowed, s, bs)))
         full = torch.ones_like(allowed)
-        measure("flex_full", lambda: SeamWanSelfAttnProcessor("flex", flex, block_mask_from_table(full, s, bs), nb * bs))
+        measure(
+            "flex_full", lambda: SeamWanSelfAttnProcessor("flex", flex, block_mask_from_table(full, s, bs), nb * bs)
+        )
     set_proc(None)
 
     ref = outs["dense"]
@@ -380,8 +434,9 @@ def wan_pass(args, device, flex, res, save, best_opts):
         d = outs[name] - ref
         return dict(max_abs=d.abs().max().item(), rel_l2=(d.norm() / ref.norm()).item())
 
-    out["dense_output"] = dict(max_abs=ref.abs().max().item(), rms=ref.pow(2).mean().sqrt().item(),
-                               finite=bool(torch.isfinite(ref).all()))
+    out["dense_output"] = dict(
+        max_abs=ref.abs().max().item(), rms=ref.pow(2).mean().sqrt().item(), finite=bool(torch.isfinite(ref).all())
+    )
     out["diff_vs_dense"] = {n: diff(n) for n in outs if n != "dense"}
     if toy:
         d = outs["sparse_default"] - outs["masked_ref"]
@@ -390,16 +445,21 @@ def wan_pass(args, device, flex, res, save, best_opts):
     sp_name = min((n for n in times if n.startswith("sparse")), key=times.get)
     share = (d - times["stub"]) / d
     out["summary"] = dict(
-        dense_ms=d, sparse_ms=times[sp_name], sparse_variant=sp_name, speedup=round(d / times[sp_name], 3),
+        dense_ms=d,
+        sparse_ms=times[sp_name],
+        sparse_variant=sp_name,
+        speedup=round(d / times[sp_name], 3),
         speedup_default_options=round(d / times["sparse_default"], 3),
-        attention_share=round(share, 4), amdahl_limit_density=round(1 / (1 - share + share * density), 3),
+        attention_share=round(share, 4),
+        amdahl_limit_density=round(1 / (1 - share + share * density), 3),
         amdahl_limit_infinite=round(1 / (1 - share), 3) if share < 1 else None,
         self_attention_ms_per_layer_dense=round((d - times["stub"]) / cfg["num_layers"], 3),
-        self_attention_ms_per_layer_sparse=round((times[sp_name] - times["stub"]) / cfg["num_layers"], 3))
+        self_attention_ms_per_layer_sparse=round((times[sp_name] - times["stub"]) / cfg["num_layers"], 3),
+    )
     log("pass summary", json.dumps(out["summary"]))
     log("diff vs dense", json.dumps(out["diff_vs_dense"]))
     save()
-    del model, outs
+    model = outs = None  # frees them; a `del` would leave the closures above reading undefined names
     return out
 
 
@@ -413,13 +473,21 @@ def main(argv=None) -> int:
     ap.add_argument("--density", type=float, default=0.25)
     ap.add_argument("--iters", type=int, default=20, help="kernel timings")
     ap.add_argument("--pass-iters", type=int, default=5)
-    ap.add_argument("--tune-grid", default=None, help="tuning shape F,H,W (default 21,30,52; with --toy: "
-                    "runs the tuning loop with eager flex at this shape, a dry run of the control flow)")
+    ap.add_argument(
+        "--tune-grid",
+        default=None,
+        help="tuning shape F,H,W (default 21,30,52; with --toy: "
+        "runs the tuning loop with eager flex at this shape, a dry run of the control flow)",
+    )
     ap.add_argument("--tune-budget", type=float, default=200.0, help="stop tuning past this many seconds")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.toy else "cpu")
-    res = dict(torch=torch.__version__, python=platform.python_version(), command=" ".join([sys.executable] + sys.argv),
-               device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
+    res = dict(
+        torch=torch.__version__,
+        python=platform.python_version(),
+        command=" ".join([sys.executable] + sys.argv),
+        device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+    )
     print("torch", torch.__version__, "| device", res["device"], flush=True)
     path = os.path.join(args.out_dir, "wan_pass_toy.json" if args.toy else "wan_pass.json")
 

@@ -33,10 +33,15 @@ def measure(height: int, width: int, frames: int, steps: int, tracked: bool) -> 
     from genaccel.tools.bench.memory import TensorPeakMemory
 
     pipe = genaccel.load_pipeline("tiny", device="cpu")
-    weights = sum(t.numel() * t.element_size() for name in ("transformer", "vae", "text_encoder")
-                  for module in [getattr(pipe, name)] for t in (*module.parameters(), *module.buffers()))
-    request = genaccel.GenerationRequest(prompt=PROMPT, height=height, width=width, num_frames=frames,
-                                         num_inference_steps=steps, accel="none")
+    weights = sum(
+        t.numel() * t.element_size()
+        for name in ("transformer", "vae", "text_encoder")
+        for module in [getattr(pipe, name)]
+        for t in (*module.parameters(), *module.buffers())
+    )
+    request = genaccel.GenerationRequest(
+        prompt=PROMPT, height=height, width=width, num_frames=frames, num_inference_steps=steps, accel="none"
+    )
     prepared = genaccel.prepare(pipe, request)
     after_load = _rss("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # the peak counts from here
@@ -63,8 +68,24 @@ def main() -> None:
     for h, w, f in SIZES:
         row = {"height": h, "width": w, "num_frames": f}
         for tracked, label in ((1, "tensors"), (0, "resident")):
-            child = subprocess.run([sys.executable, __file__, "--out", str(args.out), "--child", str(h), str(w), str(f),
-                                    str(args.steps), str(tracked)], env=env, capture_output=True, text=True, check=True)
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--out",
+                    str(args.out),
+                    "--child",
+                    str(h),
+                    str(w),
+                    str(f),
+                    str(args.steps),
+                    str(tracked),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             result = json.loads(child.stdout.strip().splitlines()[-1])
             row[f"{label}_bytes"] = result["measured_bytes"]
             row["estimate"] = result["estimate"]
@@ -72,9 +93,12 @@ def main() -> None:
         row["error_vs_tensors"] = round(estimate / row["tensors_bytes"] - 1, 4)
         row["error_vs_resident"] = round(estimate / row["resident_bytes"] - 1, 4)
         rows.append(row)
-        print(f"{h}x{w}x{f}: estimate {estimate / 1e6:.1f} MB, tensors {row['tensors_bytes'] / 1e6:.1f} MB "
-              f"({row['error_vs_tensors']:+.1%}), resident {row['resident_bytes'] / 1e6:.1f} MB "
-              f"({row['error_vs_resident']:+.1%})", flush=True)
+        print(
+            f"{h}x{w}x{f}: estimate {estimate / 1e6:.1f} MB, tensors {row['tensors_bytes'] / 1e6:.1f} MB "
+            f"({row['error_vs_tensors']:+.1%}), resident {row['resident_bytes'] / 1e6:.1f} MB "
+            f"({row['error_vs_resident']:+.1%})",
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps({"model": "tiny", "steps": args.steps, "rows": rows}, indent=1) + "\n")

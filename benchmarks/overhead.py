@@ -31,9 +31,9 @@ def main() -> int:
     from tqdm import tqdm
 
     import genaccel
-    from genaccel.models.facts import default_model
     from genaccel.generation.prepare import prepare
     from genaccel.generation.request import GenerationRequest
+    from genaccel.models.facts import default_model
 
     model = args.model or default_model()
     pipe = genaccel.load_pipeline(model)
@@ -60,17 +60,26 @@ def main() -> int:
         times = {fn.__name__: fn() for fn in pair}
         rows.append({**times, "ratio": times["through_genaccel"] / times["direct"]})
     ratio = statistics.median(r["ratio"] for r in rows)
-    summary = {"model": model, "setting": args.setting, "rounds": args.rounds, "threads": torch.get_num_threads(),
-               "median_direct_s": statistics.median(r["direct"] for r in rows),
-               "median_genaccel_s": statistics.median(r["through_genaccel"] for r in rows),
-               "median_ratio": ratio}
+    summary = {
+        "model": model,
+        "setting": args.setting,
+        "rounds": args.rounds,
+        "threads": torch.get_num_threads(),
+        "median_direct_s": statistics.median(r["direct"] for r in rows),
+        "median_genaccel_s": statistics.median(r["through_genaccel"] for r in rows),
+        "median_ratio": ratio,
+    }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"summary": summary, "rounds": rows}, indent=1))
-    print("| model | setting | rounds | direct diffusers s (median) | genaccel `none` s (median) | overhead (median of ratios) |")
+    print(
+        "| model | setting | rounds | direct diffusers s (median) | genaccel `none` s (median) | overhead (median of ratios) |"
+    )
     print("|---|---|---|---|---|---|")
-    print(f"| {model} | {args.setting} | {args.rounds} | {summary['median_direct_s']:.3f} | "
-          f"{summary['median_genaccel_s']:.3f} | {100 * (ratio - 1):+.2f}% |")
+    print(
+        f"| {model} | {args.setting} | {args.rounds} | {summary['median_direct_s']:.3f} | "
+        f"{summary['median_genaccel_s']:.3f} | {100 * (ratio - 1):+.2f}% |"
+    )
     return 0
 
 

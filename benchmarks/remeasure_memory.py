@@ -19,9 +19,9 @@ import json
 import sys
 from pathlib import Path
 
+from genaccel.errors import GenAccelError
 from genaccel.tools.bench.memory import measure_configs
 from genaccel.tools.bench.runner import MEMORY, PER_RUN
-from genaccel.errors import GenAccelError
 
 PLAN = "bench.json"
 
@@ -63,8 +63,14 @@ def markdown(measured: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def remeasure(out_dir: Path, *, model: str | None = None, device: str | None = None,
-              timeout: float | None = None, progress: bool = True) -> dict[str, dict]:
+def remeasure(
+    out_dir: Path,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> dict[str, dict]:
     plan = read_plan(out_dir)
     model = model or plan.get("model")
     device = device or plan.get("device") or "cpu"
@@ -79,20 +85,23 @@ def remeasure(out_dir: Path, *, model: str | None = None, device: str | None = N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n    python")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n    python")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  python benchmarks/remeasure_memory.py benchmarks/results/presets-default\n\n"
-               "Each configuration costs one model load and one generation at the sweep's setting and sizes.",
+        "Each configuration costs one model load and one generation at the sweep's setting and sizes.",
     )
     parser.add_argument("dir", type=Path, help="a bench output folder (holds bench.json)")
     parser.add_argument("--model", help="model to load instead of bench.json's 'model' (a name, folder or hub id)")
     parser.add_argument("--device", help="device instead of bench.json's 'device' (cpu, cuda, cuda:1)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="S",
-                        help="seconds allowed per configuration (default: no limit)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="seconds allowed per configuration (default: no limit)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        measures = remeasure(args.dir, model=args.model, device=args.device, timeout=args.timeout,
-                             progress=not args.no_progress)
+        measures = remeasure(
+            args.dir, model=args.model, device=args.device, timeout=args.timeout, progress=not args.no_progress
+        )
     except GenAccelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -34,8 +34,16 @@ from gpu_estimate import GPUS, WAN_1_3B, WAN_VAE  # noqa: E402
 WAN_14B = {**WAN_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
 MODELS = {"Wan2.1-1.3B": WAN_1_3B, "Wan2.1-14B": WAN_14B}
 SIZES = {"480p": (480, 832), "720p": (720, 1280)}
-UMT5_XXL = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                feed_forward_proj="gated-gelu", relative_attention_num_buckets=32)
+UMT5_XXL = dict(
+    vocab_size=256384,
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    feed_forward_proj="gated-gelu",
+    relative_attention_num_buckets=32,
+)
 NVLINK = 450e9  # bytes/s per direction, H100 SXM
 FRAMES, STEPS, UTILISATION = 81, 50, 0.45
 
@@ -50,8 +58,13 @@ def meta_pipeline(config: dict):
         transformer = WanTransformer3DModel(**config).to(torch.bfloat16)
         vae = AutoencoderKLWan(**WAN_VAE)  # Wan's VAE runs in float32
         text_encoder = UMT5EncoderModel(UMT5Config(**UMT5_XXL)).to(torch.bfloat16)
-    return WanPipeline(tokenizer=None, text_encoder=text_encoder, transformer=transformer, vae=vae,
-                       scheduler=FlowMatchEulerDiscreteScheduler())
+    return WanPipeline(
+        tokenizer=None,
+        text_encoder=text_encoder,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
 
 
 def flops(config: dict, height: int, width: int) -> dict:
@@ -77,8 +90,11 @@ def main() -> int:
 
     peak_flops, _ = GPUS["H100-SXM"]
     rate = peak_flops * UTILISATION
-    lines = [f"ESTIMATES (not measured): {FRAMES} frames, {STEPS} steps with CFG ({2 * STEPS} passes), H100 SXM at "
-             f"{UTILISATION:.0%} of bf16 peak, NVLink {NVLINK / 1e9:.0f} GB/s. Memory: genaccel's estimate per GPU.", ""]
+    lines = [
+        f"ESTIMATES (not measured): {FRAMES} frames, {STEPS} steps with CFG ({2 * STEPS} passes), H100 SXM at "
+        f"{UTILISATION:.0%} of bf16 peak, NVLink {NVLINK / 1e9:.0f} GB/s. Memory: genaccel's estimate per GPU.",
+        "",
+    ]
     for name, config in MODELS.items():
         pipe = meta_pipeline(config)
         sizes = ModelSizes.of(pipe)
@@ -88,18 +104,37 @@ def main() -> int:
             per_pass = f["pass_flops"] / rate
             attention_share = f["attention_product_flops"] / f["pass_flops"]
             decode = f["decode_flops"] / rate
-            tokens, dim, layers = f["tokens"], config["num_attention_heads"] * config["attention_head_dim"], config["num_layers"]
+            tokens, dim, layers = (
+                f["tokens"],
+                config["num_attention_heads"] * config["attention_head_dim"],
+                config["num_layers"],
+            )
             rows = presets(args.summary)
             names = [r["accel"] for r in rows]
-            lines += [f"**{name}, {label} ({width}x{height}, {tokens:,} tokens)**", "",
-                      "| GPUs | memory/GPU: no offload / `--offload model` / `group` | context parallel | "
-                      + " | ".join(f"s per video, `{a}`: batch / context parallel" for a in names)
-                      + " | videos per hour, batch: " + " / ".join(f"`{a}`" for a in names) + " |",
-                      "|---|---|---|" + "---|" * len(names) + "---|"]
+            lines += [
+                f"**{name}, {label} ({width}x{height}, {tokens:,} tokens)**",
+                "",
+                "| GPUs | memory/GPU: no offload / `--offload model` / `group` | context parallel | "
+                + " | ".join(f"s per video, `{a}`: batch / context parallel" for a in names)
+                + " | videos per hour, batch: "
+                + " / ".join(f"`{a}`" for a in names)
+                + " |",
+                "|---|---|---|" + "---|" * len(names) + "---|",
+            ]
             for n in (1, 2, 4, 8):
-                memory = {off: estimate_peak(sizes, num_frames=FRAMES, height=height, width=width, guidance_scale=5.0,
-                                             offload=off, device="cuda", shards=n).peak
-                          for off in ("none", "model", "group")}
+                memory = {
+                    off: estimate_peak(
+                        sizes,
+                        num_frames=FRAMES,
+                        height=height,
+                        width=width,
+                        guidance_scale=5.0,
+                        offload=off,
+                        device="cuda",
+                        shards=n,
+                    ).peak
+                    for off in ("none", "model", "group")
+                }
                 kind = "ulysses" if heads % n == 0 else "ring"
                 local = tokens // n * dim * 2  # bytes of one local q, k, v or output in bf16
                 per_layer = 4 * local * (n - 1) / n if kind == "ulysses" else 2 * local * (n - 1)
@@ -113,9 +148,10 @@ def main() -> int:
                     times.append(f"{single:.0f}" if n == 1 else f"{single:.0f} / {split:.0f}")
                     per_hour.append(f"{3600 / single * n:.0f}")
                 shown = " / ".join(size_text(memory[mode]) for mode in ("none", "model", "group"))
-                lines.append(f"| {n} | {shown} | "
-                             f"{'-' if n == 1 else f'{kind}={n}'} | " + " | ".join(times) + " | " + " / ".join(per_hour)
-                             + " |")
+                lines.append(
+                    f"| {n} | {shown} | "
+                    f"{'-' if n == 1 else f'{kind}={n}'} | " + " | ".join(times) + " | " + " / ".join(per_hour) + " |"
+                )
             lines.append("")
     text = "\n".join(lines)
     print(text)

@@ -87,14 +87,23 @@ def attention_share(setting: str, steps: int = 4) -> dict:
     def post(module, args, kwargs, output):
         passes[-1] = [time.perf_counter() - passes[-1][0], kernel.seconds - passes[-1][1]]
 
-    handles = [pipe.transformer.register_forward_pre_hook(pre, with_kwargs=True),
-               pipe.transformer.register_forward_hook(post, with_kwargs=True)]
+    handles = [
+        pipe.transformer.register_forward_pre_hook(pre, with_kwargs=True),
+        pipe.transformer.register_forward_hook(post, with_kwargs=True),
+    ]
     try:
         with torch.inference_mode():
-            pipe(prompt="a red circle moving left on a black background", height=settings["height"],
-                 width=settings["width"], num_frames=settings["num_frames"], num_inference_steps=steps,
-                 guidance_scale=settings["guidance_scale"], output_type="latent", **settings.get("extra", {}),
-                 generator=torch.Generator().manual_seed(0))
+            pipe(
+                prompt="a red circle moving left on a black background",
+                height=settings["height"],
+                width=settings["width"],
+                num_frames=settings["num_frames"],
+                num_inference_steps=steps,
+                guidance_scale=settings["guidance_scale"],
+                output_type="latent",
+                **settings.get("extra", {}),
+                generator=torch.Generator().manual_seed(0),
+            )
     finally:
         for handle in handles:
             handle.remove()
@@ -102,9 +111,14 @@ def attention_share(setting: str, steps: int = 4) -> dict:
     measured = passes[2:]  # the first step's two passes warm up
     pass_s = sum(p for p, _ in measured)
     attention_s = sum(a for _, a in measured)
-    return {"setting": setting, "size": f"{settings['width']}x{settings['height']}x{settings['num_frames']}",
-            "passes": len(measured), "pass_ms": 1000 * pass_s / len(measured),
-            "attention_ms": 1000 * attention_s / len(measured), "share": attention_s / pass_s}
+    return {
+        "setting": setting,
+        "size": f"{settings['width']}x{settings['height']}x{settings['num_frames']}",
+        "passes": len(measured),
+        "pass_ms": 1000 * pass_s / len(measured),
+        "attention_ms": 1000 * attention_s / len(measured),
+        "share": attention_s / pass_s,
+    }
 
 
 # ------------------------------------------------------------------------------------------ microbenchmark
@@ -117,30 +131,61 @@ def _patterns(density: float) -> dict:
     }
 
 
-def micro(tokens: int, densities, repeat: int, heads: int = HEADS, head_dim: int = HEAD_DIM,
-          device: str = "cpu", dtype: torch.dtype = torch.float32) -> list[dict]:
+def micro(
+    tokens: int,
+    densities,
+    repeat: int,
+    heads: int = HEADS,
+    head_dim: int = HEAD_DIM,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[dict]:
     grid = GRIDS[tokens]
     device = torch.device(device)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, heads, tokens, head_dim, generator=g).to(device, dtype) for _ in range(3))
-    context = AttentionContext(video=(0, tokens), grid=grid, axes=("f", "h", "w"), layer=0, name="bench",
-                               step=0, branch="cond")
+    context = AttentionContext(
+        video=(0, tokens), grid=grid, axes=("f", "h", "w"), layer=0, name="bench", step=0, branch="cond"
+    )
     rows = []
     with torch.inference_mode():
         dense = _median_time(lambda: F.scaled_dot_product_attention(q, k, v), repeat, device)
-        rows.append({"tokens": tokens, "grid": grid, "method": "dense SDPA", "target": 1.0, "density": 1.0,
-                     "ms": 1000 * dense, "speedup": 1.0, "of_ideal": 1.0})
+        rows.append(
+            {
+                "tokens": tokens,
+                "grid": grid,
+                "method": "dense SDPA",
+                "target": 1.0,
+                "density": 1.0,
+                "ms": 1000 * dense,
+                "speedup": 1.0,
+                "of_ideal": 1.0,
+            }
+        )
         print(f"{tokens} dense {1000 * dense:.1f} ms", file=sys.stderr, flush=True)
         for density in densities:
             for name, pattern in _patterns(density).items():
                 kernel = SparseAttentionKernel(pattern, dense_layers=0, dense_steps=0)
                 seconds = _median_time(lambda: kernel(q, k, v, context), repeat, device)
                 ran = kernel.stats()["sparse_density"] or 1.0
-                rows.append({"tokens": tokens, "grid": grid, "method": name, "target": density, "density": ran,
-                             "ms": 1000 * seconds, "speedup": dense / seconds,
-                             "of_ideal": dense / seconds * ran, "path": kernel.stats()["path"]})
-                print(f"{tokens} {name} d={density} ran {ran:.3f}: {1000 * seconds:.1f} ms "
-                      f"({dense / seconds:.2f}x)", file=sys.stderr, flush=True)
+                rows.append(
+                    {
+                        "tokens": tokens,
+                        "grid": grid,
+                        "method": name,
+                        "target": density,
+                        "density": ran,
+                        "ms": 1000 * seconds,
+                        "speedup": dense / seconds,
+                        "of_ideal": dense / seconds * ran,
+                        "path": kernel.stats()["path"],
+                    }
+                )
+                print(
+                    f"{tokens} {name} d={density} ran {ran:.3f}: {1000 * seconds:.1f} ms ({dense / seconds:.2f}x)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return rows
 
 
@@ -148,26 +193,37 @@ def micro(tokens: int, densities, repeat: int, heads: int = HEADS, head_dim: int
 def summary(results: dict) -> str:
     lines = []
     if results.get("share"):
-        lines += ["| setting | size | pass ms | self-attention ms | attention share | pass speedup limit at "
-                  "density 0.25 (ideal kernel) |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| setting | size | pass ms | self-attention ms | attention share | pass speedup limit at "
+            "density 0.25 (ideal kernel) |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in results["share"]:
             limit = 1 / ((1 - r["share"]) + r["share"] * 0.25)
-            lines.append(f"| {r['setting']} | {r['size']} | {r['pass_ms']:.0f} | {r['attention_ms']:.0f} | "
-                         f"{100 * r['share']:.1f}% | {limit:.2f}x |")
+            lines.append(
+                f"| {r['setting']} | {r['size']} | {r['pass_ms']:.0f} | {r['attention_ms']:.0f} | "
+                f"{100 * r['share']:.1f}% | {limit:.2f}x |"
+            )
         lines.append("")
     if results.get("micro"):
-        lines += ["| tokens (grid) | method | target density | density run | ms per call | speedup vs SDPA | "
-                  "of ideal 1/density |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| tokens (grid) | method | target density | density run | ms per call | speedup vs SDPA | "
+            "of ideal 1/density |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in results["micro"]:
             grid = "x".join(map(str, r["grid"]))
-            lines.append(f"| {r['tokens']:,} ({grid}) | {r['method']} | {r['target']:.2f} | {r['density']:.3f} | "
-                         f"{r['ms']:.1f} | {r['speedup']:.2f}x | {100 * r['of_ideal']:.0f}% |")
+            lines.append(
+                f"| {r['tokens']:,} ({grid}) | {r['method']} | {r['target']:.2f} | {r['density']:.3f} | "
+                f"{r['ms']:.1f} | {r['speedup']:.2f}x | {100 * r['of_ideal']:.0f}% |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json and summary.md")
     parser.add_argument("--share", action="store_true", help="only the attention share")
     parser.add_argument("--micro", action="store_true", help="only the microbenchmark")
@@ -175,8 +231,11 @@ def main(argv=None) -> int:
     parser.add_argument("--densities", default="0.5,0.25,0.1")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per configuration (median)")
     parser.add_argument("--device", default="cpu", help="device of the microbenchmark (cpu, cuda)")
-    parser.add_argument("--wan", action="store_true",
-                        help="microbenchmark at Wan2.1-1.3B 480p shapes: 12 heads x 128, 32,760 tokens, bf16")
+    parser.add_argument(
+        "--wan",
+        action="store_true",
+        help="microbenchmark at Wan2.1-1.3B 480p shapes: 12 heads x 128, 32,760 tokens, bf16",
+    )
     args = parser.parse_args(argv)
     both = not (args.share or args.micro)
     results = {"torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -185,12 +244,16 @@ def main(argv=None) -> int:
     if args.micro or both:
         densities = [float(d) for d in args.densities.split(",")]
         if args.wan:
-            results["micro"] = micro(32760, densities, args.repeat, WAN_HEADS, WAN_HEAD_DIM, args.device, torch.bfloat16)
+            results["micro"] = micro(
+                32760, densities, args.repeat, WAN_HEADS, WAN_HEAD_DIM, args.device, torch.bfloat16
+            )
         else:
             sizes = [int(s) for s in args.sizes.split(",")]
             if not set(sizes) <= set(GRIDS):
                 parser.error(f"--sizes must be among {', '.join(map(str, GRIDS))}")
-            results["micro"] = [row for size in sizes for row in micro(size, densities, args.repeat, device=args.device)]
+            results["micro"] = [
+                row for size in sizes for row in micro(size, densities, args.repeat, device=args.device)
+            ]
     results["compile_failed"] = compile_failure()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -42,21 +42,40 @@ def flat_cost(pipe, chunks: int) -> dict:
     from genaccel.generation.stream import stream
 
     rows = []
-    for chunk in tqdm(stream(pipe, "a red circle moving left on a black background", chunks=chunks, seed=0),
-                      total=chunks, desc="flat-cost stream", unit="chunk"):
-        rows.append({"chunk": chunk.index + 1, "frames": len(chunk.frames), "seconds": chunk.seconds,
-                     "decode_seconds": chunk.decode_seconds, "state_bytes": chunk.memory_bytes,
-                     "rss_bytes": chunk.rss_bytes})
+    for chunk in tqdm(
+        stream(pipe, "a red circle moving left on a black background", chunks=chunks, seed=0),
+        total=chunks,
+        desc="flat-cost stream",
+        unit="chunk",
+    ):
+        rows.append(
+            {
+                "chunk": chunk.index + 1,
+                "frames": len(chunk.frames),
+                "seconds": chunk.seconds,
+                "decode_seconds": chunk.decode_seconds,
+                "state_bytes": chunk.memory_bytes,
+                "rss_bytes": chunk.rss_bytes,
+            }
+        )
     at = {}
     for n in sorted({n for n in (5, 50, chunks) if n <= chunks}):
         around = [r["seconds"] for r in rows[n - 5 : n]]
-        at[n] = {"seconds": round(rows[n - 1]["seconds"], 4), "median5_seconds": round(statistics.median(around), 4),
-                 "state_bytes": rows[n - 1]["state_bytes"], "rss_bytes": rows[n - 1]["rss_bytes"]}
+        at[n] = {
+            "seconds": round(rows[n - 1]["seconds"], 4),
+            "median5_seconds": round(statistics.median(around), 4),
+            "state_bytes": rows[n - 1]["state_bytes"],
+            "rss_bytes": rows[n - 1]["rss_bytes"],
+        }
     steady = rows[2:]
     frames = sum(r["frames"] for r in steady)
     seconds = sum(r["seconds"] for r in steady)
-    return {"chunks": rows, "at": at, "fps": round(frames / seconds, 2),
-            "fps_without_decode": round(frames / sum(r["seconds"] - r["decode_seconds"] for r in steady), 2)}
+    return {
+        "chunks": rows,
+        "at": at,
+        "fps": round(frames / seconds, 2),
+        "fps_without_decode": round(frames / sum(r["seconds"] - r["decode_seconds"] for r in steady), 2),
+    }
 
 
 def flat_cost_interleaved(pipes, rounds: int = 202, starts=(0, 150, 195), window=(198, 202)) -> dict:
@@ -71,24 +90,32 @@ def flat_cost_interleaved(pipes, rounds: int = 202, starts=(0, 150, 195), window
                 iters[i] = stream(pipes[i], "a red circle moving left on a black background", seed=0)
             if r >= start:
                 chunk = next(iters[i])
-                rows[i].append({"round": r + 1, "chunk": chunk.index + 1, "seconds": chunk.seconds,
-                                "state_bytes": chunk.memory_bytes})
+                rows[i].append(
+                    {
+                        "round": r + 1,
+                        "chunk": chunk.index + 1,
+                        "seconds": chunk.seconds,
+                        "state_bytes": chunk.memory_bytes,
+                    }
+                )
     for it in iters:
         it.close()
     at = {}
-    for i, start in enumerate(starts):
+    for i, _start in enumerate(starts):
         inside = [x for x in rows[i] if window[0] <= x["round"] <= window[1]]
         middle = inside[len(inside) // 2]
-        at[middle["chunk"]] = {"median_seconds": round(statistics.median(x["seconds"] for x in inside), 4),
-                               "chunks": f"{inside[0]['chunk']}-{inside[-1]['chunk']}",
-                               "state_bytes": middle["state_bytes"]}
+        at[middle["chunk"]] = {
+            "median_seconds": round(statistics.median(x["seconds"] for x in inside), 4),
+            "chunks": f"{inside[0]['chunk']}-{inside[-1]['chunk']}",
+            "state_bytes": middle["state_bytes"],
+        }
     return {"at": dict(sorted(at.items())), "rows": rows}
 
 
 def adherence(whole_pipe, causal_pipe, prompts: list[str]) -> dict:
     import genaccel
-    from genaccel.pipelines.score import accuracy, score_frames
     from genaccel.generation.stream import stream
+    from genaccel.pipelines.score import accuracy, score_frames
 
     whole, windows, switched = [], [[] for _ in WINDOWS], []
     for i, prompt in enumerate(tqdm(prompts, desc="adherence", unit="prompt")):
@@ -98,20 +125,24 @@ def adherence(whole_pipe, causal_pipe, prompts: list[str]) -> dict:
         for w, (a, b) in enumerate(WINDOWS):
             windows[w].append(score_frames(frames[a:b], prompt))
         other = prompts[(i + 1) % len(prompts)]
-        frames = np.concatenate([c.frames for c in stream(causal_pipe, prompt, chunks=11, seed=seed,
-                                                          prompts_at={5: other})])
+        frames = np.concatenate(
+            [c.frames for c in stream(causal_pipe, prompt, chunks=11, seed=seed, prompts_at={5: other})]
+        )
         switched.append(score_frames(frames[AFTER_SWITCH[0] : AFTER_SWITCH[1]], other))
-    return {"whole_clip": accuracy(whole),
-            "stream_windows": {f"frames {a}-{b - 1}": accuracy(v) for (a, b), v in zip(WINDOWS, windows)},
-            "after_switch": accuracy(switched), "prompts": len(prompts)}
+    return {
+        "whole_clip": accuracy(whole),
+        "stream_windows": {f"frames {a}-{b - 1}": accuracy(v) for (a, b), v in zip(WINDOWS, windows)},
+        "after_switch": accuracy(switched),
+        "prompts": len(prompts),
+    }
 
 
 STACKS = ("none", "teacache(threshold=0.2,coefficients=identity)")
 
 
 def stacking(pipe, prompts: list[str]) -> dict:
-    from genaccel.pipelines.score import accuracy, score_frames
     from genaccel.generation.stream import stream
+    from genaccel.pipelines.score import accuracy, score_frames
 
     rows = {spec: {"seconds": 0.0, "verdicts": [], "skipped": 0, "passes": 0} for spec in STACKS}
     for i, prompt in enumerate(tqdm(prompts, desc="stacking", unit="prompt")):
@@ -124,17 +155,26 @@ def stacking(pipe, prompts: list[str]) -> dict:
             row["skipped"] += stats["skipped_calls"]
             row["passes"] += stats["transformer_calls"]
     base = rows["none"]["seconds"]
-    return {spec: {"seconds": round(r["seconds"], 2), "speedup": round(base / r["seconds"], 3),
-                   "skipped_share": round(r["skipped"] / max(r["passes"], 1), 3),
-                   "adherence": accuracy(r["verdicts"])} for spec, r in rows.items()}
+    return {
+        spec: {
+            "seconds": round(r["seconds"], 2),
+            "speedup": round(base / r["seconds"], 3),
+            "skipped_share": round(r["skipped"] / max(r["passes"], 1), 3),
+            "adherence": accuracy(r["verdicts"]),
+        }
+        for spec, r in rows.items()
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--prompts", type=int, default=24)
-    parser.add_argument("--parts", default="flat,interleaved,adherence,stacking",
-                        help="what to measure (comma-separated); with --out, other parts already there are kept")
+    parser.add_argument(
+        "--parts",
+        default="flat,interleaved,adherence,stacking",
+        help="what to measure (comma-separated); with --out, other parts already there are kept",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     import genaccel
@@ -162,8 +202,10 @@ def main() -> int:
         print(f"| {n} ({r['chunks']}) | {r['median_seconds']:.3f} | {r['state_bytes'] / 1e6:.2f} |")
     print("\n| chunk of one stream | seconds | median of 5 | stream state MB | resident MB |\n|---|---|---|---|---|")
     for n, r in flat["at"].items():
-        print(f"| {n} | {r['seconds']:.3f} | {r['median5_seconds']:.3f} | {r['state_bytes'] / 1e6:.2f} | "
-              f"{r['rss_bytes'] / 1e6:.0f} |")
+        print(
+            f"| {n} | {r['seconds']:.3f} | {r['median5_seconds']:.3f} | {r['state_bytes'] / 1e6:.2f} | "
+            f"{r['rss_bytes'] / 1e6:.0f} |"
+        )
     print(f"\nframes per second: {flat['fps']} ({flat['fps_without_decode']} without VAE decoding)\n")
     print("| clip | colour | shape | direction | all three |\n|---|---|---|---|---|")
     a = result["adherence"]
@@ -177,8 +219,10 @@ def main() -> int:
         print("|---|---|---|---|---|---|---|")
         for spec, r in result["stacking"].items():
             a = r["adherence"]
-            print(f"| `{spec}` | {r['speedup']:.2f}x | {r['skipped_share']:.0%} | {a['color']:.0%} | {a['shape']:.0%} | "
-                  f"{a['direction']:.0%} | {a['all']:.0%} |")
+            print(
+                f"| `{spec}` | {r['speedup']:.2f}x | {r['skipped_share']:.0%} | {a['color']:.0%} | {a['shape']:.0%} | "
+                f"{a['direction']:.0%} | {a['all']:.0%} |"
+            )
     return 0
 
 

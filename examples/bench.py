@@ -12,7 +12,9 @@ import genaccel
 from genaccel.tools.bench import BenchPlan, run_bench, summarize
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--model", default=None, help="built-in name, local folder or hub id (default: the built-in default)")
+parser.add_argument(
+    "--model", default=None, help="built-in name, local folder or hub id (default: the built-in default)"
+)
 parser.add_argument("--out", default="bench-example", help="output folder (re-running resumes)")
 args = parser.parse_args()
 

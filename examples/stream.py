@@ -23,12 +23,18 @@ def main() -> None:
 
     pipe = genaccel.load_pipeline(args.model)
     switch = {args.chunks // 2: "a blue square moving up on a gray background"}
-    with StreamWriter(args.out, fps=8) as writer, genaccel.stream(
-            pipe, "a red circle moving left on a black background", chunks=args.chunks, prompts_at=switch) as chunks:
+    with (
+        StreamWriter(args.out, fps=8) as writer,
+        genaccel.stream(
+            pipe, "a red circle moving left on a black background", chunks=args.chunks, prompts_at=switch
+        ) as chunks,
+    ):
         for chunk in chunks:
             writer.write(chunk.frames)  # on disk, playable, before the next chunk starts
-            print(f"chunk {chunk.index:3d}: {len(chunk.frames)} frames in {chunk.seconds:.3f} s, "
-                  f"cache holds latent frames {chunk.cached_frames}{'  <- new prompt' if chunk.recached else ''}")
+            print(
+                f"chunk {chunk.index:3d}: {len(chunk.frames)} frames in {chunk.seconds:.3f} s, "
+                f"cache holds latent frames {chunk.cached_frames}{'  <- new prompt' if chunk.recached else ''}"
+            )
     print(f"wrote {args.out} ({writer.frames} frames)")
 
 

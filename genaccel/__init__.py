@@ -15,11 +15,10 @@ request)` (spec resolved for the model, defaults filled, checked once) -> `gener
 """
 
 from genaccel.engine.acceleration import Acceleration, acceleration_of, remove
-from genaccel.generation.prepare import apply
 from genaccel.errors import GenAccelError, InputError, ModelError, SpecError
 from genaccel.generation.generate import GenerationResult, generate
 from genaccel.generation.load import load_pipeline
-from genaccel.generation.prepare import PreparedRequest, prepare
+from genaccel.generation.prepare import PreparedRequest, apply, prepare
 from genaccel.generation.request import GenerationRequest, request_from_options
 from genaccel.generation.stream import Stream, StreamChunk, prepare_stream, stream
 from genaccel.io.video import write_video

@@ -74,7 +74,9 @@ class FamilyAdapter:
         if self.cfg not in ("separate", "batched"):
             raise ValueError(f"{self.name}: cfg must be 'separate' or 'batched', not {self.cfg!r}")
         if self.block_order not in ("sequential", "interleaved"):
-            raise ValueError(f"{self.name}: block_order must be 'sequential' or 'interleaved', not {self.block_order!r}")
+            raise ValueError(
+                f"{self.name}: block_order must be 'sequential' or 'interleaved', not {self.block_order!r}"
+            )
 
     # ----------------------------------------------------------------- queries
     def matches(self, pipe) -> bool:
@@ -131,7 +133,9 @@ class FamilyAdapter:
                     out.append((f"{name}.{attr}", module))
         return out
 
-    def teacache_indicator(self, block0: torch.nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def teacache_indicator(
+        self, block0: torch.nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor
+    ) -> torch.Tensor:
         """What TeaCache watches: block 0's timestep-modulated input, or the block's temb."""
         if self.modulated_input is None:
             return temb
@@ -142,9 +146,15 @@ class FamilyAdapter:
         """Which frame counts this family makes, in words ("4k+1", "16 (fixed by the model)")."""
         if self.frames_config_attr:
             if pipe is not None:
-                return f"{getattr(getattr(pipe, self.denoisers[0]).config, self.frames_config_attr)} (fixed by the model)"
+                return (
+                    f"{getattr(getattr(pipe, self.denoisers[0]).config, self.frames_config_attr)} (fixed by the model)"
+                )
             return "fixed by the model"
-        return f"{self.frames_multiple}k+{self.frames_offset}" if self.frames_offset else f"a multiple of {self.frames_multiple}"
+        return (
+            f"{self.frames_multiple}k+{self.frames_offset}"
+            if self.frames_offset
+            else f"a multiple of {self.frames_multiple}"
+        )
 
     def fixed_frames(self, pipe) -> int | None:
         """The frame count a loaded pipeline's denoiser config fixes (Latte), or None."""
@@ -163,18 +173,26 @@ class FamilyAdapter:
         if frames < 1 or (frames - self.frames_offset) % self.frames_multiple != 0:
             rule = self.frames_rule()
             lo = self.frames_offset or self.frames_multiple
-            near = max(lo, (frames - self.frames_offset) // self.frames_multiple * self.frames_multiple + self.frames_offset)
-            raise InputError(f"frames {frames}: {self.title} makes frame counts of the form {rule} "
-                             f"(e.g. {near} or {near + self.frames_multiple})")
+            near = max(
+                lo, (frames - self.frames_offset) // self.frames_multiple * self.frames_multiple + self.frames_offset
+            )
+            raise InputError(
+                f"frames {frames}: {self.title} makes frame counts of the form {rule} "
+                f"(e.g. {near} or {near + self.frames_multiple})"
+            )
 
     def check_size(self, height: int, width: int) -> None:
         for label, value in (("height", height), ("width", width)):
             if value <= 0 or value % self.size_multiple:
-                raise InputError(f"{label} {value}: must be a positive multiple of {self.size_multiple} for {self.title}")
+                raise InputError(
+                    f"{label} {value}: must be a positive multiple of {self.size_multiple} for {self.title}"
+                )
 
 
 # ---------------------------------------------------------------- modulated inputs (TeaCache indicators)
-def _shift_scale_modulated(norm: torch.nn.Module, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def _shift_scale_modulated(
+    norm: torch.nn.Module, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     return norm(x.float()) * (1 + scale) + shift
 
 

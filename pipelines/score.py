@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from genaccel.pipelines.shapes import BACKGROUNDS, ClipSpec, analyze_clip, parse_prompt
 from genaccel.io.video import to_uint8
+from genaccel.pipelines.shapes import BACKGROUNDS, ClipSpec, analyze_clip, parse_prompt
 
 
 @dataclass
@@ -51,7 +51,9 @@ def score_frames(frames: np.ndarray, prompt: str | ClipSpec) -> Verdict:
     background = detect_background(clip)
     seen = analyze_clip(clip, background)
     if seen is None:
-        return Verdict(expected.prompt, None, None, None, background, False, False, False, background == expected.background)
+        return Verdict(
+            expected.prompt, None, None, None, background, False, False, False, background == expected.background
+        )
     return Verdict(
         prompt=expected.prompt,
         color=seen.color,

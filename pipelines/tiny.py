@@ -77,60 +77,176 @@ TINY_FAMILIES: tuple[str, ...] = ("wan", "wan22", "cogvideox", "hunyuanvideo", "
 TEXT_LEN = 16  # max_sequence_length given to the pipelines; CogVideoX's transformer needs it to match exactly
 TEXT_DIM = 32  # hidden size of the tiny T5 / UMT5 (the transformers' text_dim / caption_channels)
 
-T5_CONFIG = dict(d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=2, num_heads=4,
-                 relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0)
+T5_CONFIG = dict(
+    d_model=TEXT_DIM,
+    d_kv=8,
+    d_ff=32,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=16,
+    dropout_rate=0.0,
+)
 # Hunyuan reads the Llama's hidden_states[-3] (>= 2 layers) and pads CLIP prompts to 77 tokens.
-LLAMA_CONFIG = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, max_position_embeddings=128)
-CLIP_CONFIG = dict(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
-                   projection_dim=8, max_position_embeddings=77)
+LLAMA_CONFIG = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
+CLIP_CONFIG = dict(
+    hidden_size=8,
+    intermediate_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    projection_dim=8,
+    max_position_embeddings=77,
+)
 
-WAN_TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-                       out_channels=16, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=3,
-                       cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-WAN_VAE = dict(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-               temperal_downsample=[False, True, True])  # 8x spatial, 4x temporal like the real one
+WAN_TRANSFORMER = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=12,
+    in_channels=16,
+    out_channels=16,
+    text_dim=TEXT_DIM,
+    freq_dim=32,
+    ffn_dim=32,
+    num_layers=3,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    rope_max_seq_len=32,
+)
+WAN_VAE = dict(
+    base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+)  # 8x spatial, 4x temporal like the real one
 WAN_SCHEDULER = dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
 WAN22_BOUNDARY_RATIO = 0.875  # Wan 2.2 A14B T2V: `transformer` for t >= 875, `transformer_2` below
 
-COGVIDEOX_TRANSFORMER = dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4,
-                             time_embed_dim=8, text_embed_dim=TEXT_DIM, num_layers=3, sample_width=4,
-                             sample_height=4, sample_frames=9, patch_size=2, temporal_compression_ratio=4,
-                             max_text_seq_length=TEXT_LEN)
-COGVIDEOX_VAE = dict(block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
-                     temporal_compression_ratio=4)
-COGVIDEOX_SCHEDULER = dict(beta_schedule="scaled_linear", prediction_type="v_prediction", clip_sample=False,
-                           rescale_betas_zero_snr=True, timestep_spacing="trailing")  # CogVideoX-2b's
+COGVIDEOX_TRANSFORMER = dict(
+    num_attention_heads=4,
+    attention_head_dim=8,
+    in_channels=4,
+    out_channels=4,
+    time_embed_dim=8,
+    text_embed_dim=TEXT_DIM,
+    num_layers=3,
+    sample_width=4,
+    sample_height=4,
+    sample_frames=9,
+    patch_size=2,
+    temporal_compression_ratio=4,
+    max_text_seq_length=TEXT_LEN,
+)
+COGVIDEOX_VAE = dict(
+    block_out_channels=(8, 8, 8, 8),
+    latent_channels=4,
+    layers_per_block=1,
+    norm_num_groups=2,
+    temporal_compression_ratio=4,
+)
+COGVIDEOX_SCHEDULER = dict(
+    beta_schedule="scaled_linear",
+    prediction_type="v_prediction",
+    clip_sample=False,
+    rescale_betas_zero_snr=True,
+    timestep_spacing="trailing",
+)  # CogVideoX-2b's
 
-HUNYUAN_TRANSFORMER = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10,
-                           num_layers=3, num_single_layers=3, num_refiner_layers=1, patch_size=2, patch_size_t=1,
-                           guidance_embeds=True, text_embed_dim=LLAMA_CONFIG["hidden_size"],
-                           pooled_projection_dim=CLIP_CONFIG["hidden_size"], rope_axes_dim=(2, 4, 4))
-HUNYUAN_VAE = dict(latent_channels=4, block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4,
-                   spatial_compression_ratio=8, temporal_compression_ratio=4)
+HUNYUAN_TRANSFORMER = dict(
+    in_channels=4,
+    out_channels=4,
+    num_attention_heads=2,
+    attention_head_dim=10,
+    num_layers=3,
+    num_single_layers=3,
+    num_refiner_layers=1,
+    patch_size=2,
+    patch_size_t=1,
+    guidance_embeds=True,
+    text_embed_dim=LLAMA_CONFIG["hidden_size"],
+    pooled_projection_dim=CLIP_CONFIG["hidden_size"],
+    rope_axes_dim=(2, 4, 4),
+)
+HUNYUAN_VAE = dict(
+    latent_channels=4,
+    block_out_channels=(8, 8, 8, 8),
+    layers_per_block=1,
+    norm_num_groups=4,
+    spatial_compression_ratio=8,
+    temporal_compression_ratio=4,
+)
 
-LTX_TRANSFORMER = dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
-                       attention_head_dim=8, cross_attention_dim=32, num_layers=3, caption_channels=TEXT_DIM)
-LTX_VAE = dict(latent_channels=8, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-               layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
-               spatio_temporal_scaling=(True, True, True, False),
-               decoder_spatio_temporal_scaling=(True, True, True, False),
-               patch_size=1, patch_size_t=1)  # 8x spatial, 8x temporal (the real VAE is 32x via patch_size=4)
+LTX_TRANSFORMER = dict(
+    in_channels=8,
+    out_channels=8,
+    patch_size=1,
+    patch_size_t=1,
+    num_attention_heads=4,
+    attention_head_dim=8,
+    cross_attention_dim=32,
+    num_layers=3,
+    caption_channels=TEXT_DIM,
+)
+LTX_VAE = dict(
+    latent_channels=8,
+    block_out_channels=(8, 8, 8, 8),
+    decoder_block_out_channels=(8, 8, 8, 8),
+    layers_per_block=(1, 1, 1, 1, 1),
+    decoder_layers_per_block=(1, 1, 1, 1, 1),
+    spatio_temporal_scaling=(True, True, True, False),
+    decoder_spatio_temporal_scaling=(True, True, True, False),
+    patch_size=1,
+    patch_size_t=1,
+)  # 8x spatial, 8x temporal (the real VAE is 32x via patch_size=4)
 
-LATTE_TRANSFORMER = dict(sample_size=4, num_layers=3, patch_size=2, attention_head_dim=8, num_attention_heads=3,
-                         caption_channels=TEXT_DIM, in_channels=4, cross_attention_dim=24, out_channels=8,
-                         attention_bias=True, activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
-                         norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
-                         video_length=4)  # Latte adds a fixed temporal embedding: frames must equal video_length
-LATTE_VAE = dict(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                 up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=4, sample_size=32)
+LATTE_TRANSFORMER = dict(
+    sample_size=4,
+    num_layers=3,
+    patch_size=2,
+    attention_head_dim=8,
+    num_attention_heads=3,
+    caption_channels=TEXT_DIM,
+    in_channels=4,
+    cross_attention_dim=24,
+    out_channels=8,
+    attention_bias=True,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    video_length=4,
+)  # Latte adds a fixed temporal embedding: frames must equal video_length
+LATTE_VAE = dict(
+    block_out_channels=(8, 8, 8, 8),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    latent_channels=4,
+    norm_num_groups=4,
+    sample_size=32,
+)
 
-MOCHI_TRANSFORMER = dict(patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=3,
-                         pooled_projection_dim=16, in_channels=12, text_embed_dim=TEXT_DIM, time_embed_dim=4,
-                         max_sequence_length=TEXT_LEN)
-MOCHI_VAE = dict(latent_channels=12, encoder_block_out_channels=(32, 32, 32, 32),  # 12 latents: latents_mean
-                 decoder_block_out_channels=(32, 32, 32, 32), layers_per_block=(1, 1, 1, 1, 1),  # group norm 32
-                 add_attention_block=(False,) * 5)  # the pipeline hard-codes 8x spatial and 6x temporal
+MOCHI_TRANSFORMER = dict(
+    patch_size=2,
+    num_attention_heads=2,
+    attention_head_dim=8,
+    num_layers=3,
+    pooled_projection_dim=16,
+    in_channels=12,
+    text_embed_dim=TEXT_DIM,
+    time_embed_dim=4,
+    max_sequence_length=TEXT_LEN,
+)
+MOCHI_VAE = dict(
+    latent_channels=12,
+    encoder_block_out_channels=(32, 32, 32, 32),  # 12 latents: latents_mean
+    decoder_block_out_channels=(32, 32, 32, 32),
+    layers_per_block=(1, 1, 1, 1, 1),  # group norm 32
+    add_attention_block=(False,) * 5,
+)  # the pipeline hard-codes 8x spatial and 6x temporal
 
 _CALL = dict(num_inference_steps=8, guidance_scale=5.0)
 # Tiny pipelines named otherwise than their family.
@@ -143,14 +259,27 @@ TINY_CALL_DEFAULTS: dict[str, dict[str, Any]] = {
     # max_sequence_length everywhere: the default (226-512) would pad prompts far beyond the tiny text length.
     "wan": {"height": 32, "width": 32, "num_frames": 9, **_CALL, "extra": {"max_sequence_length": TEXT_LEN}},
     "wan22": {"height": 32, "width": 32, "num_frames": 9, **_CALL, "extra": {"max_sequence_length": TEXT_LEN}},
-    "cogvideox": {"height": 32, "width": 32, "num_frames": 9, **_CALL,
-                  "extra": {"max_sequence_length": TEXT_LEN}},  # must equal max_text_seq_length
+    "cogvideox": {
+        "height": 32,
+        "width": 32,
+        "num_frames": 9,
+        **_CALL,
+        "extra": {"max_sequence_length": TEXT_LEN},
+    },  # must equal max_text_seq_length
     # HunyuanVideo: guidance_scale is the *embedded* (distilled) guidance; real CFG with the negative prompt only
     # runs when true_cfg_scale > 1. The default prompt template crops its first 95 tokens (its length with the
     # real Llama tokenizer), which with the word tokenizer would crop the prompt itself away: use a bare template.
-    "hunyuanvideo": {"height": 32, "width": 32, "num_frames": 9, **_CALL,
-                     "extra": {"max_sequence_length": TEXT_LEN, "true_cfg_scale": _CALL["guidance_scale"],
-                               "prompt_template": {"template": "{}", "crop_start": 0}}},
+    "hunyuanvideo": {
+        "height": 32,
+        "width": 32,
+        "num_frames": 9,
+        **_CALL,
+        "extra": {
+            "max_sequence_length": TEXT_LEN,
+            "true_cfg_scale": _CALL["guidance_scale"],
+            "prompt_template": {"template": "{}", "crop_start": 0},
+        },
+    },
     "ltx": {"height": 32, "width": 32, "num_frames": 9, **_CALL, "extra": {"max_sequence_length": TEXT_LEN}},
     # Latte: the frame count is fixed by the transformer; its text length is fixed at 120 and masked to the
     # prompt's length (its family record adds clean_caption=False to every call).
@@ -175,15 +304,23 @@ def _t5(seed: int, umt5: bool = False) -> dict[str, Any]:
     """Tiny T5 (or UMT5, for Wan) encoder and its word tokenizer, as pipeline components."""
     tokenizer = build_word_tokenizer(style="t5")
     config_cls, model_cls = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
-    config = config_cls(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-                        **T5_CONFIG)
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **T5_CONFIG,
+    )
     return {"tokenizer": tokenizer, "text_encoder": _seeded(seed, model_cls, config)}
 
 
 def _special_ids(tokenizer) -> dict[str, int]:
-    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)}
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "vocab_size": len(tokenizer),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -194,8 +331,10 @@ def _special_ids(tokenizer) -> dict[str, int]:
 def _build_wan(seed: int, two_experts: bool = False) -> WanPipeline:
     experts = {}
     if two_experts:  # Wan 2.2: high-noise `transformer`, low-noise `transformer_2` (distinct weights)
-        experts = {"transformer_2": _seeded(seed + 1, WanTransformer3DModel, **WAN_TRANSFORMER),
-                   "boundary_ratio": WAN22_BOUNDARY_RATIO}
+        experts = {
+            "transformer_2": _seeded(seed + 1, WanTransformer3DModel, **WAN_TRANSFORMER),
+            "boundary_ratio": WAN22_BOUNDARY_RATIO,
+        }
     return WanPipeline(
         **_t5(seed, umt5=True),
         vae=_seeded(seed, AutoencoderKLWan, **WAN_VAE),
@@ -279,8 +418,13 @@ def build_tiny_pipeline(name: str, seed: int = 0) -> DiffusionPipeline:
     return _BUILDERS[name](seed)  # every component is created in float32 (no .to(): it warns on Wan)
 
 
-def tiny_call_kwargs(name: str, prompt: str = EXAMPLE_PROMPT, negative_prompt: str = "blurry, low quality",
-                     seed: int = 0, **overrides: Any) -> dict:
+def tiny_call_kwargs(
+    name: str,
+    prompt: str = EXAMPLE_PROMPT,
+    negative_prompt: str = "blurry, low quality",
+    seed: int = 0,
+    **overrides: Any,
+) -> dict:
     """The direct diffusers call for tiny pipeline ``name``: :data:`TINY_CALL_DEFAULTS` with its extras and
     its family's (the frame argument's name, extra arguments), as genaccel's preparation builds it."""
     from genaccel.pipelines.families import FAMILIES

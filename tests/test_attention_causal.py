@@ -33,7 +33,9 @@ def test_kernel_outputs_of_a_chunk_ignore_later_chunks():
     kernel = BlockCausalKernel(chunk_frames=2)
     out = kernel(q, k, v, _context(grid))
     first = slice(0, 8)  # chunk 0: frames 0-1
-    torch.testing.assert_close(out[:, :, first], F.scaled_dot_product_attention(q[:, :, first], k[:, :, first], v[:, :, first]))
+    torch.testing.assert_close(
+        out[:, :, first], F.scaled_dot_product_attention(q[:, :, first], k[:, :, first], v[:, :, first])
+    )
     k2, v2 = k.clone(), v.clone()
     k2[:, :, 8:] += 5
     v2[:, :, 8:] -= 3

@@ -16,8 +16,16 @@ from genaccel.attention.patterns import band_table, block_ranges, fit_density, t
 
 def _context(grid, video=None, axes=("f", "h", "w"), **kw):
     n = grid[0] * grid[1] * grid[2]
-    return AttentionContext(video=video or (0, n), grid=grid, axes=axes, layer=kw.pop("layer", 3), name="blocks.3.attn1",
-                            step=kw.pop("step", 0), branch="cond", **kw)
+    return AttentionContext(
+        video=video or (0, n),
+        grid=grid,
+        axes=axes,
+        layer=kw.pop("layer", 3),
+        name="blocks.3.attn1",
+        step=kw.pop("step", 0),
+        branch="cond",
+        **kw,
+    )
 
 
 def test_token_coords_unravel_the_grid():
@@ -39,7 +47,7 @@ def test_radial_table_matches_hand_built():
     same_half = half[:, None] == half[None, :]
     sink = (frame == 0)[None, :].expand(8, -1)
     # scale 0.5 of a 4-token frame: distance 1 keeps positions 1 apart (width 1); distance 2-3 width 0.5
-    expected = (distance == 0) | sink | ((distance == 1)) | same_half
+    expected = (distance == 0) | sink | (distance == 1) | same_half
     assert torch.equal(radial_table(lo, hi, 4, 0.5)[0], expected)
     # scale 0: only the same in-frame positions at any distance
     expected = (distance == 0) | sink | same_half

@@ -70,8 +70,12 @@ def test_dense_seam_equals_family_attention(tiny, name):
     registered, modules = _install(pipe, name, kernel)
     assert len(modules) == len(originals) > 0
     batches = []  # batch size of every self-attention module call
-    handles = [m.register_forward_pre_hook(lambda mod, args, kw: batches.append(
-        (args[0] if args else kw["hidden_states"]).shape[0]), with_kwargs=True) for m in modules]
+    handles = [
+        m.register_forward_pre_hook(
+            lambda mod, args, kw: batches.append((args[0] if args else kw["hidden_states"]).shape[0]), with_kwargs=True
+        )
+        for m in modules
+    ]
     try:
         out = _frames(pipe, name)
     finally:

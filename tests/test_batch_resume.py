@@ -46,8 +46,12 @@ def test_an_interrupted_redo_keeps_the_earlier_video_listed(tiny, tmp_path, fmt)
 def test_unset_memory_options_in_a_batch_mean_the_defaults(tiny, tmp_path):
     pipe = tiny("wan")
     out = tmp_path / "out"
-    items = _items([{"prompt": PROMPT, "name": "a", "steps": 2, "offload": "group", "vae_tiling": True},
-                    {"prompt": PROMPT, "name": "b", "steps": 2}])
+    items = _items(
+        [
+            {"prompt": PROMPT, "name": "a", "steps": 2, "offload": "group", "vae_tiling": True},
+            {"prompt": PROMPT, "name": "b", "steps": 2},
+        ]
+    )
     run_batch(pipe, items, out, progress=False)
     entries = _entries(out)
     assert (entries["a"]["offload"], entries["a"]["vae_tiling"]) == ("group", True)

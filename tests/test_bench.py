@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genaccel.tools.bench import BenchPlan, run_bench
-from genaccel.tools.bench.quality import compare_videos, lpips, lpips_unavailable_reason, psnr, ssim, temporal_error
-from genaccel.tools.bench.report import compare_frames, pareto_front
 from genaccel.cli import main
 from genaccel.errors import InputError, SpecError
 from genaccel.pipelines.shapes import ClipSpec, render_clip
+from genaccel.tools.bench import BenchPlan, run_bench
+from genaccel.tools.bench.quality import compare_videos, lpips, lpips_unavailable_reason, psnr, ssim, temporal_error
+from genaccel.tools.bench.report import compare_frames, pareto_front
 
 PROMPTS = ["a red circle moving left on a black background", "a blue square moving up on a gray background"]
 NO_SKIP = "teacache(threshold=0)"  # computes every pass: must equal the baseline exactly
@@ -22,7 +22,12 @@ SKIPPING = "teacache(threshold=1e9,coefficients=identity)"  # skips everything i
 
 
 def _clip(motion="left", seed=0):
-    return render_clip(ClipSpec("red", "circle", motion, "black"), 9, 32, 32, np.random.default_rng(seed)).astype(np.float32) / 255
+    return (
+        render_clip(ClipSpec("red", "circle", motion, "black"), 9, 32, 32, np.random.default_rng(seed)).astype(
+            np.float32
+        )
+        / 255
+    )
 
 
 # ----------------------------------------------------------------------------- quality
@@ -76,10 +81,16 @@ def test_plan_puts_the_baseline_first_once_and_rotates_the_order():
     assert {o[0] for o in orders} == {0, 1, 2}  # every configuration takes every position
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"prompts": []}, "prompt"), ({"prompts": ["  "]}, "prompt"), ({"seeds": []}, "seed"),
-    ({"seeds": [-1]}, "seed must be between"), ({"repeat": 0}, "repeat"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prompts": []}, "prompt"),
+        ({"prompts": ["  "]}, "prompt"),
+        ({"seeds": []}, "seed"),
+        ({"seeds": [-1]}, "seed must be between"),
+        ({"repeat": 0}, "repeat"),
+    ],
+)
 def test_plan_rejects_bad_input(kwargs, message):
     with pytest.raises(InputError, match=message):
         BenchPlan(**{"accels": [], "prompts": PROMPTS, **kwargs})
@@ -96,8 +107,8 @@ def test_compare_frames_layout():
     assert frames.dtype == np.uint8 and frames.shape[0] == base.shape[0]
     assert frames.shape[2] == 3 * 64  # baseline | accelerated | difference, each enlarged to 64 px
     row = (frames.shape[1] - 16) // 2  # title, then two rows of (label + tiles)
-    same_diff = frames[:, 16 + 16: 16 + row, 128:]
-    other_diff = frames[:, 16 + row + 16:, 128:]
+    same_diff = frames[:, 16 + 16 : 16 + row, 128:]
+    other_diff = frames[:, 16 + row + 16 :, 128:]
     assert same_diff.max() == 0 and other_diff.max() > 0
 
 
@@ -111,7 +122,9 @@ def test_sweep_measures_every_configuration_against_the_baseline(tiny, tmp_path)
     plan = BenchPlan(accels=[NO_SKIP, SKIPPING], prompts=PROMPTS, seeds=[0, 1], repeat=2, warmup=1)
     rows = run_bench(pipe, plan, tmp_path, progress=False)
     assert len(rows) == 4 * 2 * 3
-    assert {(r["item"], r["repeat"], r["config"]) for r in rows} == {(i, k, c) for i in range(4) for k in range(2) for c in range(3)}
+    assert {(r["item"], r["repeat"], r["config"]) for r in rows} == {
+        (i, k, c) for i in range(4) for k in range(2) for c in range(3)
+    }
     by = {c: [r for r in rows if r["config"] == c] for c in range(3)}
     assert all(r["psnr"] is None and r["accel"] == "none" for r in by[0])
     assert all(r["identical"] and r["ssim"] == pytest.approx(1.0) for r in by[1])  # computes everything
@@ -123,8 +136,17 @@ def test_sweep_measures_every_configuration_against_the_baseline(tiny, tmp_path)
 
     with (tmp_path / "summary.csv").open() as f:
         summary = list(csv.DictReader(f))
-    assert {"accel", "speedup", "psnr", "ssim", "adherence", "adherence_color", "adherence_shape",
-            "adherence_direction", "peak_memory_bytes"} <= set(summary[0])
+    assert {
+        "accel",
+        "speedup",
+        "psnr",
+        "ssim",
+        "adherence",
+        "adherence_color",
+        "adherence_shape",
+        "adherence_direction",
+        "peak_memory_bytes",
+    } <= set(summary[0])
     assert [s["accel"] for s in summary] == ["none", NO_SKIP, SKIPPING]
     assert float(summary[0]["speedup"]) == 1.0 and summary[0]["psnr"] == ""
     assert float(summary[1]["psnr"]) == 100.0 and float(summary[2]["skipped_fraction"]) > 0.3
@@ -168,8 +190,12 @@ def test_sweep_checks_specs_before_running(tiny, tmp_path):
     # not at its turn in the sweep
     pipe = tiny("wan")
     with pytest.raises(SpecError, match="genaccel calibrate"):
-        run_bench(pipe, BenchPlan(accels=["teacache", "tome(schedule=profile)"], prompts=PROMPTS),
-                  tmp_path / "out", progress=False)
+        run_bench(
+            pipe,
+            BenchPlan(accels=["teacache", "tome(schedule=profile)"], prompts=PROMPTS),
+            tmp_path / "out",
+            progress=False,
+        )
     assert not (tmp_path / "out").exists()
     from genaccel.engine.acceleration import acceleration_of
 
@@ -187,23 +213,51 @@ def test_bench_runs_on_every_family(tiny, tmp_path, family):
 @pytest.mark.slow  # measures each configuration's memory in a fresh process
 def test_cli_bench(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench", "--model", "tiny-wan", "--accel", SKIPPING, "--prompt", PROMPTS[0], "--seeds", "0,1",
-                 "--warmup", "0", "--out", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                "tiny-wan",
+                "--accel",
+                SKIPPING,
+                "--prompt",
+                PROMPTS[0],
+                "--seeds",
+                "0,1",
+                "--warmup",
+                "0",
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["accel"] for r in result["summary"]] == ["none", SKIPPING]
     assert result["summary"][1]["speedup"] > 0 and len(_rows(out)) == 4
-    assert {p.name for p in out.iterdir()} >= {"results.jsonl", "summary.csv", "summary.md", "pareto.png", "compare.mp4",
-                                               "memory.json"}
+    assert {p.name for p in out.iterdir()} >= {
+        "results.jsonl",
+        "summary.csv",
+        "summary.md",
+        "pareto.png",
+        "compare.mp4",
+        "memory.json",
+    }
     # Peak memory of each configuration, measured in a fresh process: at least torch and the model.
     assert all(r["peak_memory_bytes"] > 100 * 2**20 for r in result["summary"])
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "needs prompts"),
-    (["--prompt", PROMPTS[0], "--accel", "nosuch"], "nosuch"),
-    (["--prompt", PROMPTS[0], "--seeds", "a"], "seeds"),
-    (["--prompt", PROMPTS[0], "--model", "tiny-wan", "--frames", "6"], "frame count"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "needs prompts"),
+        (["--prompt", PROMPTS[0], "--accel", "nosuch"], "nosuch"),
+        (["--prompt", PROMPTS[0], "--seeds", "a"], "seeds"),
+        (["--prompt", PROMPTS[0], "--model", "tiny-wan", "--frames", "6"], "frame count"),
+    ],
+)
 def test_cli_bench_errors_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "bench"
     assert main(["bench", "--model", "tiny-wan", "--out", str(out), *args]) == 2

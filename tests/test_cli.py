@@ -6,12 +6,25 @@ import json
 import pytest
 
 from genaccel.cli import main
-from genaccel.pipelines.families import FAMILIES
 from genaccel.io.video import read_video
+from genaccel.pipelines.families import FAMILIES
 
 PROMPT = "a red circle moving left on a black background"
-JSON_KEYS = {"out", "model", "accel", "seed", "num_inference_steps", "num_frames", "height", "width", "seconds",
-             "denoise_seconds", "decode_seconds", "transformer_calls", "skipped_calls"}
+JSON_KEYS = {
+    "out",
+    "model",
+    "accel",
+    "seed",
+    "num_inference_steps",
+    "num_frames",
+    "height",
+    "width",
+    "seconds",
+    "denoise_seconds",
+    "decode_seconds",
+    "transformer_calls",
+    "skipped_calls",
+}
 
 
 def _json_line(capsys) -> dict:
@@ -38,7 +51,9 @@ def test_generate_writes_each_format(tmp_path, capsys, name):
 def test_generate_with_and_without_accel_on_every_family(tmp_path, capsys, family):
     for accel in ("none", "fast"):
         out = tmp_path / f"{accel}.mp4"
-        assert main(["generate", PROMPT, "--model", f"tiny-{family}", "--accel", accel, "--out", str(out), "--json"]) == 0
+        assert (
+            main(["generate", PROMPT, "--model", f"tiny-{family}", "--accel", accel, "--out", str(out), "--json"]) == 0
+        )
         summary = _json_line(capsys)
         assert out.is_file() and summary["model"] == f"tiny-{family}"
         if accel == "fast":  # the preset resolves to real accelerators that save work
@@ -48,16 +63,54 @@ def test_generate_with_and_without_accel_on_every_family(tmp_path, capsys, famil
 
 def test_generate_overrides_settings(tmp_path, capsys):
     out = tmp_path / "c.mp4"
-    assert main(["generate", PROMPT, "--frames", "5", "--steps", "4", "--height", "48", "--width", "64",
-                 "--guidance", "3", "--out", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                PROMPT,
+                "--frames",
+                "5",
+                "--steps",
+                "4",
+                "--height",
+                "48",
+                "--width",
+                "64",
+                "--guidance",
+                "3",
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     s = _json_line(capsys)
-    assert (s["num_frames"], s["num_inference_steps"], s["height"], s["width"], s["guidance_scale"]) == (5, 4, 48, 64, 3.0)
+    assert (s["num_frames"], s["num_inference_steps"], s["height"], s["width"], s["guidance_scale"]) == (
+        5,
+        4,
+        48,
+        64,
+        3.0,
+    )
     assert read_video(out).shape == (5, 48, 64, 3)
 
 
 def test_accelerated_output_is_reported(tmp_path, capsys):
-    assert main(["generate", PROMPT, "--accel", "teacache(threshold=1e9,coefficients=identity)",
-                 "--out", str(tmp_path / "a.mp4"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                PROMPT,
+                "--accel",
+                "teacache(threshold=1e9,coefficients=identity)",
+                "--out",
+                str(tmp_path / "a.mp4"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     s = _json_line(capsys)
     skipped = 2 * s["num_inference_steps"] - 4  # every pass but the first and last step of each CFG branch
     assert s["skipped_calls"] == skipped and s["accelerator_stats"]["teacache"]["passes_skipped"] == skipped
@@ -98,8 +151,10 @@ def test_empty_prompt_unwritable_path_and_bad_suffix(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-@pytest.mark.parametrize("value, message", [("0", "between 1 and 1000"), ("-3", "between 1 and 1000"),
-                                            ("2.5", "whole number"), ("nan", "whole number")])
+@pytest.mark.parametrize(
+    "value, message",
+    [("0", "between 1 and 1000"), ("-3", "between 1 and 1000"), ("2.5", "whole number"), ("nan", "whole number")],
+)
 def test_bad_steps_fail_before_the_model_loads(value, message, capsys, monkeypatch):
     import genaccel.generation.load
 
@@ -141,7 +196,9 @@ def test_batch_names_stay_inside_the_output_folder(tmp_path, capsys, names):
     (out / "earlier.txt").write_text("user file")
     (tmp_path / "sibling.txt").write_text("user file")
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": PROMPT, "name": n, "steps": 2, "frames": 5}) + "\n" for n in names))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": PROMPT, "name": n, "steps": 2, "frames": 5}) + "\n" for n in names)
+    )
     assert main(["batch", str(prompts), "--out", str(out), "--format", "png", "--json"]) == 0
     assert _json_line(capsys)["done"] == 2
     assert (out / "earlier.txt").read_text() == "user file" and (tmp_path / "sibling.txt").read_text() == "user file"
@@ -156,7 +213,10 @@ def test_batch_names_with_dots_and_files_in_the_way(tmp_path, capsys):
     out.mkdir()
     (out / "v1-5.mp4").write_bytes(b"the user's video")
     prompts = tmp_path / "p.jsonl"
-    lines = [{"prompt": "A cat. It runs", "steps": 2, "frames": 5}, {"prompt": PROMPT, "name": "scene.gif", "steps": 2, "frames": 5}]
+    lines = [
+        {"prompt": "A cat. It runs", "steps": 2, "frames": 5},
+        {"prompt": PROMPT, "name": "scene.gif", "steps": 2, "frames": 5},
+    ]
     prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert main(["batch", str(prompts), "--out", str(out), "--format", "png", "--json"]) == 0
     manifest = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
@@ -186,27 +246,38 @@ def test_batch_resume_redoes_items_asked_differently(tmp_path, capsys):
 
 def test_batch_refuses_duplicate_names_and_names_errors_by_line(tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text(json.dumps({"prompt": PROMPT, "name": "a"}) + "\n" + json.dumps({"prompt": PROMPT, "name": "a"}) + "\n")
+    prompts.write_text(
+        json.dumps({"prompt": PROMPT, "name": "a"}) + "\n" + json.dumps({"prompt": PROMPT, "name": "a"}) + "\n"
+    )
     assert main(["batch", str(prompts), "--out", str(tmp_path / "o")]) == 2
     assert "p.jsonl:2: the name 'a' is already used by line 1" in capsys.readouterr().err
     prompts.write_text(json.dumps({"prompt": PROMPT, "frames": 6}) + "\n")
     assert main(["batch", str(prompts), "--out", str(tmp_path / "o")]) == 2
-    assert "p.jsonl:1: frames 6: Wan 2.1/2.2 makes frame counts of the form 4k+1" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert (
+        "p.jsonl:1: frames 6: Wan 2.1/2.2 makes frame counts of the form 4k+1" in capsys.readouterr().err
+        and not (tmp_path / "o").exists()
+    )
 
 
 @pytest.mark.slow  # the embedded model, the default
 def test_batch_txt_and_jsonl_resume(tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(
-        json.dumps({"prompt": PROMPT, "seed": 4, "accel": "teacache(threshold=1e9,coefficients=identity)"}) + "\n"
-        + json.dumps({"prompt": "a blue square moving up on a gray background", "name": "square", "frames": 5}) + "\n"
+        json.dumps({"prompt": PROMPT, "seed": 4, "accel": "teacache(threshold=1e9,coefficients=identity)"})
+        + "\n"
+        + json.dumps({"prompt": "a blue square moving up on a gray background", "name": "square", "frames": 5})
+        + "\n"
     )
     out = tmp_path / "out"
     assert main(["batch", str(prompts), "--out", str(out), "--json"]) == 0
     assert _json_line(capsys)["done"] == 2
     manifest = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
     assert [m["name"] for m in manifest] == ["0000-a-red-circle-moving-left-on-a-black-background", "square"]
-    assert manifest[0]["seed"] == 4 and manifest[0]["skipped_calls"] == 2 * manifest[0]["num_inference_steps"] - 4 and manifest[1]["num_frames"] == 5
+    assert (
+        manifest[0]["seed"] == 4
+        and manifest[0]["skipped_calls"] == 2 * manifest[0]["num_inference_steps"] - 4
+        and manifest[1]["num_frames"] == 5
+    )
     assert read_video(out / "square.mp4").shape[0] == 5
     # Re-run: nothing is redone; a deleted video is redone.
     assert main(["batch", str(prompts), "--out", str(out), "--json"]) == 0
@@ -240,13 +311,32 @@ def test_list_json_has_models_accelerators_presets_matrix(capsys):
     assert main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {"tiny-wan", "tiny-mochi", "tiny", "tiny-causal"} <= set(data["models"])
-    assert set(data["accelerators"]) == {"teacache", "fbcache", "magcache", "pab", "fastercache", "taylorseer", "cfgcache",
-                                         "svg", "radial", "sta", "topk", "asymrnr", "tome", "kvcache", "schedule",
-                                         "lightcache"}
+    assert set(data["accelerators"]) == {
+        "teacache",
+        "fbcache",
+        "magcache",
+        "pab",
+        "fastercache",
+        "taylorseer",
+        "cfgcache",
+        "svg",
+        "radial",
+        "sta",
+        "topk",
+        "asymrnr",
+        "tome",
+        "kvcache",
+        "schedule",
+        "lightcache",
+    }
     assert data["stacking"]["schedule"]["magcache"] != "yes" and data["stacking"]["schedule"]["cfgcache"] == "yes"
     assert all(v == "yes" for v in data["stacking"]["lightcache"].values())  # it takes nothing over
-    assert data["compatibility"]["wan"]["kvcache"] == "yes" and "rotary" in data["compatibility"]["cogvideox"]["kvcache"]
-    assert data["stacking"]["kvcache"]["teacache"] == "yes" and "keys and values" in data["stacking"]["kvcache"]["fbcache"]
+    assert (
+        data["compatibility"]["wan"]["kvcache"] == "yes" and "rotary" in data["compatibility"]["cogvideox"]["kvcache"]
+    )
+    assert (
+        data["stacking"]["kvcache"]["teacache"] == "yes" and "keys and values" in data["stacking"]["kvcache"]["fbcache"]
+    )
     assert data["stacking"]["asymrnr"]["sta"] != "yes" and data["stacking"]["asymrnr"]["magcache"] == "yes"
     assert data["stacking"]["tome"]["asymrnr"] != "yes" and data["stacking"]["tome"]["pab"] != "yes"
     assert data["stacking"]["tome"]["teacache"] == "yes"
@@ -261,19 +351,64 @@ def test_list_json_has_models_accelerators_presets_matrix(capsys):
 
 def test_calibrate_writes_a_profile_that_teacache_uses(tmp_path, capsys):
     profile = tmp_path / "p.toml"
-    assert main(["calibrate", "--model", "tiny-ltx", "--prompt", PROMPT, "--prompt", "a blue square moving up on a gray background",
-                 "--out", str(profile), "--json"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--model",
+                "tiny-ltx",
+                "--prompt",
+                PROMPT,
+                "--prompt",
+                "a blue square moving up on a gray background",
+                "--out",
+                str(profile),
+                "--json",
+            ]
+        )
+        == 0
+    )
     data = _json_line(capsys)
     assert len(data["teacache"]["coefficients"]) == 5 and len(data["magcache"]["ratios"]) == data["num_inference_steps"]
     import tomllib
 
-    assert tomllib.loads(profile.read_text())["teacache"]["coefficients"] == pytest.approx(data["teacache"]["coefficients"])
+    assert tomllib.loads(profile.read_text())["teacache"]["coefficients"] == pytest.approx(
+        data["teacache"]["coefficients"]
+    )
     # Written to the user profile folder by default, then picked up by coefficients=auto and magcache.
     assert main(["calibrate", "--model", "tiny-ltx", "--json"]) == 0
-    assert main(["generate", PROMPT, "--model", "tiny-ltx", "--accel", "teacache+magcache(threshold=0)",
-                 "--out", str(tmp_path / "c.mp4"), "--json"]) == 2  # teacache and magcache both skip passes
-    assert main(["generate", PROMPT, "--model", "tiny-ltx", "--accel", "teacache(threshold=0.2)",
-                 "--out", str(tmp_path / "c.mp4"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                PROMPT,
+                "--model",
+                "tiny-ltx",
+                "--accel",
+                "teacache+magcache(threshold=0)",
+                "--out",
+                str(tmp_path / "c.mp4"),
+                "--json",
+            ]
+        )
+        == 2
+    )  # teacache and magcache both skip passes
+    assert (
+        main(
+            [
+                "generate",
+                PROMPT,
+                "--model",
+                "tiny-ltx",
+                "--accel",
+                "teacache(threshold=0.2)",
+                "--out",
+                str(tmp_path / "c.mp4"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     used = _json_line(capsys)["accelerator_stats"]["teacache"]["coefficients"]
     from genaccel.models.profiles import load_profile
 
@@ -282,7 +417,10 @@ def test_calibrate_writes_a_profile_that_teacache_uses(tmp_path, capsys):
 
 
 def test_magcache_without_profile_is_a_clear_error(tmp_path, capsys):
-    assert main(["generate", PROMPT, "--model", "tiny-mochi", "--accel", "magcache", "--out", str(tmp_path / "m.mp4")]) == 2
+    assert (
+        main(["generate", PROMPT, "--model", "tiny-mochi", "--accel", "magcache", "--out", str(tmp_path / "m.mp4")])
+        == 2
+    )
     assert "run `genaccel calibrate`" in capsys.readouterr().err
 
 
@@ -309,8 +447,29 @@ def test_ui_options_reach_the_server(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(genaccel.ui.app, "launch", lambda **kwargs: seen.update(kwargs))
-    assert main(["ui", "--models", "tiny-wan", "tiny-ltx", "--auth", "ann:secret", "--queue-size", "3",
-                 "--max-size", "64", "--max-frames", "9", "--max-memory", "2GB", "--keep-hours", "0"]) == 0
+    assert (
+        main(
+            [
+                "ui",
+                "--models",
+                "tiny-wan",
+                "tiny-ltx",
+                "--auth",
+                "ann:secret",
+                "--queue-size",
+                "3",
+                "--max-size",
+                "64",
+                "--max-frames",
+                "9",
+                "--max-memory",
+                "2GB",
+                "--keep-hours",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert seen["host"] == "127.0.0.1" and seen["share"] is False  # this machine only unless asked
     assert seen["models"] == ["tiny-wan", "tiny-ltx"] and seen["auth"] == ["ann:secret"]
     assert (seen["queue_size"], seen["max_size"], seen["max_frames"], seen["max_steps"]) == (3, 64, 9, 100)

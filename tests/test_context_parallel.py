@@ -40,8 +40,12 @@ def test_accelerators_that_would_disagree_across_processes_are_refused(tiny):
     pipe = tiny("wan")
     pipe._genaccel_context_parallel = {"ulysses": 2}  # as the loader records it under a launch
     try:
-        for spec, reason in [("fbcache", "would skip different passes"), ("svg", "one process's shard"),
-                             ("tome", "one process's shard"), ("asymrnr", "one process's shard")]:
+        for spec, reason in [
+            ("fbcache", "would skip different passes"),
+            ("svg", "one process's shard"),
+            ("tome", "one process's shard"),
+            ("asymrnr", "one process's shard"),
+        ]:
             with pytest.raises(SpecError, match=reason):
                 genaccel.prepare(pipe, genaccel.GenerationRequest(prompt=PROMPT, accel=spec))
         genaccel.prepare(pipe, genaccel.GenerationRequest(prompt=PROMPT, accel="teacache+pab"))  # these agree
@@ -56,10 +60,28 @@ def test_ulysses_on_two_processes_makes_the_single_process_video(tmp_path, capsy
     assert main(["generate", PROMPT, "--out", str(tmp_path / "single"), *options]) == 0
     single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-              "no", "--dynamo_backend", "no", "--main_process_port", "0",
-              str(Path(__file__).parent / "helpers" / "launched_generate.py"), PROMPT, "--out", str(tmp_path / "split"),
-              "--context-parallel", "ulysses=2", *options]
+    launch = [
+        ACCELERATE,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        str(Path(__file__).parent / "helpers" / "launched_generate.py"),
+        PROMPT,
+        "--out",
+        str(tmp_path / "split"),
+        "--context-parallel",
+        "ulysses=2",
+        *options,
+    ]
     run = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     split = json.loads(run.stdout.strip().splitlines()[-1])  # printed by the main process only

@@ -7,20 +7,36 @@ import torch
 from genaccel.errors import InputError
 from genaccel.tools.convert_causal import convert_causal_checkpoint, infer_config, rename_state_dict
 
-WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-                out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30)
+WAN_1_3B = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+)
 
 
 def original_wan_shapes(dim, ffn, layers, text_dim, freq_dim, channels=16, patch=(1, 2, 2)):
     """Tensor names and shapes of the original Wan 2.1 model (wan/modules/model.py), which the causal models keep."""
     shapes = {
-        "patch_embedding.weight": (dim, channels, *patch), "patch_embedding.bias": (dim,),
-        "text_embedding.0.weight": (dim, text_dim), "text_embedding.0.bias": (dim,),
-        "text_embedding.2.weight": (dim, dim), "text_embedding.2.bias": (dim,),
-        "time_embedding.0.weight": (dim, freq_dim), "time_embedding.0.bias": (dim,),
-        "time_embedding.2.weight": (dim, dim), "time_embedding.2.bias": (dim,),
-        "time_projection.1.weight": (6 * dim, dim), "time_projection.1.bias": (6 * dim,),
-        "head.modulation": (1, 2, dim), "head.head.weight": (channels * patch[0] * patch[1] * patch[2], dim),
+        "patch_embedding.weight": (dim, channels, *patch),
+        "patch_embedding.bias": (dim,),
+        "text_embedding.0.weight": (dim, text_dim),
+        "text_embedding.0.bias": (dim,),
+        "text_embedding.2.weight": (dim, dim),
+        "text_embedding.2.bias": (dim,),
+        "time_embedding.0.weight": (dim, freq_dim),
+        "time_embedding.0.bias": (dim,),
+        "time_embedding.2.weight": (dim, dim),
+        "time_embedding.2.bias": (dim,),
+        "time_projection.1.weight": (6 * dim, dim),
+        "time_projection.1.bias": (6 * dim,),
+        "head.modulation": (1, 2, dim),
+        "head.head.weight": (channels * patch[0] * patch[1] * patch[2], dim),
         "head.head.bias": (channels * patch[0] * patch[1] * patch[2],),
     }
     for i in range(layers):
@@ -72,8 +88,9 @@ def test_converted_folder_loads_and_streams(tiny, tmp_path, suffix):
     base = tmp_path / "base"
     tiny("wan").save_pretrained(base)
     checkpoint, state = _tiny_checkpoint(tmp_path, suffix)
-    out = convert_causal_checkpoint(checkpoint, base, tmp_path / "causal", chunk_frames=1, window=2, sink=1,
-                                    head_dim=12, dtype=torch.float32)
+    out = convert_causal_checkpoint(
+        checkpoint, base, tmp_path / "causal", chunk_frames=1, window=2, sink=1, head_dim=12, dtype=torch.float32
+    )
     pipe = load_pipeline(str(out))
     torch.testing.assert_close(pipe.transformer.blocks[1].norm2.weight, state["blocks.1.norm3.weight"])
     torch.testing.assert_close(pipe.transformer.blocks[2].attn1.to_out[0].weight, state["blocks.2.self_attn.o.weight"])

@@ -18,13 +18,21 @@ from pathlib import Path
 import pytest
 
 from genaccel.generation.batch import MANIFEST, parse_items, run_batch
-from genaccel.io.failpoints import ENV, POINTS
 from genaccel.generation.request import GenerationRequest
+from genaccel.io.failpoints import ENV, POINTS
 from genaccel.io.video import read_video
 
-PROMPTS = [f"a {color} circle moving {direction} on a black background"
-           for color, direction in [("red", "left"), ("blue", "up"), ("green", "right"), ("yellow", "down"),
-                                    ("white", "left"), ("cyan", "up")]]
+PROMPTS = [
+    f"a {color} circle moving {direction} on a black background"
+    for color, direction in [
+        ("red", "left"),
+        ("blue", "up"),
+        ("green", "right"),
+        ("yellow", "down"),
+        ("white", "left"),
+        ("cyan", "up"),
+    ]
+]
 FRAMES = 5  # tiny-wan, --frames 5 --steps 1: each item takes a fraction of a second
 RUN = ["--model", "tiny-wan", "--device", "cpu", "--frames", str(FRAMES), "--steps", "1", "--json"]
 
@@ -34,8 +42,9 @@ def _genaccel(args, cwd, kill_at=None):
     env.pop(ENV, None)
     if kill_at:
         env[ENV] = kill_at
-    return subprocess.run([sys.executable, "-m", "genaccel", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "genaccel", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _check_complete(out: Path, fmt: str) -> None:
@@ -87,7 +96,9 @@ def test_a_killed_generate_leaves_nothing_under_the_target_name(tmp_path):
 
 def test_a_torn_manifest_line_is_tolerated(tiny, tmp_path):
     pipe = tiny("wan")
-    items = parse_items("\n".join(PROMPTS[:3]), ".txt", base=GenerationRequest(num_frames=FRAMES, num_inference_steps=1))
+    items = parse_items(
+        "\n".join(PROMPTS[:3]), ".txt", base=GenerationRequest(num_frames=FRAMES, num_inference_steps=1)
+    )
     out = tmp_path / "out"
     run_batch(pipe, items, out, fmt="gif", progress=False)
     whole = (out / MANIFEST).read_text()

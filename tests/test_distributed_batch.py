@@ -14,18 +14,47 @@ from genaccel.generation.batch import MANIFEST
 
 pytestmark = pytest.mark.slow  # two processes under `accelerate launch`
 
-PROMPTS = [f"a {color} {shape} moving {direction} on a black background"
-           for color, shape, direction in [("red", "circle", "left"), ("blue", "square", "up"), ("green", "triangle", "right"),
-                                           ("yellow", "circle", "down"), ("red", "square", "right"), ("blue", "circle", "up")]]
-LAUNCH = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-          "--dynamo_backend", "no", "--main_process_port"]
+PROMPTS = [
+    f"a {color} {shape} moving {direction} on a black background"
+    for color, shape, direction in [
+        ("red", "circle", "left"),
+        ("blue", "square", "up"),
+        ("green", "triangle", "right"),
+        ("yellow", "circle", "down"),
+        ("red", "square", "right"),
+        ("blue", "circle", "up"),
+    ]
+]
+LAUNCH = [
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--main_process_port",
+]
 
 
 def _launch(args, tmp_path, port, env_extra=None):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent / "helpers"), **(env_extra or {})}
-    return subprocess.run([accelerate, "launch", *LAUNCH, str(port), str(Path(__file__).parent / "helpers" / "launched_batch.py"),
-                           *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).parent / "helpers"),
+        **(env_extra or {}),
+    }
+    return subprocess.run(
+        [accelerate, "launch", *LAUNCH, str(port), str(Path(__file__).parent / "helpers" / "launched_batch.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _free_port() -> int:
@@ -36,8 +65,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None,
-                    reason="accelerate's launcher is not installed")
+@pytest.mark.skipif(
+    shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None,
+    reason="accelerate's launcher is not installed",
+)
 def test_two_processes_kill_and_resume_leave_one_complete_manifest(tmp_path):
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     args = ["prompts.txt", "--out", "out", "--model", "tiny-wan", "--device", "cpu", "--json"]

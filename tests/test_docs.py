@@ -19,14 +19,16 @@ PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 def test_matrix_matches_the_code():
     page = (DOCS / "accelerators.md").read_text()
     block = re.search(r"<!-- compatibility:start -->\n(.*?)\n<!-- compatibility:end -->", page, re.S).group(1)
-    assert block.strip() == compatibility_table(catalog()).strip(), \
+    assert block.strip() == compatibility_table(catalog()).strip(), (
         "docs/accelerators.md's compatibility matrix differs from the code: paste `compatibility_table(catalog())`"
+    )
 
 
 def test_command_reference_matches_the_parsers():
     written = (DOCS / "commands.md").read_text()
-    assert written == render_reference(build_parser()), \
+    assert written == render_reference(build_parser()), (
         "docs/commands.md differs from the command line's parsers: run `python docs/make_reference.py`"
+    )
 
 
 def test_quick_start_is_two_commands_and_ci_runs_the_test_one():

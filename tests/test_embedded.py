@@ -18,7 +18,9 @@ def test_it_is_a_wan_checkpoint_in_safetensors_within_budget():
     assert index["_class_name"] == "WanPipeline"
     assert index["transformer"][1] == "WanTransformer3DModel" and index["vae"][1] == "AutoencoderKLWan"
     assert index["text_encoder"][1] == "UMT5EncoderModel"
-    weights = [p for p in FOLDER.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt")]
+    weights = [
+        p for p in FOLDER.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+    ]
     assert weights and all(p.suffix == ".safetensors" for p in weights)  # never pickle
     assert sum(p.stat().st_size for p in FOLDER.rglob("*") if p.is_file()) <= 40 * 2**20
 
@@ -47,11 +49,14 @@ def test_settings_are_documented_and_long_has_2000_tokens(embedded):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("prompt, seed", [
-    ("a red circle moving left on a black background", 0),
-    ("a blue square moving up on a gray background", 1),
-    ("a yellow triangle moving right on a black background", 2),
-])
+@pytest.mark.parametrize(
+    "prompt, seed",
+    [
+        ("a red circle moving left on a black background", 0),
+        ("a blue square moving up on a gray background", 1),
+        ("a yellow triangle moving right on a black background", 2),
+    ],
+)
 def test_generated_videos_follow_their_prompts(embedded, prompt, seed):
     import genaccel
 

@@ -20,7 +20,17 @@ def _run(script: str, *args, monkeypatch, capsys) -> str:
 
 def test_python_api_example(monkeypatch, capsys, tmp_path):
     video = tmp_path / "accelerated.mp4"
-    out = _run("python_api.py", "--model", "tiny-wan", "--accel", "fast", "--out", str(video), monkeypatch=monkeypatch, capsys=capsys)
+    out = _run(
+        "python_api.py",
+        "--model",
+        "tiny-wan",
+        "--accel",
+        "fast",
+        "--out",
+        str(video),
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     assert "PSNR" in out and "passes skipped" in out
     assert video.stat().st_size > 0
 
@@ -37,15 +47,19 @@ def test_bench_shell_example_uses_valid_specs():
     assert {"quality", "balanced", "fast"} <= set(specs)
     for spec in specs:
         check_spec(spec)
-    assert "--prompts benchmarks/eval_prompts.txt" in text and (EXAMPLES.parent / "benchmarks/eval_prompts.txt").is_file()
+    assert (
+        "--prompts benchmarks/eval_prompts.txt" in text and (EXAMPLES.parent / "benchmarks/eval_prompts.txt").is_file()
+    )
 
 
 # Caches and token reduction are swept at the default and the long setting; sparse attention only at the
 # long one (the default setting's 320 video tokens are fewer than three attention blocks). Each sweep
 # script: the group it measures and the settings it runs.
 SWEEPS = {
-    "sweep_default.sh": ("caches", {"default"}), "sweep_long.sh": ("caches", {"long"}),
-    "sweep_caching.sh": ("caches", {"default", "long"}), "sweep_sparse.sh": ("sparse", {"long"}),
+    "sweep_default.sh": ("caches", {"default"}),
+    "sweep_long.sh": ("caches", {"long"}),
+    "sweep_caching.sh": ("caches", {"default", "long"}),
+    "sweep_sparse.sh": ("sparse", {"long"}),
     "sweep_tokens.sh": ("tokens", {"default", "long"}),
 }
 GROUP_SETTINGS = {"caches": {"default", "long"}, "sparse": {"long"}, "tokens": {"default", "long"}}

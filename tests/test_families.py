@@ -6,8 +6,15 @@ from genaccel.errors import InputError, ModelError
 from genaccel.pipelines.families import FAMILIES, family_of
 from genaccel.pipelines.tiny import tiny_call_kwargs
 
-EXPECTED = {"wan": "wan", "wan22": "wan", "cogvideox": "cogvideox", "hunyuanvideo": "hunyuanvideo",
-            "ltx": "ltx", "latte": "latte", "mochi": "mochi"}
+EXPECTED = {
+    "wan": "wan",
+    "wan22": "wan",
+    "cogvideox": "cogvideox",
+    "hunyuanvideo": "hunyuanvideo",
+    "ltx": "ltx",
+    "latte": "latte",
+    "mochi": "mochi",
+}
 
 
 @pytest.mark.parametrize("tiny_name, family", sorted(EXPECTED.items()))
@@ -19,7 +26,9 @@ def test_recognised_with_blocks_and_attention(tiny, tiny_name, family):
         blocks = adapter.blocks(denoiser)
         assert len(blocks) >= 3
         run = adapter.pass_blocks(denoiser)
-        assert run[0] is adapter.block_at(denoiser, adapter.pass_head) and run[-1] is adapter.block_at(denoiser, adapter.pass_tail)
+        assert run[0] is adapter.block_at(denoiser, adapter.pass_head) and run[-1] is adapter.block_at(
+            denoiser, adapter.pass_tail
+        )
         assert adapter.attention_layers(denoiser)
     assert len(adapter.denoiser_modules(pipe)) == (2 if tiny_name == "wan22" else 1)
 
@@ -31,8 +40,10 @@ def test_declared_cfg_layout_and_block_order_match_a_real_step(tiny, tiny_name):
     adapter = family_of(pipe)
     calls, order, handles = [], [], []
     for _, denoiser in adapter.denoiser_modules(pipe):
+
         def record(module, args, kwargs):
             calls.append((module, kwargs.get("hidden_states", args[0] if args else None).shape))
+
         handles.append(denoiser.register_forward_pre_hook(record, with_kwargs=True))
         for _, block in adapter.blocks(denoiser):
             handles.append(block.register_forward_pre_hook(lambda module, args: order.append(module)))
@@ -60,8 +71,15 @@ def test_unknown_pipeline_is_refused():
         family_of(NotAVideoPipeline())
 
 
-@pytest.mark.parametrize("family, good, bad", [("wan", [1, 5, 81], [2, 8, 80]), ("ltx", [9, 161], [5, 8]),
-                                                ("mochi", [7, 19], [8, 9]), ("cogvideox", [9, 49], [5, 13])])
+@pytest.mark.parametrize(
+    "family, good, bad",
+    [
+        ("wan", [1, 5, 81], [2, 8, 80]),
+        ("ltx", [9, 161], [5, 8]),
+        ("mochi", [7, 19], [8, 9]),
+        ("cogvideox", [9, 49], [5, 13]),
+    ],
+)
 def test_frame_rules(family, good, bad):
     adapter = FAMILIES[family]
     for frames in good:

@@ -17,11 +17,18 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from genaccel.accelerators import ACCELERATORS
-from genaccel.generation.batch import BatchItem, parse_items
 from genaccel.errors import GenAccelError
-from genaccel.pipelines.families import FAMILIES
-from genaccel.generation.request import ALIASES, FIELDS, GenerationRequest, field_kind, field_limits, request_from_options
+from genaccel.generation.batch import BatchItem, parse_items
+from genaccel.generation.request import (
+    ALIASES,
+    FIELDS,
+    GenerationRequest,
+    field_kind,
+    field_limits,
+    request_from_options,
+)
 from genaccel.generation.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string, resolve
+from genaccel.pipelines.families import FAMILIES
 
 WAN = FAMILIES["wan"]
 
@@ -72,22 +79,81 @@ def big_ints(max_digits: int = 5000):
     Built by map: a strategy holding them would fail to print itself."""
     sizes = [size for size in (63, 64, 400, 5000) if size <= max_digits]
     return st.tuples(st.sampled_from(sizes), st.sampled_from([1, -1])).map(
-        lambda t: t[1] * (2 ** t[0] + 1 if t[0] < 100 else 10 ** t[0]))
+        lambda t: t[1] * (2 ** t[0] + 1 if t[0] < 100 else 10 ** t[0])
+    )
 
 
 # ------------------------------------------------------------------ strategies: spec text
-HUGE_NUMBERS = ["1e999", "-1e999", "1" + "0" * 400, "-" + "9" * 400, "9" * 5000, "1e-999", "nan", "-inf", "Infinity",
-                "1_000", "0x10", "١٢", "+5", "-0", "0.1", "2", "true", "False"]
+HUGE_NUMBERS = [
+    "1e999",
+    "-1e999",
+    "1" + "0" * 400,
+    "-" + "9" * 400,
+    "9" * 5000,
+    "1e-999",
+    "nan",
+    "-inf",
+    "Infinity",
+    "1_000",
+    "0x10",
+    "١٢",
+    "+5",
+    "-0",
+    "0.1",
+    "2",
+    "true",
+    "False",
+]
 PARAM_NAMES = sorted({f.name for cls in ACCELERATORS.values() for f in dataclasses.fields(cls.config_class)})
 SPEC_FRAGMENTS = [
-    *ACCELERATORS, *PARAM_NAMES, *HUGE_NUMBERS, "none", "NONE", "quality", "balanced", "fast", "Balanced",
-    "(", ")", "[", "]", "=", ",", "+", ":", ";", "'", '"', " ", "\n", "\r\n", "\t", "\x00", "\x1c", "\x85", "\u2028",
-    "\u3000", "İ", "ß", "é", "K", "-", "_", "#", "~", "~nosuchuser", ".toml", ".json", ".TOML", "[1;2;3;4;5]",
+    *ACCELERATORS,
+    *PARAM_NAMES,
+    *HUGE_NUMBERS,
+    "none",
+    "NONE",
+    "quality",
+    "balanced",
+    "fast",
+    "Balanced",
+    "(",
+    ")",
+    "[",
+    "]",
+    "=",
+    ",",
+    "+",
+    ":",
+    ";",
+    "'",
+    '"',
+    " ",
+    "\n",
+    "\r\n",
+    "\t",
+    "\x00",
+    "\x1c",
+    "\x85",
+    "\u2028",
+    "\u3000",
+    "İ",
+    "ß",
+    "é",
+    "K",
+    "-",
+    "_",
+    "#",
+    "~",
+    "~nosuchuser",
+    ".toml",
+    ".json",
+    ".TOML",
+    "[1;2;3;4;5]",
 ]
 fragment_text = st.lists(st.sampled_from(SPEC_FRAGMENTS), max_size=14).map("".join)
 syntax_text = st.text(alphabet="()[]=,+:;'\" \n\x00aA_-1.eİ~", max_size=24)
-value_text = st.one_of(st.sampled_from(HUGE_NUMBERS), fragment_text, st.text(max_size=8),
-                       st.integers().map(str), st.floats().map(str))
+value_text = st.one_of(
+    st.sampled_from(HUGE_NUMBERS), fragment_text, st.text(max_size=8), st.integers().map(str), st.floats().map(str)
+)
 
 
 @st.composite
@@ -95,8 +161,9 @@ def spec_like(draw) -> str:
     """Text shaped like a spec, `name(key=value,...)+...`, with names, keys and values that may be anything."""
     items = []
     for _ in range(draw(st.integers(1, 3))):
-        name = draw(st.one_of(st.sampled_from(sorted(ACCELERATORS)), st.sampled_from(SPEC_FRAGMENTS),
-                              st.text(max_size=6)))
+        name = draw(
+            st.one_of(st.sampled_from(sorted(ACCELERATORS)), st.sampled_from(SPEC_FRAGMENTS), st.text(max_size=6))
+        )
         keys = st.one_of(st.sampled_from(PARAM_NAMES), st.text(max_size=6))
         pairs = draw(st.lists(st.tuples(keys, value_text), max_size=4))
         body = ",".join(f"{k}={v}" for k, v in pairs)
@@ -106,10 +173,15 @@ def spec_like(draw) -> str:
 
 # A value written in a spec that reads back as itself: no ',' ':' or brackets (they are syntax), and any text,
 # including text that reads as a number or a flag when unquoted ('1', 'true', 'nan', ' padded ').
-plain_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=",:()[]'\""),
-                     max_size=10)
-text_value = st.one_of(plain_text, st.sampled_from(["1", "true", "nan", "inf", "1e999", " padded ", "[1;2;3;4;5]",
-                                                    "auto", "a=b", "a+b", "a'b", "", " "]))
+plain_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=",:()[]'\""), max_size=10
+)
+text_value = st.one_of(
+    plain_text,
+    st.sampled_from(
+        ["1", "true", "nan", "inf", "1e999", " padded ", "[1;2;3;4;5]", "auto", "a=b", "a+b", "a'b", "", " "]
+    ),
+)
 
 
 def value_of(hint):
@@ -220,15 +292,43 @@ def test_accepted_specs_hold_finite_numbers(requests):
 
 # ------------------------------------------------------------------ spec files
 def _json_value(max_leaves=8):
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(), big_ints(4300), st.floats(),
-                        st.text(max_size=8), st.sampled_from(sorted(ACCELERATORS)))
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        big_ints(4300),
+        st.floats(),
+        st.text(max_size=8),
+        st.sampled_from(sorted(ACCELERATORS)),
+    )
     keys = st.one_of(st.sampled_from([*ACCELERATORS, *PARAM_NAMES, "name", "accelerators"]), st.text(max_size=6))
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
-                        max_leaves=max_leaves)
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+        max_leaves=max_leaves,
+    )
 
 
-toml_value = st.sampled_from(["0.2", "1e999", "inf", "nan", "-1", "[1, 2]", "[100, 600]", "'a'", '"x\\ny"', "true",
-                              "1" * 5000, "[" * 2000 + "]" * 2000, "{a = 1}", "[[1], 2]", "2024-01-01", "0x10"])
+toml_value = st.sampled_from(
+    [
+        "0.2",
+        "1e999",
+        "inf",
+        "nan",
+        "-1",
+        "[1, 2]",
+        "[100, 600]",
+        "'a'",
+        '"x\\ny"',
+        "true",
+        "1" * 5000,
+        "[" * 2000 + "]" * 2000,
+        "{a = 1}",
+        "[[1], 2]",
+        "2024-01-01",
+        "0x10",
+    ]
+)
 
 
 @st.composite
@@ -252,8 +352,10 @@ def spec_dir(tmp_path_factory):
 
 
 @fuzz(150)
-@given(suffix=st.sampled_from([".json", ".toml"]),
-       content=st.one_of(_json_value().map(json.dumps), toml_text(), st.text(), fragment_text))
+@given(
+    suffix=st.sampled_from([".json", ".toml"]),
+    content=st.one_of(_json_value().map(json.dumps), toml_text(), st.text(), fragment_text),
+)
 @example(suffix=".json", content="[" * 100000)
 @example(suffix=".toml", content="a = " + "[" * 100000)
 @example(suffix=".json", content="1" * 5000)
@@ -272,15 +374,52 @@ def test_any_spec_file_parses_or_fails_with_one_line(spec_dir, suffix, content):
 
 
 # ------------------------------------------------------------------ request options
-OPTION_TEXT = ["", " ", "1e999", "nan", "inf", "-1", "12", " 12 ", "1" * 5000, "24GB", "512 MiB", "0.0000001",
-               "1e9", "none", "Group", "sequential", "true", "off", "yes", "teacache(threshold=0.1)+pab", "balanced",
-               "balanced+", "bogus", "a\nb", "\x00", "\u2028", "~nosuchuser.toml", "1_0", "١٢"]
+OPTION_TEXT = [
+    "",
+    " ",
+    "1e999",
+    "nan",
+    "inf",
+    "-1",
+    "12",
+    " 12 ",
+    "1" * 5000,
+    "24GB",
+    "512 MiB",
+    "0.0000001",
+    "1e9",
+    "none",
+    "Group",
+    "sequential",
+    "true",
+    "off",
+    "yes",
+    "teacache(threshold=0.1)+pab",
+    "balanced",
+    "balanced+",
+    "bogus",
+    "a\nb",
+    "\x00",
+    "\u2028",
+    "~nosuchuser.toml",
+    "1_0",
+    "١٢",
+]
 OPTION_KEYS = sorted({*FIELDS, *ALIASES, *(name.replace("_", "-") for name in FIELDS), "name"})
-scalar_option = st.one_of(st.none(), st.booleans(), st.integers(), big_ints(), st.floats(),
-                          st.text(max_size=12), st.sampled_from(OPTION_TEXT), spec_like())
+scalar_option = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    big_ints(),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(OPTION_TEXT),
+    spec_like(),
+)
 # One level of nesting is enough to reach the type checks, and keeps drawing cheap.
-option_value = st.one_of(scalar_option, st.lists(scalar_option, max_size=2),
-                         st.dictionaries(st.text(max_size=3), scalar_option, max_size=2))
+option_value = st.one_of(
+    scalar_option, st.lists(scalar_option, max_size=2), st.dictionaries(st.text(max_size=3), scalar_option, max_size=2)
+)
 
 
 def near_valid(name: str):
@@ -292,8 +431,11 @@ def near_valid(name: str):
         lo, hi = (-10 if low is None else low - 1), (10**6 if high is None else high + 1)
         numbers = st.integers(lo, hi) if kind is int else st.floats(lo, hi)
         return st.one_of(numbers, numbers.map(str), st.sampled_from([low, high, 1e999, float("nan")]))
-    near = {"max_memory": ["24GB", "512 MiB", "1e9", "0.5 GiB", "1e999", "0", "-1GB"], "setting": ["default", "long"],
-            "accel": ["none", "balanced", "teacache(threshold=0.1)+pab(spatial=3)", "teacache+fbcache", "", "x.toml"]}
+    near = {
+        "max_memory": ["24GB", "512 MiB", "1e9", "0.5 GiB", "1e999", "0", "-1GB"],
+        "setting": ["default", "long"],
+        "accel": ["none", "balanced", "teacache(threshold=0.1)+pab(spatial=3)", "teacache+fbcache", "", "x.toml"],
+    }
     texts = [*(FIELDS[name].metadata["choices"] or ()), *near.get(name, ["", "blurry"]), " padded "]
     return st.one_of(st.sampled_from(texts), spec_like() if name == "accel" else st.text(max_size=6))
 
@@ -301,11 +443,14 @@ def near_valid(name: str):
 options = st.one_of(
     st.dictionaries(st.one_of(st.sampled_from(OPTION_KEYS), st.text(max_size=10)), option_value, max_size=6),
     # the known options only, with a prompt, so that most examples get to the later checks
-    st.fixed_dictionaries({"prompt": st.text(min_size=1)},
-                          optional={key: option_value for key in OPTION_KEYS if key != "prompt"}),
+    st.fixed_dictionaries(
+        {"prompt": st.text(min_size=1)}, optional={key: option_value for key in OPTION_KEYS if key != "prompt"}
+    ),
     # values near the accepted ones: requests come back, and their fields are checked
-    st.fixed_dictionaries({"prompt": st.one_of(st.sampled_from(["a cat", " a dog ", "a\tcat"]), st.text(min_size=1))},
-                          optional={name: near_valid(name) for name in FIELDS if name != "prompt"}),
+    st.fixed_dictionaries(
+        {"prompt": st.one_of(st.sampled_from(["a cat", " a dog ", "a\tcat"]), st.text(min_size=1))},
+        optional={name: near_valid(name) for name in FIELDS if name != "prompt"},
+    ),
 )
 
 
@@ -339,13 +484,44 @@ def test_any_options_make_a_request_or_fail_with_one_line(options, partial):
 
 
 # ------------------------------------------------------------------ batch files
-json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), big_ints(4300), st.floats(), st.text(max_size=10),
-                        st.sampled_from(OPTION_TEXT))
-json_safe_value = st.one_of(json_scalar, st.lists(json_scalar, max_size=2),
-                            st.dictionaries(st.text(max_size=3), json_scalar, max_size=2))
-item_names = st.one_of(st.none(), st.text(max_size=12), st.integers(), st.floats(), json_safe_value,
-                       st.sampled_from(["../up", "a/b", "a\\b", ".", "..", ".hidden", "x.mp4", "manifest.jsonl",
-                                        "videos.zip", "0000", "0001", "-", "", "con", "a" * 200]))
+json_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    big_ints(4300),
+    st.floats(),
+    st.text(max_size=10),
+    st.sampled_from(OPTION_TEXT),
+)
+json_safe_value = st.one_of(
+    json_scalar, st.lists(json_scalar, max_size=2), st.dictionaries(st.text(max_size=3), json_scalar, max_size=2)
+)
+item_names = st.one_of(
+    st.none(),
+    st.text(max_size=12),
+    st.integers(),
+    st.floats(),
+    json_safe_value,
+    st.sampled_from(
+        [
+            "../up",
+            "a/b",
+            "a\\b",
+            ".",
+            "..",
+            ".hidden",
+            "x.mp4",
+            "manifest.jsonl",
+            "videos.zip",
+            "0000",
+            "0001",
+            "-",
+            "",
+            "con",
+            "a" * 200,
+        ]
+    ),
+)
 prompts = st.one_of(st.text(min_size=1, max_size=20), st.sampled_from(["a cat", "A cat", "a/cat", "a.cat", " ", "#x"]))
 
 
@@ -361,15 +537,29 @@ def jsonl_line(draw) -> str:
     if kind == 1:
         return json.dumps(draw(json_safe_value))
     if kind == 2:
-        return draw(st.sampled_from(["", "   ", "# a comment", "{", "[" * 3000, "1" * 5000, '{"prompt": 1}',
-                                     '{"prompt": "a", "steps": NaN}', '{"prompt": "a", "name": ' + "9" * 5000 + "}"]))
+        return draw(
+            st.sampled_from(
+                [
+                    "",
+                    "   ",
+                    "# a comment",
+                    "{",
+                    "[" * 3000,
+                    "1" * 5000,
+                    '{"prompt": 1}',
+                    '{"prompt": "a", "steps": NaN}',
+                    '{"prompt": "a", "name": ' + "9" * 5000 + "}",
+                ]
+            )
+        )
     return draw(st.text(max_size=20))
 
 
 line_breaks = st.sampled_from(["\n", "\r\n", "\r", "\x1c", "\x85", "\u2028"])
 jsonl_text = st.lists(st.tuples(jsonl_line(), line_breaks), max_size=6).map(lambda ls: "".join(a + b for a, b in ls))
-txt_text = st.one_of(st.text(), st.lists(st.tuples(prompts, line_breaks), max_size=8).map(
-    lambda ls: "".join(a + b for a, b in ls)))
+txt_text = st.one_of(
+    st.text(), st.lists(st.tuples(prompts, line_breaks), max_size=8).map(lambda ls: "".join(a + b for a, b in ls))
+)
 
 
 def check_items(items):

@@ -151,8 +151,13 @@ def test_walk_finds_pab_state_per_branch(tiny):
         if step == 4:
             pab = _by(pipe._genaccel, "pab")
             snap["walk"] = {id(t) for t in state_tensors(pab)}
-            snap["caches"] = [s.cache for h in _hooks(pab) if isinstance(getattr(h, "state", None), PerBranchState)
-                              for s in object.__getattribute__(h.state, "_states").values() if s.cache is not None]
+            snap["caches"] = [
+                s.cache
+                for h in _hooks(pab)
+                if isinstance(getattr(h, "state", None), PerBranchState)
+                for s in object.__getattribute__(h.state, "_states").values()
+                if s.cache is not None
+            ]
 
     generate(pipe, PROMPT, seed=0, callback=callback)
     assert len(snap["caches"]) >= 2 * 6  # every attention layer of the 3 blocks, both branches
@@ -185,8 +190,9 @@ def test_state_bytes_in_stats(tiny):
 
     _metered(pipe, "magcache(threshold=0.5)", profile=MAGCACHE_PROFILE)
     assert generate(pipe, PROMPT, seed=0).stats["accelerators"]["magcache"]["state_bytes"] >= 2 * hidden
-    _metered(pipe, "sta(density=0.5,dense_steps=0,dense_layers=0,max_density=1,block=2)"
-                   "+lightcache(offload=off,ffn_chunks=2)")
+    _metered(
+        pipe, "sta(density=0.5,dense_steps=0,dense_layers=0,max_density=1,block=2)+lightcache(offload=off,ffn_chunks=2)"
+    )
     figures = generate(pipe, PROMPT, seed=0).stats["accelerators"]
     assert figures["sta"]["state_bytes"] == 0 and figures["lightcache"]["state_bytes"] == 0  # they keep nothing
     _metered(pipe, "none")
@@ -321,11 +327,14 @@ def test_lightcache_keeps_no_state_and_takes_no_slot():
     check_spec("teacache+pab+lightcache(offload=on,ffn_chunks=4)")  # stacks with anything
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("lightcache(ffn_chunks=-1)", "ffn_chunks must be >= 0"),
-    ("lightcache(offload=maybe)", "offload must be one of auto, on, off"),
-    ("lightcache(ffn_chunks=1.5)", "expected int"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("lightcache(ffn_chunks=-1)", "ffn_chunks must be >= 0"),
+        ("lightcache(offload=maybe)", "offload must be one of auto, on, off"),
+        ("lightcache(ffn_chunks=1.5)", "expected int"),
+    ],
+)
 def test_bad_parameters_are_refused_in_one_line(spec, message):
     with pytest.raises(SpecError, match=message) as info:
         check_spec(spec)

@@ -11,11 +11,11 @@ import pytest
 
 from genaccel import apply, remove
 from genaccel.accelerators import ACCELERATORS, unsupported_reason
-from genaccel.tools.calibrate import calibrate
 from genaccel.errors import SpecError
 from genaccel.generation.generate import generate
 from genaccel.pipelines.families import family_of
 from genaccel.pipelines.tiny import TINY_FAMILIES
+from genaccel.tools.calibrate import calibrate
 
 PROMPT = "a red circle moving left on a black background"
 NOOP = {
@@ -91,10 +91,17 @@ def _plain_call(pipe):
     d = model_defaults(pipe)
     family = family_of(pipe)
     return {
-        "prompt": PROMPT, "negative_prompt": "", "height": d["height"], "width": d["width"],
-        family.frames_arg: d["num_frames"], "num_inference_steps": d["num_inference_steps"],
-        "guidance_scale": d["guidance_scale"], "generator": torch.Generator("cpu").manual_seed(0),
-        "output_type": "np", **d["extra"], **family.call_extra,
+        "prompt": PROMPT,
+        "negative_prompt": "",
+        "height": d["height"],
+        "width": d["width"],
+        family.frames_arg: d["num_frames"],
+        "num_inference_steps": d["num_inference_steps"],
+        "guidance_scale": d["guidance_scale"],
+        "generator": torch.Generator("cpu").manual_seed(0),
+        "output_type": "np",
+        **d["extra"],
+        **family.call_extra,
     }
 
 

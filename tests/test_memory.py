@@ -6,11 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from genaccel.errors import GenAccelError
 from genaccel.tools.bench.memory import (
-    CUDA_MAX_ALLOCATED, FRESH_PROCESS, UNAVAILABLE, CudaPeakMemory, MemoryMeasureError, fresh_process_peak,
+    CUDA_MAX_ALLOCATED,
+    FRESH_PROCESS,
+    UNAVAILABLE,
+    CudaPeakMemory,
+    MemoryMeasureError,
+    fresh_process_peak,
     generation_peak,
 )
-from genaccel.errors import GenAccelError
 
 TESTS = str(Path(__file__).resolve().parent)
 HELPERS = str(Path(TESTS) / "helpers")
@@ -82,8 +87,17 @@ def test_remeasure_script_reads_both_plan_layouts_and_writes_the_bench_memory_fi
         return memory.MemoryMeasure(100 * 2**20 + len(calls), FRESH_PROCESS)
 
     monkeypatch.setattr(memory, "generation_peak", fake_peak)
-    flat = {"model": "tiny", "device": "cpu", "accels": ["none", "fast"], "prompts": ["p1", "p2"], "seeds": [3, 4],
-            "setting": "long", "num_frames": None, "height": 32, "repeat": 1}
+    flat = {
+        "model": "tiny",
+        "device": "cpu",
+        "accels": ["none", "fast"],
+        "prompts": ["p1", "p2"],
+        "seeds": [3, 4],
+        "setting": "long",
+        "num_frames": None,
+        "height": 32,
+        "repeat": 1,
+    }
     nested = {**flat, "setting": None, "height": None, "request": {"setting": "long", "height": 32, "accel": "x"}}
     for plan in (flat, nested):
         calls.clear()
@@ -93,8 +107,10 @@ def test_remeasure_script_reads_both_plan_layouts_and_writes_the_bench_memory_fi
         request = {"prompt": "p1", "seed": 3, "setting": "long", "height": 32}
         assert calls == [("tiny", "cpu", request, "none"), ("tiny", "cpu", request, "fast")]
         measured = json.loads((tmp_path / "memory.json").read_text())
-        assert measured == {"none": {"peak_memory_bytes": 100 * 2**20 + 1, "method": FRESH_PROCESS},
-                            "fast": {"peak_memory_bytes": 100 * 2**20 + 2, "method": FRESH_PROCESS}}
+        assert measured == {
+            "none": {"peak_memory_bytes": 100 * 2**20 + 1, "method": FRESH_PROCESS},
+            "fast": {"peak_memory_bytes": 100 * 2**20 + 2, "method": FRESH_PROCESS},
+        }
         assert "| none | 100 | rss_fresh_process |" in capsys.readouterr().out
     calls.clear()
     assert script["main"]([str(tmp_path), "--no-progress"]) == 0 and calls == []  # measured figures are kept

@@ -16,8 +16,8 @@ from genaccel.pipelines.tiny import TINY_FAMILIES
 
 def test_local_folder_loads_with_from_pretrained_and_accelerates(tmp_path, tiny):
     from genaccel.models.facts import MODEL_SETTINGS_FILE
-    from genaccel.pipelines.tiny import TINY_CALL_DEFAULTS
     from genaccel.models.profiles import dump_profile
+    from genaccel.pipelines.tiny import TINY_CALL_DEFAULTS
 
     tiny("wan").save_pretrained(tmp_path / "wan")
     (tmp_path / "wan" / MODEL_SETTINGS_FILE).write_text(dump_profile(TINY_CALL_DEFAULTS["wan"]))

@@ -10,11 +10,11 @@ import genaccel
 from genaccel.accelerators import ACCELERATORS
 from genaccel.cli import main
 from genaccel.errors import InputError, MemoryFitError, SpecError
-from genaccel.memory.estimate import ModelSizes, estimate_peak, fit_message, REMEDIES
-from genaccel.memory.offload import placement
-from genaccel.pipelines.families import family_of
 from genaccel.generation.prepare import estimate_memory, prepare
 from genaccel.generation.spec import resolve_spec
+from genaccel.memory.estimate import REMEDIES, ModelSizes, estimate_peak, fit_message
+from genaccel.memory.offload import placement
+from genaccel.pipelines.families import family_of
 
 PROMPT = "a red circle moving left on a black background"
 
@@ -87,10 +87,12 @@ def test_request_memory_options_are_checked():
     assert request_from_options({"prompt": "x", "offload": "Group"}).offload == "group"
     assert request_from_options({"prompt": "x", "vae-tiling": "on"}).vae_tiling is True
     assert parse_size("1.5GB") == 1_500_000_000 and parse_size("512 MiB") == 512 * 2**20
-    for options, message in [({"offload": "disk"}, "offload must be one of none, model, group, sequential"),
-                             ({"vae_tiling": "maybe"}, "vae-tiling must be true or false"),
-                             ({"max_memory": "lots"}, "max-memory must be a size such as 24GB"),
-                             ({"max_memory": "-1GB"}, "max-memory must be a size")]:
+    for options, message in [
+        ({"offload": "disk"}, "offload must be one of none, model, group, sequential"),
+        ({"vae_tiling": "maybe"}, "vae-tiling must be true or false"),
+        ({"max_memory": "lots"}, "max-memory must be a size such as 24GB"),
+        ({"max_memory": "-1GB"}, "max-memory must be a size"),
+    ]:
         with pytest.raises(InputError, match=message):
             request_from_options({"prompt": "x", **options})
 
@@ -113,8 +115,10 @@ def test_estimate_grows_with_the_request_and_the_accelerators_state(tiny):
 def test_offloading_lowers_the_estimate_on_an_accelerator_only(tiny):
     sizes = ModelSizes.of(tiny("wan"))
     shape = dict(num_frames=9, height=32, width=32, guidance_scale=5)
-    on_gpu = {mode: estimate_peak(sizes, offload=mode, device="cuda", **shape).peak
-              for mode in ("none", "model", "group", "sequential")}
+    on_gpu = {
+        mode: estimate_peak(sizes, offload=mode, device="cuda", **shape).peak
+        for mode in ("none", "model", "group", "sequential")
+    }
     assert on_gpu["none"] > on_gpu["model"] > on_gpu["group"] >= on_gpu["sequential"]
     on_cpu = {estimate_peak(sizes, offload=mode, device="cpu", **shape).peak for mode in on_gpu}
     assert len(on_cpu) == 1  # the CPU holds the weights either way
@@ -163,8 +167,10 @@ def test_cli_generate_over_max_memory_is_one_line_and_writes_nothing(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("genaccel: error: this run needs about") and "\n" not in err
     assert not out.exists()
-    assert main(["generate", PROMPT, "--model", "tiny-wan", "--offload", "group", "--vae-tiling",
-                 "--out", str(out)]) == 0 and out.is_file()
+    assert (
+        main(["generate", PROMPT, "--model", "tiny-wan", "--offload", "group", "--vae-tiling", "--out", str(out)]) == 0
+        and out.is_file()
+    )
 
 
 def test_wan_14b_on_a_24gb_card_is_told_to_offload_by_group():
@@ -176,15 +182,46 @@ def test_wan_14b_on_a_24gb_card_is_told_to_offload_by_group():
 
     with torch.device("meta"):
         transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=16, out_channels=16,
-            text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024).to(torch.bfloat16)
-        vae = AutoencoderKLWan(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                               temperal_downsample=[False, True, True])
-        text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
-                                                   num_heads=64, feed_forward_proj="gated-gelu")).to(torch.bfloat16)
-    pipe = WanPipeline(tokenizer=None, text_encoder=text_encoder, transformer=transformer, vae=vae,
-                       scheduler=FlowMatchEulerDiscreteScheduler())
+            patch_size=(1, 2, 2),
+            num_attention_heads=40,
+            attention_head_dim=128,
+            in_channels=16,
+            out_channels=16,
+            text_dim=4096,
+            freq_dim=256,
+            ffn_dim=13824,
+            num_layers=40,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            eps=1e-6,
+            rope_max_seq_len=1024,
+        ).to(torch.bfloat16)
+        vae = AutoencoderKLWan(
+            base_dim=96,
+            z_dim=16,
+            dim_mult=[1, 2, 4, 4],
+            num_res_blocks=2,
+            attn_scales=[],
+            temperal_downsample=[False, True, True],
+        )
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=256384,
+                d_model=4096,
+                d_kv=64,
+                d_ff=10240,
+                num_layers=24,
+                num_heads=64,
+                feed_forward_proj="gated-gelu",
+            )
+        ).to(torch.bfloat16)
+    pipe = WanPipeline(
+        tokenizer=None,
+        text_encoder=text_encoder,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
     sizes = ModelSizes.of(pipe)
     assert 13.5e9 < sizes.components["transformer"].total / 2 < 14.5e9  # 14B parameters in bf16
     shape = dict(num_frames=81, height=480, width=832, guidance_scale=5.0, device="cuda")
@@ -198,11 +235,16 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_tensor_peak(embedded):
     """The embedded model at a size other than the one the decoder's working set was read off (64x64x17)."""
     from genaccel.tools.bench.memory import TensorPeakMemory
 
-    request = genaccel.GenerationRequest(prompt=PROMPT, height=96, width=96, num_frames=21, num_inference_steps=1,
-                                         accel="none")
+    request = genaccel.GenerationRequest(
+        prompt=PROMPT, height=96, width=96, num_frames=21, num_inference_steps=1, accel="none"
+    )
     prepared = prepare(embedded, request)
-    weights = sum(t.numel() * t.element_size() for name in ("transformer", "vae", "text_encoder")
-                  for module in [getattr(embedded, name)] for t in (*module.parameters(), *module.buffers()))
+    weights = sum(
+        t.numel() * t.element_size()
+        for name in ("transformer", "vae", "text_encoder")
+        for module in [getattr(embedded, name)]
+        for t in (*module.parameters(), *module.buffers())
+    )
     with TensorPeakMemory() as measured:
         genaccel.generate(embedded, prepared)
     assert abs(prepared.memory.peak / (measured.peak_bytes + weights) - 1) < 0.25

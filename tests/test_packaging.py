@@ -12,8 +12,12 @@ pytestmark = pytest.mark.slow  # builds the wheel
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
-                   check=True, capture_output=True, cwd=__file__.rsplit("/tests/", 1)[0])
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
+        check=True,
+        capture_output=True,
+        cwd=__file__.rsplit("/tests/", 1)[0],
+    )
     (path,) = out.glob("genaccel-*.whl")
     return zipfile.ZipFile(path)
 
@@ -29,8 +33,10 @@ def test_pipelines_ui_and_data_are_under_genaccel(wheel):
     assert "genaccel/pipelines/presets/wan.toml" in names
     # the embedded models: the causal variant's folder names the base one next to it
     assert "genaccel/pipelines/embedded/model_index.json" in names
-    assert {"genaccel/pipelines/embedded-causal/genaccel.toml",
-            "genaccel/pipelines/embedded-causal/transformer/diffusion_pytorch_model.safetensors"} <= names
+    assert {
+        "genaccel/pipelines/embedded-causal/genaccel.toml",
+        "genaccel/pipelines/embedded-causal/transformer/diffusion_pytorch_model.safetensors",
+    } <= names
 
 
 def test_every_module_of_the_library_is_in_the_wheel(wheel):

@@ -41,6 +41,7 @@ def _count_opens(name: str):
     return _opened
 
 
+@pytest.mark.slow  # an embedded-model generation
 def test_generate_with_a_preset_opens_the_models_profile_once(tmp_path, capsys):
     opened = _count_opens("tiny.toml")
     try:
@@ -52,8 +53,9 @@ def test_generate_with_a_preset_opens_the_models_profile_once(tmp_path, capsys):
     # what the preset became and what it saved, in one line
     line = next(line for line in out.splitlines() if line.startswith("accelerators: "))
     assert line.startswith("accelerators: balanced -> schedule(budget="), line
-    computed, total, skipped = map(int, re.search(r"(\d+) of (\d+) transformer passes computed, (\d+) skipped",
-                                                  line).groups())
+    computed, total, skipped = map(
+        int, re.search(r"(\d+) of (\d+) transformer passes computed, (\d+) skipped", line).groups()
+    )
     assert computed + skipped == total == 2 * 10 and skipped > 0, line  # 10 steps, 2 CFG branches
 
 
@@ -77,7 +79,10 @@ def _one_line_naming(capsys, path: Path) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("command", ["generate", "batch", "bench", "calibrate", "tune"])
+@pytest.mark.parametrize(
+    "command",
+    ["generate", "batch", *(pytest.param(name, marks=pytest.mark.slow) for name in ("bench", "calibrate", "tune"))],
+)
 def test_a_corrupt_profile_is_one_line_and_exit_2(command, corrupt_profile, tmp_path, capsys):
     out = tmp_path / "out"
     prompts = tmp_path / "prompts.txt"
@@ -87,11 +92,33 @@ def test_a_corrupt_profile_is_one_line_and_exit_2(command, corrupt_profile, tmp_
     argv = {
         "generate": ["generate", PROMPT, "--accel", "balanced", "--out", str(tmp_path / "a.mp4")],
         "batch": ["batch", str(prompts), "--out", str(out)],
-        "bench": ["bench", "--accel", "teacache", "--prompt", PROMPT, "--out", str(out), "--steps", "2",
-                  "--memory", "off"],
+        "bench": [
+            "bench",
+            "--accel",
+            "teacache",
+            "--prompt",
+            PROMPT,
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--memory",
+            "off",
+        ],
         "calibrate": ["calibrate", "--prompt", PROMPT, "--steps", "2", "--frames", "5"],
-        "tune": ["tune", "--min-psnr", "30", "--prompts", str(prompts), "--holdout", str(holdout), "--out", str(out),
-                 "--steps", "2"],
+        "tune": [
+            "tune",
+            "--min-psnr",
+            "30",
+            "--prompts",
+            str(prompts),
+            "--holdout",
+            str(holdout),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+        ],
     }[command]
     assert main(argv) == 2
     _one_line_naming(capsys, corrupt_profile)

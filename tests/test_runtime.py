@@ -86,7 +86,9 @@ def test_step_count_is_known_when_state_is_set_up(tiny):
     from genaccel.generation.generate import generate
 
     pipe = tiny("wan")
-    acceleration = apply(pipe, "magcache(threshold=0.5,max_skip=2,retention=0)", profile={"magcache": {"ratios": [1.0] * 8}})
+    acceleration = apply(
+        pipe, "magcache(threshold=0.5,max_skip=2,retention=0)", profile={"magcache": {"ratios": [1.0] * 8}}
+    )
     try:
         for steps in (6, 10):
             result = generate(pipe, "a red circle moving left on a black background", steps=steps)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from genaccel import apply, remove
+from genaccel.accelerators.schedule import all_budgets, minimax_path, path_errors, skip_spans
 from genaccel.errors import SpecError
 from genaccel.generation.generate import generate
 from genaccel.generation.prepare import prepare
-from genaccel.models.profiles import dump_profile
 from genaccel.generation.request import GenerationRequest
+from genaccel.models.profiles import dump_profile
 from genaccel.tools.calibrate_schedule import calibrate_schedule, merge_schedule
-from genaccel.accelerators.schedule import all_budgets, minimax_path, path_errors, skip_spans
 
 PROMPT = "a red circle moving left on a black background"
 
@@ -95,17 +95,21 @@ def test_explicit_steps_compute_exactly_those_steps(tiny):
 def test_calibrated_budget_follows_the_profile(tiny, monkeypatch):
     pipe = tiny("wan")
     steps = generate(pipe, PROMPT).request.num_inference_steps
-    profile = {"schedule": {"default": {f"steps{steps}": {"computed3": [0, 4, steps - 1],
-                                                          "computed4": [0, 2, 5, steps - 1]}},
-                            "long": {f"steps{steps}": {"computed4": [0, 1, 3, steps - 1]}}}}
+    profile = {
+        "schedule": {
+            "default": {f"steps{steps}": {"computed3": [0, 4, steps - 1], "computed4": [0, 2, 5, steps - 1]}},
+            "long": {f"steps{steps}": {"computed4": [0, 1, 3, steps - 1]}},
+        }
+    }
     apply(pipe, "schedule(budget=4)", profile=profile)
     result = generate(pipe, GenerationRequest(prompt=PROMPT, accel=None))
     assert result.stats["accelerators"]["schedule"]["computed_steps"] == [0, 2, 5, steps - 1]
     # a run of another setting follows that setting's schedules (same steps, same spec: the same hooks)
     sizes = {k: getattr(result.request, k) for k in ("num_frames", "height", "width", "num_inference_steps")}
     table = getattr(pipe, "_genaccel_defaults", None) or {}
-    monkeypatch.setattr(pipe, "_genaccel_defaults", {**table, "settings": {**table.get("settings", {}), "long": sizes}},
-                        raising=False)
+    monkeypatch.setattr(
+        pipe, "_genaccel_defaults", {**table, "settings": {**table.get("settings", {}), "long": sizes}}, raising=False
+    )
     result = generate(pipe, GenerationRequest(prompt=PROMPT, accel=None, setting="long"))
     assert result.stats["accelerators"]["schedule"]["computed_steps"] == [0, 1, 3, steps - 1]
     remove(pipe)
@@ -114,8 +118,12 @@ def test_calibrated_budget_follows_the_profile(tiny, monkeypatch):
 def test_each_setting_follows_its_own_schedules_else_the_defaults():
     from genaccel.accelerators.schedule import calibrated_steps
 
-    profile = {"schedule": {"default": {"steps30": {"computed5": [0, 1, 3, 15, 29]}},
-                            "long": {"steps30": {"computed5": [0, 2, 6, 20, 29]}}}}
+    profile = {
+        "schedule": {
+            "default": {"steps30": {"computed5": [0, 1, 3, 15, 29]}},
+            "long": {"steps30": {"computed5": [0, 2, 6, 20, 29]}},
+        }
+    }
     assert calibrated_steps(profile, 30, 5) == (0, 1, 3, 15, 29)
     assert calibrated_steps(profile, 30, 5, "long") == (0, 2, 6, 20, 29)
     assert calibrated_steps(profile, 30, 5, "wide") == (0, 1, 3, 15, 29)  # none of its own: the default's
@@ -127,8 +135,11 @@ def test_each_setting_follows_its_own_schedules_else_the_defaults():
 def test_another_step_count_stretches_the_nearest_schedule():
     from genaccel.accelerators.schedule import calibrated_steps
 
-    profile = {"schedule": {"default": {"steps30": {"computed5": [0, 1, 3, 15, 29]},
-                                        "steps10": {"computed5": [0, 1, 2, 5, 9]}}}}
+    profile = {
+        "schedule": {
+            "default": {"steps30": {"computed5": [0, 1, 3, 15, 29]}, "steps10": {"computed5": [0, 1, 2, 5, 9]}}
+        }
+    }
     assert calibrated_steps(profile, 30, 5) == (0, 1, 3, 15, 29)
     assert calibrated_steps(profile, 50, 5) == (0, 2, 5, 25, 49)  # from the 30-step one, same fractions
     assert calibrated_steps(profile, 12, 5) == (0, 1, 2, 6, 11)  # from the nearest: 10 steps
@@ -138,13 +149,16 @@ def test_another_step_count_stretches_the_nearest_schedule():
 def test_missing_schedule_is_a_one_line_spec_error(tiny, monkeypatch, tmp_path):
     monkeypatch.setenv("GENACCEL_PROFILE_DIR", str(tmp_path))
     pipe = tiny("wan")
-    with pytest.raises(SpecError, match=r"schedule on .*: needs computed-step schedules .*genaccel calibrate --schedule"):
+    with pytest.raises(
+        SpecError, match=r"schedule on .*: needs computed-step schedules .*genaccel calibrate --schedule"
+    ):
         apply(pipe, "schedule(budget=3)", profile={})
     # a profile for another step count: named before any work
     from genaccel.models.profiles import pipeline_model_key
 
-    (tmp_path / f"{pipeline_model_key(pipe)}.toml").write_text(dump_profile(
-        {"schedule": {"default": {"steps50": {"computed3": [0, 9, 49]}}}}))
+    (tmp_path / f"{pipeline_model_key(pipe)}.toml").write_text(
+        dump_profile({"schedule": {"default": {"steps50": {"computed3": [0, 9, 49]}}}})
+    )
     prepare(pipe, GenerationRequest(prompt=PROMPT, accel="schedule(budget=3)", num_inference_steps=8))  # stretched
     with pytest.raises(SpecError, match=r"budget 5: the calibrated 50-step schedules have budgets 3..3"):
         prepare(pipe, GenerationRequest(prompt=PROMPT, accel="schedule(budget=5)", num_inference_steps=50))
@@ -197,17 +211,42 @@ def test_cli_calibrate_schedule_adds_to_the_profile(tmp_path):
     import os
     import subprocess
     import sys
+
     import tomllib
 
     env = {**os.environ, "GENACCEL_PROFILE_DIR": str(tmp_path)}
     profile = tmp_path / "tiny-wan.toml"
     profile.write_text(dump_profile({"model": "tiny-wan", "magcache": {"ratios": [1.0, 0.9]}}))
-    bad = subprocess.run([sys.executable, "-m", "genaccel", "calibrate", "--model", "tiny-wan", "--schedule",
-                          "--max-span", "1"], capture_output=True, text=True, timeout=120, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "genaccel", "calibrate", "--model", "tiny-wan", "--schedule", "--max-span", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert bad.returncode == 2 and "--max-span 1" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    proc = subprocess.run([sys.executable, "-m", "genaccel", "calibrate", "--model", "tiny-wan", "--schedule",
-                           "--max-span", "2", "--steps", "4", "--prompt", PROMPT, "--json"],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genaccel",
+            "calibrate",
+            "--model",
+            "tiny-wan",
+            "--schedule",
+            "--max-span",
+            "2",
+            "--steps",
+            "4",
+            "--prompt",
+            PROMPT,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     import json
 
@@ -215,8 +254,25 @@ def test_cli_calibrate_schedule_adds_to_the_profile(tmp_path):
     log = tmp_path / "tiny-wan.toml.schedule-default.jsonl"
     assert not log.exists()  # finished: the profile holds the errors
     log.write_text('{"plan": {}}\n')  # as a stopped calibration leaves it
-    stopped = subprocess.run([sys.executable, "-m", "genaccel", "calibrate", "--model", "tiny-wan", "--schedule",
-                              "--steps", "4", "--out", str(profile)], capture_output=True, text=True, timeout=300, env=env)
+    stopped = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genaccel",
+            "calibrate",
+            "--model",
+            "tiny-wan",
+            "--schedule",
+            "--steps",
+            "4",
+            "--out",
+            str(profile),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert stopped.returncode == 2 and "--resume" in stopped.stderr and len(stopped.stderr.strip().splitlines()) == 1
     log.unlink()
     written = tomllib.loads(profile.read_text())
@@ -224,9 +280,28 @@ def test_cli_calibrate_schedule_adds_to_the_profile(tmp_path):
     table = written["schedule"]["default"]["steps4"]
     assert [(i, j) for i, j, _ in table["errors"]] == [(0, 2), (1, 3)]
     assert table["computed4"] == [0, 1, 2, 3] and len(table["computed3"]) == 3
-    gen = subprocess.run([sys.executable, "-m", "genaccel", "generate", PROMPT, "--model", "tiny-wan", "--steps", "4",
-                          "--accel", "schedule(budget=3)", "--out", str(tmp_path / "v.mp4"), "--json"],
-                         capture_output=True, text=True, timeout=300, env=env)
+    gen = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genaccel",
+            "generate",
+            PROMPT,
+            "--model",
+            "tiny-wan",
+            "--steps",
+            "4",
+            "--accel",
+            "schedule(budget=3)",
+            "--out",
+            str(tmp_path / "v.mp4"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert gen.returncode == 0, gen.stderr
     stats = json.loads(gen.stdout.strip().splitlines()[-1])["accelerator_stats"]["schedule"]
     assert stats["computed_steps"] == table["computed3"]
@@ -237,9 +312,10 @@ def test_schedule_stacks_with_token_merging_and_sparse_attention(tiny):
     attention and token accelerators act."""
     pipe = tiny("wan")
     base = generate(pipe, PROMPT, seed=0)
-    for other, figure in (("tome(ratio=0.4,cell=1:1:2,dense_steps=0,min_tokens=0)", "kept"),
-                          ("sta(density=0.3,tile=1:1:2,dense_steps=0,dense_layers=0,max_density=1,block=2)",
-                           "sparse_density")):
+    for other, figure in (
+        ("tome(ratio=0.4,cell=1:1:2,dense_steps=0,min_tokens=0)", "kept"),
+        ("sta(density=0.3,tile=1:1:2,dense_steps=0,dense_layers=0,max_density=1,block=2)", "sparse_density"),
+    ):
         result = generate(pipe, PROMPT, seed=0, accel=f"schedule(steps=[0;2;5;7])+{other}")
         name = other.split("(")[0]
         assert result.stats["skipped_calls"] == 2 * (result.request.num_inference_steps - 4)
@@ -272,7 +348,9 @@ def test_a_stopped_calibration_resumes_from_its_log(tiny, tmp_path, monkeypatch)
         calibrate_schedule(pipe, [PROMPT], base=base, max_span=3, log=log)
     assert len(log.read_text().splitlines()) == 1 + 2  # the plan, then the two spans measured before the kill
     calls.clear()
-    monkeypatch.setattr(sc, "generate", lambda pipe, request, **kw: calls.append(request.accel) or real(pipe, request, **kw))
+    monkeypatch.setattr(
+        sc, "generate", lambda pipe, request, **kw: calls.append(request.accel) or real(pipe, request, **kw)
+    )
     resumed = calibrate_schedule(pipe, [PROMPT], base=base, max_span=3, log=log)["steps6"]
     assert len(calls) == 1 + len(skip_spans(6, 3)) - 2  # the reference again, and the spans not yet measured
     assert resumed == whole

@@ -5,9 +5,9 @@ import json
 import numpy as np
 
 from genaccel.cli import main
+from genaccel.io.video import write_video
 from genaccel.pipelines.score import accuracy, detect_background, score_frames
 from genaccel.pipelines.shapes import all_specs, parse_prompt, render_clip
-from genaccel.io.video import write_video
 
 
 def test_every_prompt_of_the_grammar_is_read_back_from_clean_renders():

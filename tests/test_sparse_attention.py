@@ -12,8 +12,8 @@ from genaccel.accelerators.base import SLOT_KV_CACHE, SLOT_TOKENS, Accelerator, 
 from genaccel.attention import SparseAttentionKernel
 from genaccel.errors import SpecError
 from genaccel.generation.generate import generate
-from genaccel.pipelines.families import family_of
 from genaccel.generation.spec import ResolvedSpec, resolve_spec
+from genaccel.pipelines.families import family_of
 
 PROMPT = "a red circle moving left on a black background"
 SPARSE = "sta(density=0.3,tile=1:1:2,dense_steps=2,dense_layers=1,max_density=1,block=2)"
@@ -65,8 +65,11 @@ def test_seam_goes_on_and_off_exactly(tiny):
     pipe = tiny("cogvideox")
     processors = {name: m.processor for name, m in pipe.transformer.named_modules() if hasattr(m, "processor")}
     apply(pipe, SPARSE)
-    swapped = [name for name, m in pipe.transformer.named_modules()
-               if hasattr(m, "processor") and m.processor is not processors[name]]
+    swapped = [
+        name
+        for name, m in pipe.transformer.named_modules()
+        if hasattr(m, "processor") and m.processor is not processors[name]
+    ]
     assert swapped and all(name.endswith("attn1") for name in swapped)  # self-attention only
     remove(pipe)
     for name, m in pipe.transformer.named_modules():
@@ -98,16 +101,21 @@ def test_sparse_methods_refuse_latte_with_the_reason(tiny):
     for name in ("svg", "radial", "sta", "topk"):
         with pytest.raises(SpecError, match="factorised"):
             apply(pipe, name)
-        assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in pipe.transformer.modules())
+        assert not any(
+            getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in pipe.transformer.modules()
+        )
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("radial(density=0)", "density must be in"),
-    ("sta(tile=2:8)", "3 numbers joined by ':'"),
-    ("svg(block=24)", "power of two"),
-    ("topk(threshold=1.5)", "threshold must be in"),
-    ("svg+topk", "cannot stack"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("radial(density=0)", "density must be in"),
+        ("sta(tile=2:8)", "3 numbers joined by ':'"),
+        ("svg(block=24)", "power of two"),
+        ("topk(threshold=1.5)", "threshold must be in"),
+        ("svg+topk", "cannot stack"),
+    ],
+)
 def test_bad_sparse_specs_are_refused(tiny, spec, message):
     pipe = tiny("wan")
     with pytest.raises(SpecError, match=message):

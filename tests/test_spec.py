@@ -5,8 +5,8 @@ import json
 import pytest
 
 from genaccel.errors import SpecError
-from genaccel.pipelines.families import FAMILIES
 from genaccel.generation.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string, resolve
+from genaccel.pipelines.families import FAMILIES
 
 WAN = FAMILIES["wan"]
 
@@ -66,9 +66,11 @@ def test_check_spec_before_loading_a_model():
 
 def test_spec_files_toml_and_json(tmp_path):
     toml = tmp_path / "s.toml"
-    toml.write_text('[teacache]\nthreshold = 0.2\n[pab]\nspatial = 3\nwindow = [100, 600]\n')
+    toml.write_text("[teacache]\nthreshold = 0.2\n[pab]\nspatial = 3\nwindow = [100, 600]\n")
     js = tmp_path / "s.json"
-    js.write_text(json.dumps([{"name": "teacache", "threshold": 0.2}, {"name": "pab", "spatial": 3, "window": [100, 600]}]))
+    js.write_text(
+        json.dumps([{"name": "teacache", "threshold": 0.2}, {"name": "pab", "spatial": 3, "window": [100, 600]}])
+    )
     for path in (toml, js):
         resolved = resolve(parse_spec(str(path), WAN), WAN)
         assert [c.name for c, _ in resolved] == ["teacache", "pab"]
@@ -98,7 +100,10 @@ def test_a_preset_can_stand_in_a_stack():
     from genaccel.generation.spec import resolve_spec
 
     wan = FAMILIES["wan"]
-    assert resolve_spec("balanced+sta(density=0.3)", wan).text == "teacache(threshold=0.08)+pab(spatial=2,cross=4)+sta(density=0.3)"
+    assert (
+        resolve_spec("balanced+sta(density=0.3)", wan).text
+        == "teacache(threshold=0.08)+pab(spatial=2,cross=4)+sta(density=0.3)"
+    )
     check_spec("balanced+sta")  # the preset part waits for the model; the rest is checked now
     with pytest.raises(SpecError, match="unknown accelerator 'foo'"):
         check_spec("balanced+foo")

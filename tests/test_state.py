@@ -14,9 +14,16 @@ A = "a red circle moving left on a black background"
 B = "a green square standing still on a gray background"
 
 
-@pytest.mark.parametrize("spec", ["teacache(threshold=0.5,coefficients=identity)", "pab(spatial=2,window=0:1000)",
-                                  "fbcache(threshold=0.5)", "taylorseer(interval=3,warmup=2)",
-                                  "cfgcache(interval=3,warmup=1)"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "teacache(threshold=0.5,coefficients=identity)",
+        "pab(spatial=2,window=0:1000)",
+        "fbcache(threshold=0.5)",
+        "taylorseer(interval=3,warmup=2)",
+        "cfgcache(interval=3,warmup=1)",
+    ],
+)
 def test_no_state_leaks_between_prompts(tiny, spec):
     pipe = tiny("wan")
     apply(pipe, spec)
@@ -31,8 +38,17 @@ def test_state_resets_when_the_pipeline_is_called_directly(tiny):
     """Users may call pipe(...) themselves after apply(): a new generation still starts clean."""
     pipe = tiny("wan")
     acc = apply(pipe, "teacache(threshold=0.5,coefficients=identity)")
-    call = dict(prompt=A, negative_prompt="", num_frames=9, height=32, width=32, num_inference_steps=8,
-                guidance_scale=5.0, output_type="np", max_sequence_length=16)
+    call = dict(
+        prompt=A,
+        negative_prompt="",
+        num_frames=9,
+        height=32,
+        width=32,
+        num_inference_steps=8,
+        guidance_scale=5.0,
+        output_type="np",
+        max_sequence_length=16,
+    )
     import torch
 
     outs = []
@@ -61,8 +77,13 @@ def test_teacache_warmup_parameter(tiny):
 def test_pab_keeps_one_state_per_cfg_branch(tiny):
     pipe = tiny("wan")
     apply(pipe, "pab(spatial=2,window=0:1000)")
-    states = [hook.state for m in pipe.transformer.modules() if hasattr(m, "_diffusers_hook")
-              for hook in m._diffusers_hook.hooks.values() if isinstance(getattr(hook, "state", None), PerBranchState)]
+    states = [
+        hook.state
+        for m in pipe.transformer.modules()
+        if hasattr(m, "_diffusers_hook")
+        for hook in m._diffusers_hook.hooks.values()
+        if isinstance(getattr(hook, "state", None), PerBranchState)
+    ]
     assert len(states) == 6, "every PAB hook must use per-branch state"
     # Block 0's self-attention sees the same latents in both branches; cross-attention does not.
     states = [pipe.transformer.blocks[0].attn2._diffusers_hook.get_hook("pyramid_attention_broadcast").state]
@@ -92,9 +113,15 @@ def test_wan22_accelerates_both_experts(tiny):
 
 def test_reapply_replaces_and_remove_is_exact(tiny):
     pipe = tiny("cogvideox")
+
     def hooks():
-        return {(n, h) for n, m in pipe.transformer.named_modules() if hasattr(m, "_diffusers_hook")
-                for h in m._diffusers_hook.hooks}
+        return {
+            (n, h)
+            for n, m in pipe.transformer.named_modules()
+            if hasattr(m, "_diffusers_hook")
+            for h in m._diffusers_hook.hooks
+        }
+
     before = hooks()
     apply(pipe, "teacache+pab")
     apply(pipe, "fbcache+taylorseer")

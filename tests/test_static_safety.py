@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted(p for folder in ("genaccel", "pipelines", "ui", "training", "benchmarks", "examples")
-                 for p in (ROOT / folder).rglob("*.py"))
+SOURCES = sorted(
+    p
+    for folder in ("genaccel", "pipelines", "ui", "training", "benchmarks", "examples")
+    for p in (ROOT / folder).rglob("*.py")
+)
 
 
 def _calls(path: Path):
@@ -61,16 +64,20 @@ def test_no_code_runs_from_data(path):
             problems.append(f"{where}: {name}()")
         if _true(_keyword(call, "trust_remote_code")):
             problems.append(f"{where}: trust_remote_code=True")
-        if name.endswith("from_pretrained") and _keyword(call, "use_safetensors") is not None \
-                and not _true(_keyword(call, "use_safetensors")):
+        if (
+            name.endswith("from_pretrained")
+            and _keyword(call, "use_safetensors") is not None
+            and not _true(_keyword(call, "use_safetensors"))
+        ):
             problems.append(f"{where}: from_pretrained allowing pickle weights")
     assert not problems, problems
 
 
 def test_servers_listen_on_this_machine_unless_told():
+    import inspect
+
     from genaccel.cli import build_parser
     from genaccel.ui.app import launch
-    import inspect
 
     ui = build_parser().parse_args(["ui"])
     assert ui.host == "127.0.0.1" and ui.share is False

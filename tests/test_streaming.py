@@ -13,8 +13,8 @@ import torch
 from genaccel import apply, remove
 from genaccel.cli import main
 from genaccel.errors import InputError, ModelError, SpecError
-from genaccel.streaming.decode import StreamingDecoder
 from genaccel.generation.stream import parse_prompt_switches, stream
+from genaccel.streaming.decode import StreamingDecoder
 from genaccel.streaming.kv_cache import FrameRotation, RollingKVCache, kept_frames
 
 PROMPT = "a red circle moving left on a black background"
@@ -68,8 +68,13 @@ def test_frame_rotation_moves_rotary_positions(tiny):
     keys = torch.randn(1, 3, 2, rope.attention_head_dim)
     grid = torch.zeros(1, 1, 6, 2, 2)  # 6 frames of one (2x2-patch) token
     cos, sin = rope(grid)
-    at = lambda p: _wan_rotary(keys.transpose(1, 2), cos[:, p : p + 1].expand(1, 2, 1, -1),  # noqa: E731
-                               sin[:, p : p + 1].expand(1, 2, 1, -1)).transpose(1, 2)
+    at = (  # noqa: E731
+        lambda p: _wan_rotary(
+            keys.transpose(1, 2),
+            cos[:, p : p + 1].expand(1, 2, 1, -1),
+            sin[:, p : p + 1].expand(1, 2, 1, -1),
+        ).transpose(1, 2)
+    )
     rotate = FrameRotation(rope)
     torch.testing.assert_close(rotate(at(1), torch.tensor([3, 3])), at(4), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(rotate(at(5), torch.tensor([-4, -4])), at(1), atol=1e-5, rtol=1e-5)
@@ -184,8 +189,13 @@ def test_teacache_stacks_with_the_cache_and_never_skips_a_commit_pass(causal_wan
 
 def test_prompt_switch_parsing():
     assert parse_prompt_switches(["2:" + OTHER, "5: " + PROMPT]) == {2: OTHER, 5: PROMPT}
-    for bad, message in (("x:" + OTHER, "CHUNK:TEXT"), ("3", "CHUNK:TEXT"), ("0:" + OTHER, "start at chunk 1"),
-                         ("2:  ", "empty"), ("9:" + OTHER, "only 4 chunks")):
+    for bad, message in (
+        ("x:" + OTHER, "CHUNK:TEXT"),
+        ("3", "CHUNK:TEXT"),
+        ("0:" + OTHER, "start at chunk 1"),
+        ("2:  ", "empty"),
+        ("9:" + OTHER, "only 4 chunks"),
+    ):
         with pytest.raises(InputError, match=message):
             parse_prompt_switches([bad], chunks=4)
     with pytest.raises(InputError, match="given twice"):
@@ -197,8 +207,9 @@ def test_cli_stream_writes_a_playable_video_and_json_per_chunk(tmp_path, capsys)
     from genaccel.io.video import read_video
 
     out = tmp_path / "s.mp4"
-    code = main(["stream", PROMPT, "--chunks", "3", "--steps", "2", "--prompt-at", f"2:{OTHER}", "--json",
-                 "--out", str(out)])
+    code = main(
+        ["stream", PROMPT, "--chunks", "3", "--steps", "2", "--prompt-at", f"2:{OTHER}", "--json", "--out", str(out)]
+    )
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["chunk"] for line in lines[:-1]] == [0, 1, 2]
@@ -213,20 +224,41 @@ def test_cli_stream_writes_a_playable_video_and_json_per_chunk(tmp_path, capsys)
 
 def test_cli_stream_seconds_sets_the_chunk_count(tmp_path, capsys):
     out = tmp_path / "s.mp4"
-    assert main(["stream", PROMPT, "--seconds", "1", "--fps", "8", "--steps", "1", "--window", "2", "--json",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "stream",
+                PROMPT,
+                "--seconds",
+                "1",
+                "--fps",
+                "8",
+                "--steps",
+                "1",
+                "--window",
+                "2",
+                "--json",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert summary["frames"] >= 8 and summary["chunks"] == 3 and summary["accel"] == "kvcache(window=2,sink=1)"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--out", "x.gif"], "is written as .mp4"),
-    (["--prompt-at", "nope"], "CHUNK:TEXT"),
-    (["--chunks", "2", "--prompt-at", f"5:{OTHER}"], "only 2 chunks"),
-    (["--seconds", "-1"], "positive number"),
-    (["--window", "0"], "window must be between 1 and 256"),
-    (["--model", "tiny-wan"], "not a causal streaming model"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "x.gif"], "is written as .mp4"),
+        (["--prompt-at", "nope"], "CHUNK:TEXT"),
+        (["--chunks", "2", "--prompt-at", f"5:{OTHER}"], "only 2 chunks"),
+        (["--seconds", "-1"], "positive number"),
+        (["--window", "0"], "window must be between 1 and 256"),
+        (["--model", "tiny-wan"], "not a causal streaming model"),
+    ],
+)
 def test_cli_stream_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "s.mp4"
     length = [] if {"--chunks", "--seconds"} & set(args) else ["--chunks", "2"]

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from genaccel import apply, remove
-from genaccel.tools.calibrate import calibrate
 from genaccel.errors import SpecError
 from genaccel.generation.generate import generate
 from genaccel.tokens import cell_partition, match
 from genaccel.tokens.matching import cell_similarity
 from genaccel.tokens.weights import ReductionSchedule
+from genaccel.tools.calibrate import calibrate
 
 
 def test_weights_follow_similarity_with_mean_one():

@@ -6,9 +6,9 @@ import pytest
 import torch
 from diffusers.hooks import HookRegistry
 
+from genaccel.accelerators.runtime import Runtime
 from genaccel.attention.layouts import LAYOUTS
 from genaccel.attention.seam import SeamState
-from genaccel.accelerators.runtime import Runtime
 from genaccel.tokens.tome import MERGE_HOOK, MergeSchedule, MergeStats, TokenMergeHook
 
 GRID = (2, 2, 4)  # 16 video tokens
@@ -30,8 +30,14 @@ def _hooked(module, layout="wan", ratio=0.5, site="attention", step=5, interval=
     runtime.step_index = step
     state = SeamState(layout=LAYOUTS[layout], runtime=runtime, grid=GRID)
     stats = MergeStats()
-    hook = TokenMergeHook(state, MergeSchedule(ratio=ratio, cell=(1, 2, 2), interval=interval, dense_steps=0),
-                          stats, site, layer=0, name="blocks.0.attn1")
+    hook = TokenMergeHook(
+        state,
+        MergeSchedule(ratio=ratio, cell=(1, 2, 2), interval=interval, dense_steps=0),
+        stats,
+        site,
+        layer=0,
+        name="blocks.0.attn1",
+    )
     HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, MERGE_HOOK)
     return hook, stats, runtime
 
@@ -98,7 +104,7 @@ def test_text_tokens_are_never_merged_and_a_joint_mask_is_gathered():
     # valid text keys, -inf on the padded ones
     assert seen_mask.shape == (1, 1, 1, kept + 5) and seen_mask.dtype == x.dtype
     assert torch.allclose(seen_mask[0, 0, 0, :kept], m.sizes()[0].log())
-    assert seen_mask[..., kept:kept + 3].eq(0).all() and seen_mask[..., -2:].eq(float("-inf")).all()
+    assert seen_mask[..., kept : kept + 3].eq(0).all() and seen_mask[..., -2:].eq(float("-inf")).all()
     assert seen_mask[..., :kept].max() > 0  # some keys stand for several tokens
     assert torch.equal(cos[:, 0], m.positions()[0].float())
     assert out.shape == x.shape

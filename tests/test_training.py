@@ -6,14 +6,23 @@ from pathlib import Path
 
 import torch
 
-_spec = importlib.util.spec_from_file_location("train_transformer", Path(__file__).parents[1] / "training" / "train_transformer.py")
+_spec = importlib.util.spec_from_file_location(
+    "train_transformer", Path(__file__).parents[1] / "training" / "train_transformer.py"
+)
 train = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(train)
 
 CFG = {
     "seed": 0,
-    "model": {"num_attention_heads": 2, "attention_head_dim": 8, "num_layers": 2, "ffn_dim": 32, "freq_dim": 16,
-              "attention": "block_causal", "chunk_frames": 1},
+    "model": {
+        "num_attention_heads": 2,
+        "attention_head_dim": 8,
+        "num_layers": 2,
+        "ffn_dim": 32,
+        "freq_dim": 16,
+        "attention": "block_causal",
+        "chunk_frames": 1,
+    },
     "train": {"lr": 1e-3, "warmup": 10, "steps": 100},
 }
 
@@ -48,7 +57,9 @@ def test_sigma_and_learning_rate_schedules():
     assert lrs[0] < lrs[9] == max(lrs) and lrs[-1] < lrs[50] < lrs[10]
 
 
-_causal_spec = importlib.util.spec_from_file_location("train_causal", Path(__file__).parents[1] / "training" / "train_causal.py")
+_causal_spec = importlib.util.spec_from_file_location(
+    "train_causal", Path(__file__).parents[1] / "training" / "train_causal.py"
+)
 causal = importlib.util.module_from_spec(_causal_spec)
 _causal_spec.loader.exec_module(causal)
 

@@ -8,11 +8,11 @@ import optuna
 import pytest
 
 from genaccel.errors import InputError
-from genaccel.pipelines.families import family_of
 from genaccel.generation.prepare import prepare
-from genaccel.models.profiles import load_profile, pipeline_model_key, save_profile
 from genaccel.generation.request import GenerationRequest
 from genaccel.generation.spec import check_spec
+from genaccel.models.profiles import load_profile, pipeline_model_key, save_profile
+from genaccel.pipelines.families import family_of
 from genaccel.tools.tune import SPACE, TunePlan, pareto_front, run_tune, save_preset, search_space, suggest_spec
 
 PROMPTS = ["a red circle moving left on a black background", "a blue square moving up on a gray background"]
@@ -34,10 +34,13 @@ def test_search_space_follows_the_family_and_the_profile(tiny):
     wan = family_of(tiny("wan"))
     bare = search_space(wan, {}, 30)
     assert [o.accel for o in bare["pass"]] == ["teacache", "fbcache"]  # magcache and schedule need a profile
-    profile = {"magcache": {"ratios": [1.0] * 30},
-               "schedule": {"default": {"steps30": {"computed5": [0, 7, 14, 21, 29],
-                                                    "computed9": list(range(0, 30, 4)) + [29]}},
-                            "long": {"steps30": {"computed7": [0, 4, 9, 14, 19, 24, 29]}}}}
+    profile = {
+        "magcache": {"ratios": [1.0] * 30},
+        "schedule": {
+            "default": {"steps30": {"computed5": [0, 7, 14, 21, 29], "computed9": list(range(0, 30, 4)) + [29]}},
+            "long": {"steps30": {"computed7": [0, 4, 9, 14, 19, 24, 29]}},
+        },
+    }
     full = search_space(wan, profile, 30)
     schedule = next(o for o in full["pass"] if o.accel == "schedule")
     assert (schedule.params[0].low, schedule.params[0].high) == (5, 9)
@@ -70,16 +73,29 @@ def test_front_keeps_the_budget_and_drops_dominated_trials():
     def row(spec, speedup, psnr, drop=0.0, pruned=False):
         return {"spec": spec, "speedup": speedup, "psnr": psnr, "adherence_drop": drop, "pruned": pruned}
 
-    rows = [row("a", 2.0, 35), row("b", 2.5, 31), row("c", 1.9, 34),  # c: beaten by a on both
-            row("d", 3.0, 29), row("e", 2.8, 33, drop=10.0), row("f", 4.0, 40, pruned=True), row("none", 1.0, 100)]
+    rows = [
+        row("a", 2.0, 35),
+        row("b", 2.5, 31),
+        row("c", 1.9, 34),  # c: beaten by a on both
+        row("d", 3.0, 29),
+        row("e", 2.8, 33, drop=10.0),
+        row("f", 4.0, 40, pruned=True),
+        row("none", 1.0, 100),
+    ]
     assert [r["spec"] for r in pareto_front(rows, plan)] == ["b", "a"]
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(min_psnr=float("nan")), "--min-psnr nan"), (dict(min_psnr=0), "--min-psnr 0"),
-    (dict(max_adherence_drop=-1), "--max-adherence-drop"), (dict(minutes=-1), "--minutes"),
-    (dict(holdout=[]), "held-out"), (dict(holdout=PROMPTS[:1]), "must differ"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(min_psnr=float("nan")), "--min-psnr nan"),
+        (dict(min_psnr=0), "--min-psnr 0"),
+        (dict(max_adherence_drop=-1), "--max-adherence-drop"),
+        (dict(minutes=-1), "--minutes"),
+        (dict(holdout=[]), "held-out"),
+        (dict(holdout=PROMPTS[:1]), "must differ"),
+    ],
+)
 def test_bad_plans_are_refused(bad, message):
     with pytest.raises(InputError, match=message):
         TunePlan(**{"min_psnr": 30, "prompts": PROMPTS, "holdout": HOLDOUT, **bad})
@@ -107,7 +123,9 @@ def test_short_tune_resumes_and_saves_a_preset(calibrated_wan, tmp_path):
         check_spec(row["spec"])
         assert row["prompts_run"] in (1, 2) and (row["prompts_run"] == 2 or row["pruned"])
     assert first.front and all(r["psnr"] >= 12 for r in first.front)
-    assert first.holdout[0]["accel"] == "none" and {r["accel"] for r in first.holdout[1:]} <= {r["spec"] for r in first.front}
+    assert first.holdout[0]["accel"] == "none" and {r["accel"] for r in first.holdout[1:]} <= {
+        r["spec"] for r in first.front
+    }
     assert (out / "pareto-psnr12.png").stat().st_size > 0
     # a second run on the same folder adds trials to the log and keeps the first ones
     plan.max_trials = 2
@@ -116,7 +134,8 @@ def test_short_tune_resumes_and_saves_a_preset(calibrated_wan, tmp_path):
     # another budget on the same log, no new trial: re-selects from what was measured
     stricter = TunePlan(min_psnr=200 - 101, prompts=PROMPTS, holdout=HOLDOUT, minutes=0, seed=3)
     assert run_tune(pipe, stricter, out, progress=False, clock=Ticks()).front == [
-        r for r in pareto_front(second.trials, stricter)]
+        r for r in pareto_front(second.trials, stricter)
+    ]
     # a different tune in the same folder is refused
     with pytest.raises(InputError, match="differs in: prompts"):
         run_tune(pipe, TunePlan(min_psnr=12, prompts=PROMPTS[:1], holdout=HOLDOUT, minutes=0), out, progress=False)
@@ -124,8 +143,9 @@ def test_short_tune_resumes_and_saves_a_preset(calibrated_wan, tmp_path):
     winner = second.winner
     assert winner is not None and winner["psnr"] >= 12
     key = pipeline_model_key(pipe)
-    path = save_preset(tmp_path / "profiles" / f"{key}.toml", "mine", "default", winner["accel"],
-                       {"min_psnr": 12.0}, load_profile(key))
+    path = save_preset(
+        tmp_path / "profiles" / f"{key}.toml", "mine", "default", winner["accel"], {"min_psnr": 12.0}, load_profile(key)
+    )
     assert load_profile(key)["magcache"]  # the calibration is kept
     check_spec("mine")  # known without a model: some profile has it
     prepared = prepare(pipe, GenerationRequest(prompt=PROMPTS[0], accel="mine"))
@@ -145,15 +165,22 @@ def test_same_seed_proposes_the_same_trials(calibrated_wan, tmp_path):
 
 
 @pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
-@pytest.mark.parametrize("args, message", [
-    (["--min-psnr", "nan"], "--min-psnr nan"),
-    (["--min-psnr", "30", "--save-as", "teacache"], "--save-as teacache"),
-    (["--min-psnr", "30", "--save-as", "my preset"], "one word"),
-    (["--min-psnr", "30", "--search", "pass,bogus"], "--search"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--min-psnr", "nan"], "--min-psnr nan"),
+        (["--min-psnr", "30", "--save-as", "teacache"], "--save-as teacache"),
+        (["--min-psnr", "30", "--save-as", "my preset"], "one word"),
+        (["--min-psnr", "30", "--search", "pass,bogus"], "--search"),
+    ],
+)
 def test_cli_refuses_bad_options_before_loading(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "genaccel", "tune", "--model", "tiny-wan", "--out", str(tmp_path / "o"),
-                           *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "genaccel", "tune", "--model", "tiny-wan", "--out", str(tmp_path / "o"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "o").exists()
@@ -165,36 +192,86 @@ def test_cli_tune_saves_a_preset_generate_accepts(tmp_path):
     import os
 
     env = {**os.environ, **env}
-    proc = subprocess.run([sys.executable, "-m", "genaccel", "tune", "--model", "tiny-wan", "--min-psnr", "10",
-                           "--trials", "3", "--search", "cfg,attention", "--prompt", PROMPTS[0], "--prompt", PROMPTS[1],
-                           "--prompt", HOLDOUT[0], "--save-as", "Quick", "--out", str(tmp_path / "t"), "--json"],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genaccel",
+            "tune",
+            "--model",
+            "tiny-wan",
+            "--min-psnr",
+            "10",
+            "--trials",
+            "3",
+            "--search",
+            "cfg,attention",
+            "--prompt",
+            PROMPTS[0],
+            "--prompt",
+            PROMPTS[1],
+            "--prompt",
+            HOLDOUT[0],
+            "--save-as",
+            "Quick",
+            "--out",
+            str(tmp_path / "t"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["trials"] == 3
     if proc.returncode == 0:  # a winner was saved: generate takes the name
         assert result["saved"]
-        gen = subprocess.run([sys.executable, "-m", "genaccel", "generate", PROMPTS[0], "--model", "tiny-wan",
-                              "--accel", "quick", "--out", str(tmp_path / "v.mp4"), "--json"],
-                             capture_output=True, text=True, timeout=300, env=env)
+        gen = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "genaccel",
+                "generate",
+                PROMPTS[0],
+                "--model",
+                "tiny-wan",
+                "--accel",
+                "quick",
+                "--out",
+                str(tmp_path / "v.mp4"),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         assert gen.returncode == 0, gen.stderr
         assert json.loads(gen.stdout.strip().splitlines()[-1])["accel"] == result["winner"]["accel"]
 
 
 def test_tuned_presets_follow_the_setting_and_win_over_the_files(tmp_path, monkeypatch):
-    from genaccel.tools.catalog import catalog, format_catalog
-    from genaccel.pipelines.families import FAMILIES
-    from genaccel.models.presets import preset_names, preset_spec
     from genaccel.generation.spec import resolve_spec
     from genaccel.models.facts import ModelFacts
+    from genaccel.models.presets import preset_names, preset_spec
     from genaccel.models.profiles import read_profiles
+    from genaccel.pipelines.families import FAMILIES
+    from genaccel.tools.catalog import catalog, format_catalog
 
     monkeypatch.setenv("GENACCEL_PROFILE_DIR", str(tmp_path))
     wan = FAMILIES["wan"]
     family_balanced = preset_spec("wan", "balanced")
     save_preset(tmp_path / "my-wan.toml", "balanced", "long", "cfgcache(interval=3)", {"min_psnr": 30.0}, {})
-    save_preset(tmp_path / "my-wan.toml", "snappy", "default", "cfgcache(interval=5)", {"min_psnr": 20.0},
-                load_profile("my-wan"))
+    save_preset(
+        tmp_path / "my-wan.toml",
+        "snappy",
+        "default",
+        "cfgcache(interval=5)",
+        {"min_psnr": 20.0},
+        load_profile("my-wan"),
+    )
     assert preset_spec("wan", "balanced", "my-wan", "long") == "cfgcache(interval=3)"
     assert preset_spec("wan", "balanced", "my-wan", "default") == family_balanced  # not tuned there
     assert preset_spec("wan", "snappy", "my-wan", "long") == "cfgcache(interval=5)"  # the default setting's
@@ -222,8 +299,9 @@ def test_a_stack_proposed_again_is_not_run_again(calibrated_wan, tmp_path, monke
         return evaluate(pipe, plan, spec, *args, **kwargs)
 
     monkeypatch.setattr(tune, "_evaluate", counting)
-    plan = TunePlan(min_psnr=12, prompts=PROMPTS[:1], holdout=HOLDOUT, max_trials=200, minutes=1000, seed=1,
-                    groups=("cfg",))  # six stacks: none, cfgcache(interval=2..6)
+    plan = TunePlan(
+        min_psnr=12, prompts=PROMPTS[:1], holdout=HOLDOUT, max_trials=200, minutes=1000, seed=1, groups=("cfg",)
+    )  # six stacks: none, cfgcache(interval=2..6)
     result = run_tune(calibrated_wan, plan, tmp_path / "t", progress=False, clock=Ticks())
     assert len(runs) == len(set(runs)) <= 6
     reused = [r for r in result.trials if "reused" in r]
@@ -237,11 +315,27 @@ def test_the_search_starts_from_the_models_presets(calibrated_wan, tmp_path):
     from genaccel.tools.tune import starting_points
 
     space = {g: SPACE[g] for g in ("pass", "cfg", "attention")}
-    points = starting_points(space, ["magcache(threshold=0.4,max_skip=6)+cfgcache(interval=2)+pab(spatial=2,cross=4)",
-                                     "sta(density=0.3)", "teacache(threshold=0.08)+tome"])
-    assert points == [{"pass": "magcache", "cfg": "cfgcache", "attention": "pab", "magcache.threshold": 0.4,
-                       "magcache.max_skip": 6, "magcache.retention": 0.2, "cfgcache.interval": 2, "pab.spatial": 2,
-                       "pab.cross": 4}]  # the others are outside this space
+    points = starting_points(
+        space,
+        [
+            "magcache(threshold=0.4,max_skip=6)+cfgcache(interval=2)+pab(spatial=2,cross=4)",
+            "sta(density=0.3)",
+            "teacache(threshold=0.08)+tome",
+        ],
+    )
+    assert points == [
+        {
+            "pass": "magcache",
+            "cfg": "cfgcache",
+            "attention": "pab",
+            "magcache.threshold": 0.4,
+            "magcache.max_skip": 6,
+            "magcache.retention": 0.2,
+            "cfgcache.interval": 2,
+            "pab.spatial": 2,
+            "pab.cross": 4,
+        }
+    ]  # the others are outside this space
     plan = TunePlan(min_psnr=12, prompts=PROMPTS[:1], holdout=HOLDOUT, max_trials=3, minutes=1000)
     result = run_tune(calibrated_wan, plan, tmp_path / "t", progress=False, clock=Ticks())
     presets = [preset_spec("wan", name) for name in ("quality", "balanced", "fast")]  # the Wan family's files
@@ -254,8 +348,9 @@ def test_a_looser_budget_finishes_what_a_stricter_one_stopped_early(calibrated_w
     import genaccel.tools.tune as tune
 
     out = tmp_path / "t"
-    strict = TunePlan(min_psnr=99, prompts=PROMPTS, holdout=HOLDOUT, max_trials=4, minutes=1000, seed=2,
-                      groups=("cfg",))
+    strict = TunePlan(
+        min_psnr=99, prompts=PROMPTS, holdout=HOLDOUT, max_trials=4, minutes=1000, seed=2, groups=("cfg",)
+    )
     run_tune(calibrated_wan, strict, out, progress=False, clock=Ticks())
     rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     stopped = [r for r in rows if r["pruned"] and "reused" not in r]
@@ -266,14 +361,16 @@ def test_a_looser_budget_finishes_what_a_stricter_one_stopped_early(calibrated_w
 
     runs = []
     evaluate = tune._evaluate
-    monkeypatch.setattr(tune, "_evaluate", lambda pipe, plan, spec, *a, **k: runs.append(spec) or evaluate(
-        pipe, plan, spec, *a, **k))
-    loose = TunePlan(min_psnr=1, prompts=PROMPTS, holdout=HOLDOUT, max_trials=len(stopped), minutes=1000, seed=2,
-                     groups=("cfg",))
+    monkeypatch.setattr(
+        tune, "_evaluate", lambda pipe, plan, spec, *a, **k: runs.append(spec) or evaluate(pipe, plan, spec, *a, **k)
+    )
+    loose = TunePlan(
+        min_psnr=1, prompts=PROMPTS, holdout=HOLDOUT, max_trials=len(stopped), minutes=1000, seed=2, groups=("cfg",)
+    )
     result = run_tune(calibrated_wan, loose, out, progress=False, clock=Ticks())
     fastest_first = [r["spec"] for r in sorted(stopped, key=lambda r: -r["speedups"][0])]
     assert runs == list(dict.fromkeys(fastest_first))  # each measured again once, fastest first
-    again = result.trials[len(rows):]
+    again = result.trials[len(rows) :]
     assert [r["spec"] for r in again] == runs
     # measured on both prompts now (unless really slower than the baseline this time)
     assert all(r["prompts_run"] == 2 or r["speedups"][0] < 1.0 for r in again)

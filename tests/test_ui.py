@@ -13,12 +13,12 @@ import pytest
 from conftest import free_port
 
 from genaccel.errors import InputError, MemoryFitError, SpecError
+from genaccel.generation.request import request_from_options
+from genaccel.io.video import read_video
 from genaccel.pipelines.families import FAMILIES
 from genaccel.ui.controls import controls_from_spec, default_controls, spec_from_controls
 from genaccel.ui.jobs import Cancelled, JobRunner, PipelineCache
-from genaccel.generation.request import request_from_options
 from genaccel.ui.service import Studio, UILimits
-from genaccel.io.video import read_video
 
 PROMPT = "a red circle moving left on a black background"
 SKIPPING = "teacache(threshold=1e9,coefficients=identity)"
@@ -167,19 +167,22 @@ def test_studio_batch_yields_items_and_a_zip(studio):
     assert names == {"manifest.jsonl", *(m["out"] for m in manifest)} and len(manifest) == 2
 
 
-@pytest.mark.parametrize("options, error, message", [
-    (dict(prompt="  "), InputError, "prompt"),
-    (dict(frames=6), InputError, r"4k\+1"),
-    (dict(steps=0), InputError, "steps"),
-    (dict(guidance=99.0), InputError, "guidance"),
-    (dict(width=31), InputError, "multiple"),
-    (dict(accel="fastercache"), SpecError, "fastercache"),
-    (dict(setting="huge"), InputError, "no 'huge' setting"),
-    (dict(max_memory="10kB"), InputError, "more than the 0.0 MB it may use"),
-    (dict(offload="disk"), InputError, "offload must be one of"),
-    (dict(model="/no/such/folder"), InputError, "model '/no/such/folder' is not offered on this server"),
-    (dict(height=4096), InputError, r"Height 4096 is above this server's limit of 1280 \(--max-size\)"),
-])
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (dict(prompt="  "), InputError, "prompt"),
+        (dict(frames=6), InputError, r"4k\+1"),
+        (dict(steps=0), InputError, "steps"),
+        (dict(guidance=99.0), InputError, "guidance"),
+        (dict(width=31), InputError, "multiple"),
+        (dict(accel="fastercache"), SpecError, "fastercache"),
+        (dict(setting="huge"), InputError, "no 'huge' setting"),
+        (dict(max_memory="10kB"), InputError, "more than the 0.0 MB it may use"),
+        (dict(offload="disk"), InputError, "offload must be one of"),
+        (dict(model="/no/such/folder"), InputError, "model '/no/such/folder' is not offered on this server"),
+        (dict(height=4096), InputError, r"Height 4096 is above this server's limit of 1280 \(--max-size\)"),
+    ],
+)
 def test_studio_rejects_bad_input_before_running(studio, options, error, message):
     before = set(studio.output_dir.iterdir())
     model = options.pop("model", "tiny-wan")
@@ -193,14 +196,20 @@ def _never_loads(model, device):
     raise AssertionError(f"{model} was loaded")
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(height=4096), r"^Height 4096 is above this server's limit of 1280 \(--max-size\)$"),
-    (dict(width=2048), r"^Width 2048 is above this server's limit of 1280 \(--max-size\)$"),
-    (dict(frames=261), r"^Frames 261 is above this server's limit of 257 \(--max-frames\)$"),
-    (dict(steps=101), r"^Steps 101 is above this server's limit of 100 \(--max-steps\)$"),
-    (dict(prompt="x" * 2001), r"^The prompt is 2001 characters long, above this server's limit of 2000 \(--max-prompt\)$"),
-    (dict(negative="x" * 2001), r"^The negative prompt is 2001 characters long"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(height=4096), r"^Height 4096 is above this server's limit of 1280 \(--max-size\)$"),
+        (dict(width=2048), r"^Width 2048 is above this server's limit of 1280 \(--max-size\)$"),
+        (dict(frames=261), r"^Frames 261 is above this server's limit of 257 \(--max-frames\)$"),
+        (dict(steps=101), r"^Steps 101 is above this server's limit of 100 \(--max-steps\)$"),
+        (
+            dict(prompt="x" * 2001),
+            r"^The prompt is 2001 characters long, above this server's limit of 2000 \(--max-prompt\)$",
+        ),
+        (dict(negative="x" * 2001), r"^The negative prompt is 2001 characters long"),
+    ],
+)
 def test_limits_refuse_a_request_before_any_model_loads(tmp_path, options, message):
     studio = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=PipelineCache(loader=_never_loads))
     for run in (studio.generate, studio.compare):
@@ -212,22 +221,33 @@ def test_limits_refuse_a_request_before_any_model_loads(tmp_path, options, messa
 def test_limits_count_the_models_defaults_and_batches(studio, tmp_path):
     from genaccel.generation.batch import parse_items
 
-    small = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=studio.pipelines,
-                   limits=UILimits(max_size=16, max_batch=2))
+    small = Studio(
+        tmp_path,
+        default_model="tiny-wan",
+        device="cpu",
+        cache=studio.pipelines,
+        limits=UILimits(max_size=16, max_batch=2),
+    )
     with pytest.raises(InputError, match=r"^Height 32 is above this server's limit of 16"):  # tiny-wan's default
         list(small.generate("s", "tiny-wan", _request()))
     with pytest.raises(InputError, match=r"^The batch has 3 prompts, above this server's limit of 2 \(--max-batch\)"):
         list(small.batch("s", "tiny-wan", parse_items("a red circle\na blue circle\na green circle\n")))
     with pytest.raises(InputError, match=r"^prompts:2: Width 64 is above"):
-        list(small.batch("s", "tiny-wan", parse_items('{"prompt": "a", "width": 16, "height": 16}\n'
-                                                       '{"prompt": "b", "width": 64}\n', ".jsonl")))
+        list(
+            small.batch(
+                "s",
+                "tiny-wan",
+                parse_items('{"prompt": "a", "width": 16, "height": 16}\n{"prompt": "b", "width": 64}\n', ".jsonl"),
+            )
+        )
     with pytest.raises(InputError, match="--max-frames"):
         UILimits(max_frames=0)
 
 
 def test_the_servers_memory_budget_holds_for_every_request(studio, tmp_path):
-    tight = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=studio.pipelines,
-                   limits=UILimits(max_memory="10kB"))
+    tight = Studio(
+        tmp_path, default_model="tiny-wan", device="cpu", cache=studio.pipelines, limits=UILimits(max_memory="10kB")
+    )
     for asked in (None, "1TB"):  # a caller may ask for less memory than the server allows, never for more
         with pytest.raises(MemoryFitError, match="more than the 0.0 MB it may use"):
             list(tight.generate("s", "tiny-wan", _request(max_memory=asked)))
@@ -235,25 +255,49 @@ def test_the_servers_memory_budget_holds_for_every_request(studio, tmp_path):
     assert done["figures"]["num_frames"] == 9
 
 
-@pytest.mark.parametrize("model", ["/no/such/folder", "{tmp}", "{tmp}/../..", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-                                   "tiny-ltx", "tiny-wan ", " ", "x" * 500, "a\nb"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "/no/such/folder",
+        "{tmp}",
+        "{tmp}/../..",
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        "tiny-ltx",
+        "tiny-wan ",
+        " ",
+        "x" * 500,
+        "a\nb",
+    ],
+)
 def test_only_offered_models_load_and_others_get_one_refusal(tmp_path, model):
     """A folder that exists, one that does not, a hub id or a built-in name not offered: the same words,
     and nothing is loaded (so nothing is downloaded, and an error says nothing about this machine)."""
     model = model.format(tmp=tmp_path)
     loaded = []
-    studio = Studio(tmp_path, default_model="tiny-wan", device="cpu", models=["tiny-causal"],
-                    cache=PipelineCache(loader=lambda m, d: loaded.append(m) or object()))
+    studio = Studio(
+        tmp_path,
+        default_model="tiny-wan",
+        device="cpu",
+        models=["tiny-causal"],
+        cache=PipelineCache(loader=lambda m, d: loaded.append(m) or object()),
+    )
     assert studio.models == ["tiny-wan", "tiny-causal"] and studio.stream_models == ["tiny-causal"]
     if model == "tiny-wan ":
         assert studio.check_model(model) == "tiny-wan"  # the offered name, spaces aside
         return
     shown = " ".join(model.split())
-    expected = "Please choose a model." if not shown else \
-        f"model '{shown if len(shown) <= 63 else shown[:60] + '...'}' is not offered on this server"
-    calls = [lambda: studio.model_info(model), lambda: list(studio.generate("s", model, _request())),
-             lambda: list(studio.stream("s", model, _request())),
-             lambda: list(studio.batch("s", model, [])), lambda: list(studio.compare("s", model, _request()))]
+    expected = (
+        "Please choose a model."
+        if not shown
+        else f"model '{shown if len(shown) <= 63 else shown[:60] + '...'}' is not offered on this server"
+    )
+    calls = [
+        lambda: studio.model_info(model),
+        lambda: list(studio.generate("s", model, _request())),
+        lambda: list(studio.stream("s", model, _request())),
+        lambda: list(studio.batch("s", model, [])),
+        lambda: list(studio.compare("s", model, _request())),
+    ]
     for call in calls:
         with pytest.raises(InputError) as info:
             call()
@@ -269,8 +313,12 @@ def test_offered_models_default_to_the_built_in_ones_and_the_stream_tab_lists_ca
     causal = tmp_path / "my-causal"
     causal.mkdir()
     (causal / "genaccel.toml").write_text('base = "../base"\n[stream]\nchunk_frames = 1\n')
-    chosen = Studio(tmp_path / "out", device="cpu", models=[str(causal), "tiny-causal", "tiny-ltx"],
-                    cache=PipelineCache(loader=_never_loads))
+    chosen = Studio(
+        tmp_path / "out",
+        device="cpu",
+        models=[str(causal), "tiny-causal", "tiny-ltx"],
+        cache=PipelineCache(loader=_never_loads),
+    )
     assert chosen.default_model == str(causal) and chosen.stream_models == [str(causal), "tiny-causal"]
 
 
@@ -297,6 +345,7 @@ def test_a_job_failing_mid_run_leaves_the_studio_working(studio, monkeypatch):
             callback(i, total)
             if i == 2:
                 raise RuntimeError("the device fell over")
+
         return real(pipe, prepared, callback=step, **kwargs)
 
     before = set(studio.output_dir.iterdir())
@@ -309,8 +358,9 @@ def test_a_job_failing_mid_run_leaves_the_studio_working(studio, monkeypatch):
 
 
 def test_stream_chunks_are_bounded(studio, tmp_path):
-    few = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=studio.pipelines,
-                 limits=UILimits(max_chunks=2))
+    few = Studio(
+        tmp_path, default_model="tiny-wan", device="cpu", cache=studio.pipelines, limits=UILimits(max_chunks=2)
+    )
     with pytest.raises(InputError, match=r"^Chunks 3 is above this server's limit of 2 \(--max-chunks\)$"):
         list(few.stream("s", "tiny-causal", _request(steps=1), chunks=3))
     done = list(few.stream("s", "tiny-causal", _request(steps=1), chunks=0))[-1][1]  # "until stopped" ends at 2
@@ -403,8 +453,15 @@ def served(tmp_path_factory):
         # Gradio also serves its examples cache (by default under the working folder): put it where the test sees it.
         env.setenv("GRADIO_EXAMPLES_CACHE", str(root / "examples"))
         # max_steps above the default: the cancel test needs a long job; max_size small: an API limit test.
-        app = launch(port=free_port(), model="tiny-wan", device="cpu", output_dir=str(root / "out"), block=False,
-                     max_steps=1000, max_size=64)
+        app = launch(
+            port=free_port(),
+            model="tiny-wan",
+            device="cpu",
+            output_dir=str(root / "out"),
+            block=False,
+            max_steps=1000,
+            max_size=64,
+        )
         assert app.server_name == "127.0.0.1"  # localhost unless asked
         yield SimpleNamespace(client=Client(app.local_url, verbose=False), out=root / "out", root=root, app=app)
         app.close()
@@ -416,11 +473,36 @@ def client(served):
 
 
 def _settings(**overrides):
-    values = dict(model="tiny-wan", setting="default", width=32, height=32, frames=9, steps=4, guidance=5.0, seed=0,
-                  spec="none", offload="none", tiling=False)
+    values = dict(
+        model="tiny-wan",
+        setting="default",
+        width=32,
+        height=32,
+        frames=9,
+        steps=4,
+        guidance=5.0,
+        seed=0,
+        spec="none",
+        offload="none",
+        tiling=False,
+    )
     values.update(overrides)
-    return [values[k] for k in ("model", "setting", "width", "height", "frames", "steps", "guidance", "seed", "spec",
-                                "offload", "tiling")]
+    return [
+        values[k]
+        for k in (
+            "model",
+            "setting",
+            "width",
+            "height",
+            "frames",
+            "steps",
+            "guidance",
+            "seed",
+            "spec",
+            "offload",
+            "tiling",
+        )
+    ]
 
 
 def test_api_generate(client):
@@ -428,7 +510,9 @@ def test_api_generate(client):
     video, download, figures = c.predict(PROMPT, "", *_settings(spec=SKIPPING), api_name="/generate")
     path = video["video"] if isinstance(video, dict) else video
     assert read_video(path).shape[0] == 9 == figures["num_frames"]
-    assert figures["num_inference_steps"] == 4 and figures["skipped_calls"] > 0 and figures["accel"].startswith("teacache")
+    assert (
+        figures["num_inference_steps"] == 4 and figures["skipped_calls"] > 0 and figures["accel"].startswith("teacache")
+    )
     # The server wrote the video (and Gradio its served copy) inside its output folder.
     assert list(out.glob("generate-*/video.mp4")) and list((out / ".gradio").rglob("*.mp4"))
 
@@ -454,8 +538,9 @@ def test_api_compare(client):
 
 def test_api_batch(client):
     c, _ = client
-    gallery, status, archive = c.predict(f"{PROMPT}\na green triangle standing still on a gray background", None, "",
-                                         *_settings(), api_name="/batch")
+    gallery, status, archive = c.predict(
+        f"{PROMPT}\na green triangle standing still on a gray background", None, "", *_settings(), api_name="/batch"
+    )
     assert len(gallery) == 2 and "2 videos done" in status
     with zipfile.ZipFile(archive) as zf:
         assert "manifest.jsonl" in zf.namelist() and len(zf.namelist()) == 3
@@ -467,13 +552,16 @@ def test_api_preset_fills_the_controls(client):
     assert result[-1] != "none" and "teacache" in result[-1]
 
 
-@pytest.mark.parametrize("overrides, prompt, message", [
-    ({}, "", "prompt"),
-    (dict(frames=6), PROMPT, r"4k\+1"),
-    (dict(steps=-3), PROMPT, "steps"),
-    (dict(model="/no/such/model"), PROMPT, "no/such/model"),
-    (dict(spec="teacache(threshold=abc)"), PROMPT, "threshold"),
-])
+@pytest.mark.parametrize(
+    "overrides, prompt, message",
+    [
+        ({}, "", "prompt"),
+        (dict(frames=6), PROMPT, r"4k\+1"),
+        (dict(steps=-3), PROMPT, "steps"),
+        (dict(model="/no/such/model"), PROMPT, "no/such/model"),
+        (dict(spec="teacache(threshold=abc)"), PROMPT, "threshold"),
+    ],
+)
 def test_api_errors_are_readable_and_the_server_survives(client, overrides, prompt, message):
     c, _ = client
     with pytest.raises(Exception, match=message):
@@ -531,8 +619,12 @@ def test_api_refuses_models_not_offered_in_every_tab(served, model):
     loads = served.app.studio.pipelines.loads
     message = f"^model '{model}' is not offered on this server$"
     c = served.client
-    for args, api in (((PROMPT, "", *_settings(model=model)), "/generate"), ((model,), "/model_info"),
-                      ((PROMPT, model, 1, "", "", 0), "/stream"), ((PROMPT, "", *_settings(model=model)), "/compare")):
+    for args, api in (
+        ((PROMPT, "", *_settings(model=model)), "/generate"),
+        ((model,), "/model_info"),
+        ((PROMPT, model, 1, "", "", 0), "/stream"),
+        ((PROMPT, "", *_settings(model=model)), "/compare"),
+    ):
         with pytest.raises(Exception, match=message):
             c.predict(*args, api_name=api)
     assert served.app.studio.pipelines.loads == loads  # nothing was loaded
@@ -576,9 +668,18 @@ def test_files_are_served_from_the_output_folder_only(served, tmp_path):
     (out / "link.txt").symlink_to(secret)
     (out / "generate-0000000000aa").mkdir(exist_ok=True)
     (out / "generate-0000000000aa" / "escape").symlink_to(root, target_is_directory=True)
-    refused = [f"{secret}", f"{out}/../secret.txt", f"{out}/%2E%2E/secret.txt", f"{out}/.gradio/../../secret.txt",
-               f"{out}/link.txt", f"{out}/generate-0000000000aa/escape/secret.txt", f"{root}/examples/cached.txt",
-               f"{gradio_temp}/other.txt", "/etc/passwd", f"{out}"]
+    refused = [
+        f"{secret}",
+        f"{out}/../secret.txt",
+        f"{out}/%2E%2E/secret.txt",
+        f"{out}/.gradio/../../secret.txt",
+        f"{out}/link.txt",
+        f"{out}/generate-0000000000aa/escape/secret.txt",
+        f"{root}/examples/cached.txt",
+        f"{gradio_temp}/other.txt",
+        "/etc/passwd",
+        f"{out}",
+    ]
     try:
         for path in refused:
             for route in ("/gradio_api/file=", "/gradio_api/file/"):
@@ -619,15 +720,23 @@ def test_auth_asks_for_a_password(tmp_path):
 
     users = tmp_path / "users.txt"
     users.write_text("bob:builder\n")
-    app = launch(port=free_port(), model="tiny-wan", device="cpu", output_dir=str(tmp_path / "out"), block=False,
-                 auth="alice:open:sesame", auth_file=str(users))
+    app = launch(
+        port=free_port(),
+        model="tiny-wan",
+        device="cpu",
+        output_dir=str(tmp_path / "out"),
+        block=False,
+        auth="alice:open:sesame",
+        auth_file=str(users),
+    )
     try:
         for login in (None, ("alice", "wrong")):
             with pytest.raises(Exception):
                 Client(app.local_url, auth=login, verbose=False)
         for login in (("alice", "open:sesame"), ("bob", "builder")):
             result = Client(app.local_url, auth=login, verbose=False).predict(
-                "tiny-wan", "default", "balanced", *default_controls(), api_name="/preset")
+                "tiny-wan", "default", "balanced", *default_controls(), api_name="/preset"
+            )
             assert "teacache" in result[-1]
         (tmp_path / "out" / "note.txt").write_text("in the output folder")
         status, _ = _get(app, f"/gradio_api/file={tmp_path / 'out' / 'note.txt'}")

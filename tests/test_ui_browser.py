@@ -52,9 +52,20 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
         yield b
         b.close()
 
@@ -79,7 +90,9 @@ def shots(tmp_path_factory) -> Path:
 def _pick_preset(page, name: str) -> None:
     page.click("#preset input")
     page.get_by_role("option", name=name, exact=True).click()
-    page.wait_for_function("(n) => !document.querySelector('#spec textarea, #spec input').value.startsWith('none')", arg=name)
+    page.wait_for_function(
+        "(n) => !document.querySelector('#spec textarea, #spec input').value.startsWith('none')", arg=name
+    )
 
 
 def _loaded_video(page, selector: str, tmp_path: Path, name: str):
@@ -92,7 +105,6 @@ def _loaded_video(page, selector: str, tmp_path: Path, name: str):
     with urllib.request.urlopen(src) as response:
         target.write_bytes(response.read())
     return read_video(target), duration
-
 
 
 def test_generate_in_the_browser(page, shots, tmp_path):
@@ -131,7 +143,9 @@ def test_batch_in_the_browser(page, shots):
     prompts.blur()  # the box's change reaches the page's state before the click, as a user's would
     page.wait_for_function("(t) => document.querySelector('#batch-prompts textarea').value === t", arg=text)
     page.click("#batch-button")
-    page.wait_for_function("document.querySelector('#batch-status') && document.querySelector('#batch-status').innerText.includes('2 videos done')")
+    page.wait_for_function(
+        "document.querySelector('#batch-status') && document.querySelector('#batch-status').innerText.includes('2 videos done')"
+    )
     assert page.locator("#batch-gallery video, #batch-gallery img").count() >= 2
     page.screenshot(path=str(shots / "ui-batch.png"), full_page=True)
 
@@ -170,8 +184,9 @@ def test_the_model_list_is_the_servers(page, server):
     page.fill("#model input", "/etc")
     page.keyboard.press("Enter")
     page.locator("#prompt textarea").click()  # leaving the box: an unlisted name does not stay
-    page.wait_for_function("(names) => names.includes(document.querySelector('#model input').value)",
-                           arg=server.studio.models)
+    page.wait_for_function(
+        "(names) => names.includes(document.querySelector('#model input').value)", arg=server.studio.models
+    )
     page.click("#model input")
     page.get_by_role("option", name="tiny-wan", exact=True).click()  # an offered one loads and shows its facts
     page.wait_for_function("document.querySelector('#model-info').innerText.startsWith('tiny-wan')")
@@ -184,8 +199,9 @@ def test_a_full_queue_in_the_browser(browser, tmp_path):
 
     from genaccel.ui.app import launch
 
-    app = launch(port=free_port(), model="tiny-wan", device="cpu", output_dir=str(tmp_path / "out"), block=False,
-                 queue_size=1)
+    app = launch(
+        port=free_port(), model="tiny-wan", device="cpu", output_dir=str(tmp_path / "out"), block=False, queue_size=1
+    )
     studio, entered = app.studio, threading.Event()
     run = studio.jobs.run
 

@@ -19,8 +19,19 @@ WAIT_S = 120  # generous bounds on waits for other threads (the machine is share
 
 
 def _settings(**overrides):
-    values = dict(model="tiny-wan", setting="default", width=32, height=32, frames=FRAMES, steps=2, guidance=5.0,
-                  seed=0, spec="none", offload="none", tiling=False)
+    values = dict(
+        model="tiny-wan",
+        setting="default",
+        width=32,
+        height=32,
+        frames=FRAMES,
+        steps=2,
+        guidance=5.0,
+        seed=0,
+        spec="none",
+        offload="none",
+        tiling=False,
+    )
     values.update(overrides)
     return list(values.values())
 
@@ -33,8 +44,14 @@ def _path(video) -> str:
 def server(tmp_path_factory):
     from genaccel.ui.app import launch
 
-    app = launch(port=free_port(), model="tiny-wan", device="cpu", output_dir=str(tmp_path_factory.mktemp("ui-load")),
-                 block=False, queue_size=QUEUE)
+    app = launch(
+        port=free_port(),
+        model="tiny-wan",
+        device="cpu",
+        output_dir=str(tmp_path_factory.mktemp("ui-load")),
+        block=False,
+        queue_size=QUEUE,
+    )
     yield app
     app.close()
 

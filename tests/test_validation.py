@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from genaccel.generation.batch import MAX_REPORTED
 from genaccel.cli import main
-from genaccel.models.facts import embedded_model_dir
+from genaccel.generation.batch import MAX_REPORTED
 from genaccel.generation.request import MAX_PROMPT_CHARS
+from genaccel.models.facts import embedded_model_dir
 
 PROMPT = "a red circle moving left on a black background"
 TINY = ["--model", "tiny-wan", "--device", "cpu"]
@@ -71,12 +71,15 @@ def test_a_bad_generate_option_is_refused_in_one_line(tmp_path, capsys, monkeypa
     assert not any(tmp_path.iterdir())  # nothing written, not even a temporary file
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--height", "100"], "height 100: must be a positive multiple of 16 for Wan 2.1/2.2"),
-    (["--frames", "6"], "frames 6: Wan 2.1/2.2 makes frame counts of the form 4k+1"),
-    (["--setting", "huge"], "this model has no 'huge' setting (settings: default, long)"),
-    (["--accel", "teacache+fbcache"], "cannot stack"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--height", "100"], "height 100: must be a positive multiple of 16 for Wan 2.1/2.2"),
+        (["--frames", "6"], "frames 6: Wan 2.1/2.2 makes frame counts of the form 4k+1"),
+        (["--setting", "huge"], "this model has no 'huge' setting (settings: default, long)"),
+        (["--accel", "teacache+fbcache"], "cannot stack"),
+    ],
+)
 def test_what_the_model_files_tell_is_checked_before_the_model_loads(tmp_path, capsys, monkeypatch, options, message):
     """The embedded model (a local folder): family rules and settings come from its configs, not its weights."""
     import genaccel.generation.load
@@ -95,21 +98,27 @@ def test_what_the_model_files_tell_is_checked_before_the_model_loads(tmp_path, c
 def test_an_existing_file_is_replaced_only_if_it_is_a_video(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.mp4").write_text("my notes, not a video")
-    _refused(capsys, ["generate", PROMPT, "--out", "notes.mp4", *TINY],
-             "notes.mp4 exists and is not a .mp4 video: genaccel replaces only videos")
+    _refused(
+        capsys,
+        ["generate", PROMPT, "--out", "notes.mp4", *TINY],
+        "notes.mp4 exists and is not a .mp4 video: genaccel replaces only videos",
+    )
     assert (tmp_path / "notes.mp4").read_text() == "my notes, not a video"
     for _ in range(2):  # an earlier video at the same path is replaced
         assert main(["generate", PROMPT, "--out", "clip.gif", "--steps", "1", *TINY]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "notes.mp4"]
 
 
-@pytest.mark.parametrize("prompt, message", [
-    ("", "the prompt is empty"),
-    (" \t ", "the prompt is empty"),
-    ("a\x00b", "prompt holds the control character U+0000 at position 2"),
-    ("a\x1b[31mred", "prompt holds the control character U+001B"),
-    ("x" * (MAX_PROMPT_CHARS + 1), f"at most {MAX_PROMPT_CHARS} are accepted"),
-])
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("", "the prompt is empty"),
+        (" \t ", "the prompt is empty"),
+        ("a\x00b", "prompt holds the control character U+0000 at position 2"),
+        ("a\x1b[31mred", "prompt holds the control character U+001B"),
+        ("x" * (MAX_PROMPT_CHARS + 1), f"at most {MAX_PROMPT_CHARS} are accepted"),
+    ],
+)
 def test_a_bad_prompt_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, prompt, message):
     import genaccel.generation.load
 
@@ -132,19 +141,27 @@ def test_a_prompt_longer_than_the_text_encoder_reads_gets_a_notice(tmp_path, emb
 @pytest.mark.slow  # fresh processes, about 6 s each here to start and import torch
 def test_an_error_is_the_only_line_a_user_sees(tmp_path):
     """No notice that is true of every run (the CPU attention line) comes before the error."""
-    run = subprocess.run([sys.executable, "-m", "genaccel", "generate", PROMPT, "--height", "100", *TINY],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "genaccel", "generate", PROMPT, "--height", "100", *TINY],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2
     assert run.stderr.splitlines() == ["genaccel: error: height 100: must be a positive multiple of 16 for Wan 2.1/2.2"]
     assert run.stdout == "" and not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--fps", "0"], "--fps: must be between 1 and 240"),
-    (["--fps", "1000000000"], "--fps: must be between 1 and 240"),
-    (["--device", "tpu"], "invalid choice: 'tpu'"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--fps", "0"], "--fps: must be between 1 and 240"),
+        (["--fps", "1000000000"], "--fps: must be between 1 and 240"),
+        (["--device", "tpu"], "invalid choice: 'tpu'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
 def test_malformed_command_lines_exit_2(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as stop:
         main(["generate", PROMPT, "--out", str(tmp_path / "x.mp4"), *argv])
@@ -153,12 +170,15 @@ def test_malformed_command_lines_exit_2(tmp_path, capsys, argv, message):
 
 
 @pytest.mark.parametrize("command", [["calibrate"], ["bench", "--out", "bench-out"]])
-@pytest.mark.parametrize("prompts, message", [
-    (["--prompt", ""], "the prompt is empty"),
-    (["--prompt", "a\x07"], "--prompt holds the control character U+0007 at position 2"),
-    (["--prompts", "binary.txt"], "binary.txt: a binary file, not a prompts file (it holds NUL bytes)"),
-    (["--prompts", "latin1.txt"], "latin1.txt:2: not UTF-8 text (byte 0xe9)"),
-])
+@pytest.mark.parametrize(
+    "prompts, message",
+    [
+        (["--prompt", ""], "the prompt is empty"),
+        (["--prompt", "a\x07"], "--prompt holds the control character U+0007 at position 2"),
+        (["--prompts", "binary.txt"], "binary.txt: a binary file, not a prompts file (it holds NUL bytes)"),
+        (["--prompts", "latin1.txt"], "latin1.txt:2: not UTF-8 text (byte 0xe9)"),
+    ],
+)
 def test_bench_and_calibrate_check_their_prompts_like_a_batch(tmp_path, capsys, monkeypatch, command, prompts, message):
     import genaccel.generation.load
 
@@ -183,19 +203,29 @@ def _truncate(path):
 
 
 MODEL_CASES = {
-    "truncated weights": (lambda m: _truncate(m / "transformer" / "diffusion_pytorch_model.safetensors"),
-                          "model/transformer/diffusion_pytorch_model.safetensors: corrupt or truncated weights"),
-    "garbage weights": (lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 64),
-                        "model/vae/diffusion_pytorch_model.safetensors: corrupt or truncated weights"),
-    "missing weights": (lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").unlink(),
-                        "model/vae: no weights"),
-    "pickle weights": (lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").rename(
-        m / "vae" / "diffusion_pytorch_model.bin"), "model/vae/diffusion_pytorch_model.bin: pickle weights"),
-    "broken config": (lambda m: (m / "vae" / "config.json").write_text('{"a":'), "model/vae/config.json: not valid JSON"),
+    "truncated weights": (
+        lambda m: _truncate(m / "transformer" / "diffusion_pytorch_model.safetensors"),
+        "model/transformer/diffusion_pytorch_model.safetensors: corrupt or truncated weights",
+    ),
+    "garbage weights": (
+        lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 64),
+        "model/vae/diffusion_pytorch_model.safetensors: corrupt or truncated weights",
+    ),
+    "missing weights": (
+        lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").unlink(),
+        "model/vae: no weights",
+    ),
+    "pickle weights": (
+        lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").rename(m / "vae" / "diffusion_pytorch_model.bin"),
+        "model/vae/diffusion_pytorch_model.bin: pickle weights",
+    ),
+    "broken config": (
+        lambda m: (m / "vae" / "config.json").write_text('{"a":'),
+        "model/vae/config.json: not valid JSON",
+    ),
     "broken index": (lambda m: (m / "model_index.json").write_text("[]"), "model/model_index.json: not a diffusers"),
     "missing component": (lambda m: shutil.rmtree(m / "text_encoder"), "the component 'text_encoder' is missing"),
-    "broken genaccel.toml": (lambda m: (m / "genaccel.toml").write_text("height = ["),
-                             "genaccel.toml: not valid TOML"),
+    "broken genaccel.toml": (lambda m: (m / "genaccel.toml").write_text("height = ["), "genaccel.toml: not valid TOML"),
 }
 
 
@@ -209,11 +239,14 @@ def test_a_broken_model_folder_is_named_in_one_line(tmp_path, capsys, monkeypatc
     assert len(lines) == 1 and not (tmp_path / "x.mp4").exists()
 
 
-@pytest.mark.parametrize("model, message", [
-    ("/nonexistent/folder", "unknown model '/nonexistent/folder'"),
-    ("tiny-nothing", "unknown model 'tiny-nothing'"),
-    (".", "is not a diffusers pipeline folder"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("/nonexistent/folder", "unknown model '/nonexistent/folder'"),
+        ("tiny-nothing", "unknown model 'tiny-nothing'"),
+        (".", "is not a diffusers pipeline folder"),
+    ],
+)
 def test_a_model_that_is_not_one_is_refused(tmp_path, capsys, monkeypatch, model, message):
     monkeypatch.chdir(tmp_path)
     _refused(capsys, ["generate", PROMPT, "--out", "x.mp4", "--model", model], message)
@@ -236,8 +269,11 @@ BATCH_CASES = [
     ("p.jsonl", '{"prompt": "a",}', ["p.jsonl:1: not valid JSON"]),
     ("p.jsonl", '{"prompt": "a", "seed": 1' + "0" * 5000 + "}", ["p.jsonl:1: not valid JSON (a number too long"]),
     ("p.jsonl", '{"prompt": "a", "name": {"x": 1}}', ["p.jsonl:1: name must be text or a whole number; got dict"]),
-    ("p.jsonl", '{"prompt": "a", "name": "x"}\n{"prompt": "b", "name": "x"}',
-     ["p.jsonl:2: the name 'x' is already used by line 1"]),
+    (
+        "p.jsonl",
+        '{"prompt": "a", "name": "x"}\n{"prompt": "b", "name": "x"}',
+        ["p.jsonl:2: the name 'x' is already used by line 1"],
+    ),
     ("p.jsonl", '{"prompt": "a", "seed": 1e400}', ["p.jsonl:1: seed must be a finite number; got inf"]),
     ("p.jsonl", '{"prompt": "a", "accel": "teacache(threshold=-1)"}', ["p.jsonl:1: "]),
     ("p.txt", "a red\x00circle", ["p.txt: a binary file, not a prompts file (it holds NUL bytes)"]),
@@ -279,8 +315,12 @@ def test_a_file_of_many_bad_lines_lists_the_first_ones_and_counts_the_rest(tmp_p
 def test_model_checks_of_a_batch_list_every_item(tmp_path, capsys):
     """What only the model can check (frame rules, settings) is checked for every item before the first video."""
     path = tmp_path / "p.jsonl"
-    path.write_text("\n".join(json.dumps(line) for line in [
-        {"prompt": PROMPT, "frames": 6}, {"prompt": PROMPT}, {"prompt": PROMPT, "setting": "huge"}]))
+    path.write_text(
+        "\n".join(
+            json.dumps(line)
+            for line in [{"prompt": PROMPT, "frames": 6}, {"prompt": PROMPT}, {"prompt": PROMPT, "setting": "huge"}]
+        )
+    )
     errors = _refused(capsys, ["batch", str(path), "--out", str(tmp_path / "out"), *TINY], "p.jsonl:1: frames 6")
     assert len(errors) == 2 and "p.jsonl:3: this model has no 'huge' setting" in errors[1]
     assert not (tmp_path / "out").exists()

@@ -12,13 +12,18 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 
-def save_checkpoint(path: Path, *, modules: dict[str, torch.nn.Module] | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, generators: dict[str, torch.Generator] | None = None,
-                    **meta) -> None:
+def save_checkpoint(
+    path: Path,
+    *,
+    modules: dict[str, torch.nn.Module] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    generators: dict[str, torch.Generator] | None = None,
+    **meta,
+) -> None:
     """Write atomically: tensors of `modules` and `optimizer`, generator states, and JSON `meta`."""
     tensors = {}
     for prefix, module in (modules or {}).items():
@@ -50,12 +55,17 @@ def read_meta(path: Path) -> dict:
         return json.loads(f.metadata()["meta"])
 
 
-def load_checkpoint(path: Path, *, modules: dict[str, torch.nn.Module] | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, generators: dict[str, torch.Generator] | None = None) -> dict:
+def load_checkpoint(
+    path: Path,
+    *,
+    modules: dict[str, torch.nn.Module] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    generators: dict[str, torch.Generator] | None = None,
+) -> dict:
     """Restore what `save_checkpoint` wrote into the given objects; return the metadata."""
     tensors = load_file(str(path))
     for prefix, module in (modules or {}).items():
-        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

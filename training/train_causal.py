@@ -38,8 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from train_transformer import (  # noqa: E402
-    build_latent_cache, grammar_embeddings, load_config, lr_at, plot_loss, resume, sample_sigmas, start_loss_csv,
-    training_parser, update,
+    build_latent_cache,
+    grammar_embeddings,
+    load_config,
+    lr_at,
+    plot_loss,
+    resume,
+    sample_sigmas,
+    start_loss_csv,
+    training_parser,
+    update,
 )
 
 
@@ -86,8 +94,9 @@ def pick_frames(frames: int, gap: int) -> torch.Tensor:
 
 
 def main() -> int:
-    args = training_parser(__doc__, "training/configs/causal.toml",
-                           "skip training, save the transformer from the checkpoint").parse_args()
+    args = training_parser(
+        __doc__, "training/configs/causal.toml", "skip training, save the transformer from the checkpoint"
+    ).parse_args()
     cfg, run_dir, artifacts = load_config(args)
 
     from diffusers import WanPipeline, WanTransformer3DModel
@@ -111,7 +120,9 @@ def main() -> int:
     transformer.rope = rope
     ema = copy.deepcopy(transformer).requires_grad_(False)
     t = cfg["train"]
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=t["lr"], weight_decay=t["weight_decay"], betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(
+        transformer.parameters(), lr=t["lr"], weight_decay=t["weight_decay"], betas=(0.9, 0.99)
+    )
     generator = torch.Generator().manual_seed(cfg["seed"])
     step, rewarm_from, _ = resume(args, cfg, run_dir, {"model": transformer, "ema": ema}, optimizer, generator)
     loss_csv = artifacts / "causal_loss.csv"
@@ -134,16 +145,22 @@ def main() -> int:
         text[torch.rand(batch, generator=generator) < t["caption_dropout"]] = empty_index
         context_embeds = embeds[text]
         noise = torch.randn(x0.shape, generator=generator)
-        sigma = sample_sigmas(batch * f, t["logit_normal_fraction"], generator, t["timestep_shift"]).view(batch, 1, f, 1, 1)
+        sigma = sample_sigmas(batch * f, t["logit_normal_fraction"], generator, t["timestep_shift"]).view(
+            batch, 1, f, 1, 1
+        )
         xt = (1 - sigma) * x0 + sigma * noise
         if f not in masks:
             masks[f] = teacher_forcing_mask(f, tokens_per_frame, chunk_frames)
         own = bool(torch.rand((), generator=generator) < t["own_context"])
         context = x0
         if own:  # the model's own one-step estimate of the clip, block-causally, from a noised copy
-            s_ctx = (t["own_sigma"][0] + (t["own_sigma"][1] - t["own_sigma"][0]) * torch.rand(batch, 1, f, 1, 1, generator=generator))
+            s_ctx = t["own_sigma"][0] + (t["own_sigma"][1] - t["own_sigma"][0]) * torch.rand(
+                batch, 1, f, 1, 1, generator=generator
+            )
             noisy_ctx = (1 - s_ctx) * x0 + s_ctx * torch.randn(x0.shape, generator=generator)
-            causal = teacher_forcing_mask(f, tokens_per_frame, chunk_frames)[: f * tokens_per_frame, : f * tokens_per_frame]
+            causal = teacher_forcing_mask(f, tokens_per_frame, chunk_frames)[
+                : f * tokens_per_frame, : f * tokens_per_frame
+            ]
             for w in wrappers:
                 w.mask = causal
             rope.doubled = False
@@ -168,8 +185,14 @@ def main() -> int:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if time.time() - last_ckpt > 60 * cfg["checkpoint_minutes"] or step == t["steps"]:
-            save_checkpoint(run_dir / "checkpoint.safetensors", modules={"model": transformer, "ema": ema},
-                            optimizer=optimizer, generators={"train": generator}, step=step, rewarm_from=rewarm_from)
+            save_checkpoint(
+                run_dir / "checkpoint.safetensors",
+                modules={"model": transformer, "ema": ema},
+                optimizer=optimizer,
+                generators={"train": generator},
+                step=step,
+                rewarm_from=rewarm_from,
+            )
             last_ckpt = time.time()
     bar.close()
     if step < t["steps"] and not args.finalize_only:

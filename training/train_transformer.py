@@ -28,10 +28,10 @@ import csv
 import math
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
+import tomllib
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -51,10 +51,17 @@ def build_text_side(cfg: dict):
     tokenizer = build_word_tokenizer(style="t5", model_max_length=t["max_sequence_length"])
     torch.manual_seed(cfg["seed"])
     config = UMT5Config(
-        vocab_size=len(tokenizer), d_model=t["d_model"], d_kv=t["d_model"] // t["num_heads"], d_ff=t["d_ff"],
-        num_layers=t["num_layers"], num_heads=t["num_heads"], pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16,
+        vocab_size=len(tokenizer),
+        d_model=t["d_model"],
+        d_kv=t["d_model"] // t["num_heads"],
+        d_ff=t["d_ff"],
+        num_layers=t["num_layers"],
+        num_heads=t["num_heads"],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
     )
     encoder = UMT5EncoderModel(config).eval().requires_grad_(False)
     return tokenizer, encoder
@@ -67,9 +74,18 @@ def build_transformer(cfg: dict, text_dim: int):
     m = cfg["model"]
     torch.manual_seed(cfg["seed"] + 1)
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=m["num_attention_heads"], attention_head_dim=m["attention_head_dim"],
-        in_channels=16, out_channels=16, text_dim=text_dim, freq_dim=m["freq_dim"], ffn_dim=m["ffn_dim"],
-        num_layers=m["num_layers"], cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
+        patch_size=(1, 2, 2),
+        num_attention_heads=m["num_attention_heads"],
+        attention_head_dim=m["attention_head_dim"],
+        in_channels=16,
+        out_channels=16,
+        text_dim=text_dim,
+        freq_dim=m["freq_dim"],
+        ffn_dim=m["ffn_dim"],
+        num_layers=m["num_layers"],
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=1024,
     )
 
 
@@ -137,7 +153,11 @@ def training_parser(doc: str, config: str, finalize_help: str) -> argparse.Argum
     """The options every training script takes."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / config))
-    parser.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.safetensors (or the committed resume_from export)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from run_dir/checkpoint.safetensors (or the committed resume_from export)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="override train.steps (smoke runs)")
     parser.add_argument("--finalize-only", action="store_true", help=finalize_help)
     return parser
@@ -162,8 +182,9 @@ def grammar_embeddings(pipe, max_sequence_length: int) -> tuple[torch.Tensor, di
 
     grammar = sorted({s.prompt for s in all_specs()})
     with torch.inference_mode():
-        embeds, _ = pipe.encode_prompt(grammar + [""], do_classifier_free_guidance=False,
-                                       max_sequence_length=max_sequence_length)
+        embeds, _ = pipe.encode_prompt(
+            grammar + [""], do_classifier_free_guidance=False, max_sequence_length=max_sequence_length
+        )
     return embeds.clone(), {p: i for i, p in enumerate(grammar)}, len(grammar)
 
 
@@ -179,7 +200,11 @@ def resume(args, cfg: dict, run_dir: Path, modules: dict, optimizer, generator, 
     if args.resume and ckpt_path.is_file():
         step = load_checkpoint(ckpt_path, modules=modules, optimizer=optimizer, generators={"train": generator})["step"]
         rewarm_from = step if ckpt_path == exported or rewarm else read_meta(ckpt_path).get("rewarm_from")
-        print(f"[resume] from step {step}" + (f" (learning rate re-warms from step {rewarm_from})" if rewarm_from is not None else ""), flush=True)
+        print(
+            f"[resume] from step {step}"
+            + (f" (learning rate re-warms from step {rewarm_from})" if rewarm_from is not None else ""),
+            flush=True,
+        )
     elif ckpt_path.is_file() and not args.finalize_only:
         print(f"[start] {ckpt_path} exists: pass --resume to continue it (starting over)", flush=True)
     return step, rewarm_from, ckpt_path
@@ -192,7 +217,9 @@ def start_loss_csv(path: Path, header: str, step: int, finalize_only: bool) -> N
 
 
 # ----------------------------------------------------------------------------- training
-def sample_sigmas(batch: int, logit_normal_fraction: float, generator: torch.Generator, shift: float = 1.0) -> torch.Tensor:
+def sample_sigmas(
+    batch: int, logit_normal_fraction: float, generator: torch.Generator, shift: float = 1.0
+) -> torch.Tensor:
     """Noise levels: logit-normal most of the time, uniform otherwise, then shifted toward noise.
 
     The shift is the sampler's (sigma' = shift * s / (1 + (shift - 1) * s)): with shift 3 the sampler
@@ -248,7 +275,7 @@ def plot_loss(csv_path: Path, out: Path, title: str = "embedded transformer trai
     smooth = np.convolve(loss, np.ones(25) / 25, mode="valid") if len(loss) > 25 else loss
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     ax.plot(steps, loss, alpha=0.3, label="loss")
-    ax.plot(steps[len(steps) - len(smooth):], smooth, label="moving mean (25)")
+    ax.plot(steps[len(steps) - len(smooth) :], smooth, label="moving mean (25)")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("flow-matching MSE")
@@ -266,17 +293,29 @@ def save_sample_grid(folder: Path, out: Path, cfg: dict, seeds=(0, 1)) -> None:
 
     pipe = WanPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
-    prompts = ["a red circle moving left on a black background", "a blue square moving up on a gray background",
-               "a yellow triangle moving right on a black background", "a white circle standing still on a gray background",
-               "a magenta triangle moving down on a gray background", "a green square moving right on a black background"]
+    prompts = [
+        "a red circle moving left on a black background",
+        "a blue square moving up on a gray background",
+        "a yellow triangle moving right on a black background",
+        "a white circle standing still on a gray background",
+        "a magenta triangle moving down on a gray background",
+        "a green square moving right on a black background",
+    ]
     d, smp = cfg["data"], cfg["sample"]
     rows = []
     for prompt in prompts:
         for seed in seeds:
-            video = pipe(prompt, num_frames=d["frames"], height=d["height"], width=d["width"],
-                         num_inference_steps=smp["steps"], guidance_scale=smp["guidance"], output_type="np",
-                         max_sequence_length=cfg["text"]["max_sequence_length"],
-                         generator=torch.Generator().manual_seed(seed)).frames[0]
+            video = pipe(
+                prompt,
+                num_frames=d["frames"],
+                height=d["height"],
+                width=d["width"],
+                num_inference_steps=smp["steps"],
+                guidance_scale=smp["guidance"],
+                output_type="np",
+                max_sequence_length=cfg["text"]["max_sequence_length"],
+                generator=torch.Generator().manual_seed(seed),
+            ).frames[0]
             picks = np.linspace(0, len(video) - 1, 6).round().astype(int)
             rows.append(np.concatenate([video[i] for i in picks], axis=1))
     grid = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
@@ -284,9 +323,14 @@ def save_sample_grid(folder: Path, out: Path, cfg: dict, seeds=(0, 1)) -> None:
 
 
 def main() -> int:
-    parser = training_parser(__doc__, "training/configs/transformer.toml", "skip training, save the pipeline from the checkpoint")
-    parser.add_argument("--rewarm", action="store_true",
-                        help="re-warm the learning rate from the resumed step (after raising train.steps, whose cosine schedule jumps back up)")
+    parser = training_parser(
+        __doc__, "training/configs/transformer.toml", "skip training, save the pipeline from the checkpoint"
+    )
+    parser.add_argument(
+        "--rewarm",
+        action="store_true",
+        help="re-warm the learning rate from the resumed step (after raising train.steps, whose cosine schedule jumps back up)",
+    )
     args = parser.parse_args()
     cfg, run_dir, artifacts = load_config(args)
 
@@ -301,9 +345,15 @@ def main() -> int:
         vae.register_to_config(scale_factor_spatial=spatial, scale_factor_temporal=temporal)
     tokenizer, text_encoder = build_text_side(cfg)
     transformer = build_transformer(cfg, cfg["text"]["d_model"])
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                        flow_shift=cfg["sample"]["scheduler_flow_shift"], num_train_timesteps=1000)
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=cfg["sample"]["scheduler_flow_shift"],
+        num_train_timesteps=1000,
+    )
+    pipe = WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
+    )
     pipe.set_progress_bar_config(disable=True)
     n_params = sum(p.numel() for p in transformer.parameters())
     print(f"[transformer] {n_params / 1e6:.2f}M params ({n_params * 2 / 1e6:.1f} MB fp16)", flush=True)
@@ -314,15 +364,24 @@ def main() -> int:
     long_latents, long_prompts = build_latent_cache(cfg, vae, run_dir, "long")
     default_ids = torch.tensor([prompt_index[p] for p in default_prompts])
     long_ids = torch.tensor([prompt_index[p] for p in long_prompts])
-    print(f"[data] default latents {tuple(default_latents.shape)}, long latents {tuple(long_latents.shape)}", flush=True)
+    print(
+        f"[data] default latents {tuple(default_latents.shape)}, long latents {tuple(long_latents.shape)}", flush=True
+    )
 
-    masks = install_block_causal(transformer, cfg["model"]["chunk_frames"]) if cfg["model"]["attention"] == "block_causal" else []
+    masks = (
+        install_block_causal(transformer, cfg["model"]["chunk_frames"])
+        if cfg["model"]["attention"] == "block_causal"
+        else []
+    )
     ema = copy.deepcopy(transformer).requires_grad_(False)
     t = cfg["train"]
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=t["lr"], weight_decay=t["weight_decay"], betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(
+        transformer.parameters(), lr=t["lr"], weight_decay=t["weight_decay"], betas=(0.9, 0.99)
+    )
     generator = torch.Generator().manual_seed(cfg["seed"])
-    step, rewarm_from, ckpt_path = resume(args, cfg, run_dir, {"model": transformer, "ema": ema}, optimizer, generator,
-                                          rewarm=args.rewarm)
+    step, rewarm_from, ckpt_path = resume(
+        args, cfg, run_dir, {"model": transformer, "ema": ema}, optimizer, generator, rewarm=args.rewarm
+    )
     loss_csv = artifacts / "transformer_loss.csv"  # tracked, so the curve survives across sessions
     start_loss_csv(loss_csv, "step,loss,kind,lr,seconds", step, args.finalize_only)
     last_ckpt = time.time()
@@ -331,7 +390,9 @@ def main() -> int:
     while step < t["steps"] and not args.finalize_only:
         start = time.perf_counter()
         long_step = t["long_every"] > 0 and step % t["long_every"] == t["long_every"] - 1 and len(long_latents)
-        pool, ids, batch = (long_latents, long_ids, t["long_batch"]) if long_step else (default_latents, default_ids, t["batch"])
+        pool, ids, batch = (
+            (long_latents, long_ids, t["long_batch"]) if long_step else (default_latents, default_ids, t["batch"])
+        )
         pick = torch.randint(len(pool), (batch,), generator=generator)
         x0 = pool[pick]
         text = ids[pick].clone()
@@ -350,13 +411,21 @@ def main() -> int:
         update(transformer, ema, optimizer, loss, step, t["ema_decay"])
         step += 1
         with loss_csv.open("a") as f:
-            f.write(f"{step},{loss.item():.6f},{'long' if long_step else 'default'},{lr:.3e},{time.perf_counter() - start:.3f}\n")
+            f.write(
+                f"{step},{loss.item():.6f},{'long' if long_step else 'default'},{lr:.3e},{time.perf_counter() - start:.3f}\n"
+            )
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if time.time() - last_ckpt > 60 * cfg["checkpoint_minutes"] or step == t["steps"]:
             ckpt_path = run_dir / "checkpoint.safetensors"
-            save_checkpoint(ckpt_path, modules={"model": transformer, "ema": ema}, optimizer=optimizer,
-                            generators={"train": generator}, step=step, rewarm_from=rewarm_from)
+            save_checkpoint(
+                ckpt_path,
+                modules={"model": transformer, "ema": ema},
+                optimizer=optimizer,
+                generators={"train": generator},
+                step=step,
+                rewarm_from=rewarm_from,
+            )
             last_ckpt = time.time()
     bar.close()
     if step < t["steps"] and not args.finalize_only:
@@ -370,7 +439,9 @@ def main() -> int:
     load_checkpoint(ckpt_path, modules={"ema": final})
     final.eval()
     out = ROOT / cfg["output_dir"]
-    shipped = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=final, vae=vae, scheduler=scheduler)
+    shipped = WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, transformer=final, vae=vae, scheduler=scheduler
+    )
     shipped.save_pretrained(out, safe_serialization=True)
     d, smp = cfg["data"], cfg["sample"]
     (out / "genaccel.toml").write_text(

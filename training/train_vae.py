@@ -31,10 +31,10 @@ import math
 import random
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
+import tomllib
 import torch
 import torch.nn.functional as F
 
@@ -50,7 +50,21 @@ from checkpoint import load_checkpoint, read_meta, save_checkpoint  # noqa: E402
 
 from genaccel.pipelines.shapes import analyze_clip, parse_prompt, random_spec, render_clip  # noqa: E402
 
-CSV_FIELDS = ["step", "stage", "loss", "l1w", "mse", "color", "kl", "psnr_shape", "psnr_bg", "lr", "shape", "sec", "threads"]
+CSV_FIELDS = [
+    "step",
+    "stage",
+    "loss",
+    "l1w",
+    "mse",
+    "color",
+    "kl",
+    "psnr_shape",
+    "psnr_bg",
+    "lr",
+    "shape",
+    "sec",
+    "threads",
+]
 
 
 # ----------------------------------------------------------------------------- model
@@ -127,7 +141,9 @@ def decode_raw(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
     outs = []
     for i in range(z.shape[2]):
         vae._conv_idx = [0]
-        outs.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0))
+        outs.append(
+            vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0)
+        )
     vae.clear_cache()
     return torch.cat(outs, dim=2)
 
@@ -148,7 +164,9 @@ def render_batch(rng: np.random.Generator, batch: int, frames: int, height: int,
         for s, c in zip(specs, clips):
             fg = np.any(c[frames // 2] != np.array(s.background_rgb, np.uint8), axis=-1)
             ys, xs = np.nonzero(fg)
-            y0 = int(np.clip(ys.mean() - height / 2 + rng.integers(-height // 5, height // 5 + 1), 0, height * (scale - 1)))
+            y0 = int(
+                np.clip(ys.mean() - height / 2 + rng.integers(-height // 5, height // 5 + 1), 0, height * (scale - 1))
+            )
             x0 = int(np.clip(xs.mean() - width / 2 + rng.integers(-width // 5, width // 5 + 1), 0, width * (scale - 1)))
             crops.append(c[:, y0 : y0 + height, x0 : x0 + width])
         clips = np.stack(crops)
@@ -192,7 +210,9 @@ def compute_loss(vae, x, mask, lc):
         se = diff.pow(2).mean(dim=1, keepdim=True)
         n_shape = mask.sum().clamp(min=1.0)
         psnr_s = 10 * math.log10(4.0 / max((se * mask).sum().item() / n_shape.item(), 1e-10))
-        psnr_b = 10 * math.log10(4.0 / max((se * (1 - mask)).sum().item() / (1 - mask).sum().clamp(min=1).item(), 1e-10))
+        psnr_b = 10 * math.log10(
+            4.0 / max((se * (1 - mask)).sum().item() / (1 - mask).sum().clamp(min=1).item(), 1e-10)
+        )
     parts = dict(l1w=l1w.item(), mse=mse.item(), color=color.item(), kl=kl.item(), psnr_shape=psnr_s, psnr_bg=psnr_b)
     return loss, parts
 
@@ -364,8 +384,11 @@ def draw_loss_png(csv_path: Path, out: Path) -> None:
     if not rows:
         return
     steps = np.array([int(r["step"]) for r in rows], dtype=np.float64)
-    series = {"loss": ("loss", (30, 90, 200)), "psnr_shape": ("PSNR shape (dB)", (200, 60, 30)),
-              "psnr_bg": ("PSNR background (dB)", (40, 150, 60))}
+    series = {
+        "loss": ("loss", (30, 90, 200)),
+        "psnr_shape": ("PSNR shape (dB)", (200, 60, 30)),
+        "psnr_bg": ("PSNR background (dB)", (40, 150, 60)),
+    }
     W, H, pad = 900, 620, 60
     img = Image.new("RGB", (W, H), "white")
     dr = ImageDraw.Draw(img)
@@ -379,19 +402,24 @@ def draw_loss_png(csv_path: Path, out: Path) -> None:
         vals = {k: np.array([float(r[k]) for r in rows]) for k in keys}
         k = 25
         smooth = {key: np.convolve(v, np.ones(k) / k, mode="valid") if len(v) > k else v for key, v in vals.items()}
-        sx = steps[len(steps) - len(next(iter(smooth.values()))):]
+        sx = steps[len(steps) - len(next(iter(smooth.values()))) :]
         allv = np.concatenate([np.log10(np.maximum(v, 1e-6)) if logy else v for v in smooth.values()])
         lo, hi = float(allv.min()), float(allv.max())
         hi = hi if hi > lo else lo + 1
         for key, v in smooth.items():
             v = np.log10(np.maximum(v, 1e-6)) if logy else v
-            pts = [(x0 + (x1 - x0) * (s - steps[0]) / max(steps[-1] - steps[0], 1), y1 - (y1 - y0) * (val - lo) / (hi - lo))
-                   for s, val in zip(sx, v)]
+            pts = [
+                (
+                    x0 + (x1 - x0) * (s - steps[0]) / max(steps[-1] - steps[0], 1),
+                    y1 - (y1 - y0) * (val - lo) / (hi - lo),
+                )
+                for s, val in zip(sx, v)
+            ]
             if len(pts) > 1:
                 dr.line(pts, fill=series[key][1], width=2)
         for frac in (0.0, 0.5, 1.0):
             val = lo + frac * (hi - lo)
-            lab = f"{10 ** val:.3g}" if logy else f"{val:.1f}"
+            lab = f"{10**val:.3g}" if logy else f"{val:.1f}"
             dr.text((4, y1 - frac * (y1 - y0) - 6), lab, fill="black")
         dr.text((x0, y1 + 4), f"step {int(steps[0])}", fill="black")
         dr.text((x1 - 70, y1 + 4), f"step {int(steps[-1])}", fill="black")
@@ -447,7 +475,10 @@ def finalize(vae, ema, cfg, run_dir: Path, art_dir: Path, csv_path: Path) -> Non
     for name, net in candidates.items():
         scores[name] = evaluate(net, fin["select_clips"], d["frames"], d["height"], d["width"], cfg["seed"] + 1)
         print(f"[final] {name}: {json.dumps(scores[name])}", flush=True)
-    key = lambda n: (scores[n]["shape_acc"] + scores[n]["color_acc"] + scores[n]["direction_acc"], scores[n]["psnr_shape_db"])  # noqa: E731
+    key = lambda n: (  # noqa: E731
+        scores[n]["shape_acc"] + scores[n]["color_acc"] + scores[n]["direction_acc"],
+        scores[n]["psnr_shape_db"],
+    )
     best = max(scores, key=key)
     net = candidates[best]
     mean, std = latent_stats(net, fin["stats_clips"], d["frames"], d["height"], d["width"], cfg["seed"] + 2)
@@ -461,13 +492,25 @@ def finalize(vae, ema, cfg, run_dir: Path, art_dir: Path, csv_path: Path) -> Non
         "params": sum(p.numel() for p in net.parameters()),
         "mb_fp32": sum(p.numel() for p in net.parameters()) * 4 / 1e6,
         "mb_fp16": sum(p.numel() for p in net.parameters()) * 2 / 1e6,
-        "config": {k: net.config[k] for k in ("base_dim", "decoder_base_dim", "z_dim", "dim_mult", "num_res_blocks",
-                                               "temperal_downsample", "scale_factor_spatial", "scale_factor_temporal")},
+        "config": {
+            k: net.config[k]
+            for k in (
+                "base_dim",
+                "decoder_base_dim",
+                "z_dim",
+                "dim_mult",
+                "num_res_blocks",
+                "temperal_downsample",
+                "scale_factor_spatial",
+                "scale_factor_temporal",
+            )
+        },
         "latents_mean": mean,
         "latents_std": std,
         "default": evaluate(net, fin["eval_clips"], d["frames"], d["height"], d["width"], cfg["seed"] + 3),
-        "long": evaluate(net, fin["eval_long_clips"], d["long_frames"], d["long_height"], d["long_width"],
-                         cfg["seed"] + 4, batch=1),
+        "long": evaluate(
+            net, fin["eval_long_clips"], d["long_frames"], d["long_height"], d["long_width"], cfg["seed"] + 4, batch=1
+        ),
         "timing_threads": torch.get_num_threads(),
         "timing_default": time_codec(net, d["frames"], d["height"], d["width"]),
         "timing_long": time_codec(net, d["long_frames"], d["long_height"], d["long_width"], repeats=2),
@@ -477,10 +520,19 @@ def finalize(vae, ema, cfg, run_dir: Path, art_dir: Path, csv_path: Path) -> Non
     (art_dir / "vae_eval.json").write_text(json.dumps(report, indent=2) + "\n")
     draw_loss_png(csv_path, art_dir / "vae_loss.png")
     draw_recon_png(net, art_dir / "vae_reconstruction.png", cfg["seed"], d["frames"], d["height"], d["width"])
-    draw_recon_png(net, art_dir / "vae_reconstruction_long.png", cfg["seed"], d["long_frames"], d["long_height"],
-                   d["long_width"], n=3)
+    draw_recon_png(
+        net,
+        art_dir / "vae_reconstruction_long.png",
+        cfg["seed"],
+        d["long_frames"],
+        d["long_height"],
+        d["long_width"],
+        n=3,
+    )
     print(f"[final] saved {final_dir}; report {art_dir / 'vae_eval.json'}", flush=True)
-    print(json.dumps({k: report[k] for k in ("default", "long", "timing_default", "timing_long")}, indent=1), flush=True)
+    print(
+        json.dumps({k: report[k] for k in ("default", "long", "timing_default", "timing_long")}, indent=1), flush=True
+    )
 
 
 def main(argv=None) -> None:
@@ -519,8 +571,12 @@ def main(argv=None) -> None:
         stage_idx = st["stage_idx"]
         opt = make_optimizer(vae, cfg["stages"][stage_idx])
         ema = copy.deepcopy(vae) if st["has_ema"] else None
-        load_checkpoint(ckpt_path, modules={"model": vae, **({"ema": ema} if ema is not None else {})},
-                        optimizer=opt, generators={"torch": torch.default_generator})
+        load_checkpoint(
+            ckpt_path,
+            modules={"model": vae, **({"ema": ema} if ema is not None else {})},
+            optimizer=opt,
+            generators={"torch": torch.default_generator},
+        )
         set_host_rng_state(st["rng"], np_rng)
         print(f"[resume] from step {step} (stage {cfg['stages'][stage_idx]['name']})", flush=True)
         # Drop CSV rows logged after the checkpoint so the log matches the resumed trajectory.
@@ -537,14 +593,25 @@ def main(argv=None) -> None:
             csv.DictWriter(fh, CSV_FIELDS).writeheader()
 
     n_params = sum(p.numel() for p in vae.parameters())
-    print(f"[vae] {n_params / 1e6:.3f}M params ({n_params * 2 / 1e6:.2f} MB fp16); {total} steps in "
-          f"{len(bounds)} stages; run dir {run_dir}", flush=True)
+    print(
+        f"[vae] {n_params / 1e6:.3f}M params ({n_params * 2 / 1e6:.2f} MB fp16); {total} steps in "
+        f"{len(bounds)} stages; run dir {run_dir}",
+        flush=True,
+    )
 
     def checkpoint():
-        save_checkpoint(ckpt_path, modules={"model": vae, **({"ema": ema} if ema is not None else {})},
-                        optimizer=opt, generators={"torch": torch.default_generator}, step=step,
-                        stage_idx=stage_idx, warm_started=warm_started, has_ema=ema is not None,
-                        rng=host_rng_state(np_rng), config=cfg)
+        save_checkpoint(
+            ckpt_path,
+            modules={"model": vae, **({"ema": ema} if ema is not None else {})},
+            optimizer=opt,
+            generators={"torch": torch.default_generator},
+            step=step,
+            stage_idx=stage_idx,
+            warm_started=warm_started,
+            has_ema=ema is not None,
+            rng=host_rng_state(np_rng),
+            config=cfg,
+        )
 
     stop_at = total if args.max_steps is None else min(total, args.max_steps)
     last_ckpt = time.time()
@@ -593,12 +660,23 @@ def main(argv=None) -> None:
         if governor:
             governor.after(step, shape_key, sec)
         step += 1
-        writer.writerow({"step": step, "stage": stage["name"], "loss": f"{loss.item():.5f}",
-                         **{k2: f"{v:.5f}" for k2, v in parts.items()}, "lr": f"{lr:.2e}",
-                         "shape": shape_key, "sec": f"{sec:.3f}", "threads": n_threads})
+        writer.writerow(
+            {
+                "step": step,
+                "stage": stage["name"],
+                "loss": f"{loss.item():.5f}",
+                **{k2: f"{v:.5f}" for k2, v in parts.items()},
+                "lr": f"{lr:.2e}",
+                "shape": shape_key,
+                "sec": f"{sec:.3f}",
+                "threads": n_threads,
+            }
+        )
         bar.update(1)
-        bar.set_postfix_str(f"{stage['name']} loss {loss.item():.4f} shape {parts['psnr_shape']:.1f}dB "
-                            f"bg {parts['psnr_bg']:.1f}dB", refresh=False)
+        bar.set_postfix_str(
+            f"{stage['name']} loss {loss.item():.4f} shape {parts['psnr_shape']:.1f}dB bg {parts['psnr_bg']:.1f}dB",
+            refresh=False,
+        )
         if step % 25 == 0:
             csv_fh.flush()
         if time.time() - last_ckpt > ckpt_every or step == bounds[stage_idx][1] or step == stop_at:

@@ -25,8 +25,14 @@ import gradio as gr
 
 from genaccel.accelerators import ACCELERATORS
 from genaccel.errors import GenAccelError, InputError
-from genaccel.generation.request import (EXAMPLE_PROMPT, FIELDS, OFFLOAD_MODES, GenerationRequest, field_limits,
-                              request_from_options)
+from genaccel.generation.request import (
+    EXAMPLE_PROMPT,
+    FIELDS,
+    OFFLOAD_MODES,
+    GenerationRequest,
+    field_limits,
+    request_from_options,
+)
 from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, spec_from_controls
 from genaccel.ui.jobs import Cancelled
 from genaccel.ui.service import COMPARE_COLUMNS, Studio, UILimits, check_keep_hours, not_offered
@@ -59,10 +65,14 @@ def _fail(exc: Exception):
 
 def _model_summary(info: dict) -> str:
     default = info["settings"]["default"]
-    size = f"{default.get('width', '?')}x{default.get('height', '?')}, {default.get('num_frames', '?')} frames, " \
-           f"{default.get('num_inference_steps', '?')} steps"
-    return (f"**{info['model']}**: {info['title']} family; frames {info['frames_rule']}; default {size}; "
-            f"settings: {', '.join(info['settings'])}.")
+    size = (
+        f"{default.get('width', '?')}x{default.get('height', '?')}, {default.get('num_frames', '?')} frames, "
+        f"{default.get('num_inference_steps', '?')} steps"
+    )
+    return (
+        f"**{info['model']}**: {info['title']} family; frames {info['frames_rule']}; default {size}; "
+        f"settings: {', '.join(info['settings'])}."
+    )
 
 
 def _model_choice(choices: list[str], offered: list[str], **kwargs) -> gr.Dropdown:
@@ -83,9 +93,11 @@ def _model_choice(choices: list[str], offered: list[str], **kwargs) -> gr.Dropdo
 
 
 def _limits_text(limits: UILimits) -> str:
-    parts = [f"{limits.max_size} px a side" if limits.max_size else "",
-             f"{limits.max_frames} frames" if limits.max_frames else "",
-             f"{limits.max_steps} steps" if limits.max_steps else ""]
+    parts = [
+        f"{limits.max_size} px a side" if limits.max_size else "",
+        f"{limits.max_frames} frames" if limits.max_frames else "",
+        f"{limits.max_steps} steps" if limits.max_steps else "",
+    ]
     parts = [p for p in parts if p]
     return f"This server makes at most {', '.join(parts)}." if parts else ""
 
@@ -94,8 +106,10 @@ def _queue_text(queue_size: int | None) -> str:
     if not queue_size:
         return "One generation runs at a time; the others wait in the queue, each page showing its place."
     # The page's words for a full queue are Gradio's own ("This application is currently busy"): say why here.
-    return (f"One generation runs at a time; up to {queue_size} more can wait in the queue, each page showing its "
-            "place. When the queue is full, the page says the application is busy: try again when a video is done.")
+    return (
+        f"One generation runs at a time; up to {queue_size} more can wait in the queue, each page showing its "
+        "place. When the queue is full, the page says the application is busy: try again when a video is done."
+    )
 
 
 def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
@@ -107,20 +121,34 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
     delete_cache = (min(keep, 3600), keep) if keep else None
 
     with gr.Blocks(title="genaccel", delete_cache=delete_cache) as app:
-        gr.Markdown("# genaccel\nText-to-video with training-free acceleration, measured against the baseline.\n\n"
-                    f"<small>{_queue_text(queue_size)}</small>", elem_id="intro")
+        gr.Markdown(
+            "# genaccel\nText-to-video with training-free acceleration, measured against the baseline.\n\n"
+            f"<small>{_queue_text(queue_size)}</small>",
+            elem_id="intro",
+        )
         with gr.Row():
-            model = _model_choice(studio.models, studio.models, scale=3, label="Model", elem_id="model",
-                                  info="the models this server offers")
-            setting = gr.Radio(list(first["settings"]), value="default", label="Setting", scale=1,
-                               info="named sizes of the model")
+            model = _model_choice(
+                studio.models,
+                studio.models,
+                scale=3,
+                label="Model",
+                elem_id="model",
+                info="the models this server offers",
+            )
+            setting = gr.Radio(
+                list(first["settings"]), value="default", label="Setting", scale=1, info="named sizes of the model"
+            )
         model_md = gr.Markdown(_model_summary(first), elem_id="model-info")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 with gr.Accordion("Video settings", open=True):
                     with gr.Row():
-                        width = gr.Number(defaults.get("width"), label="Width", precision=0, minimum=field_limits("width")[0])
-                        height = gr.Number(defaults.get("height"), label="Height", precision=0, minimum=field_limits("height")[0])
+                        width = gr.Number(
+                            defaults.get("width"), label="Width", precision=0, minimum=field_limits("width")[0]
+                        )
+                        height = gr.Number(
+                            defaults.get("height"), label="Height", precision=0, minimum=field_limits("height")[0]
+                        )
                     with gr.Row():
                         frames = gr.Number(defaults.get("num_frames"), label="Frames", precision=0)
                         steps = gr.Number(defaults.get("num_inference_steps"), label="Steps", precision=0)
@@ -130,25 +158,46 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
                         dice = gr.Button("Random seed", scale=1, elem_id="random-seed")
                 with gr.Accordion("Memory", open=False):
-                    offload = gr.Dropdown(list(OFFLOAD_MODES), value="none", label="Offload", elem_id="offload",
-                                          info=FIELDS["offload"].metadata["help"])
-                    tiling = gr.Checkbox(False, label="VAE tiling", elem_id="vae-tiling",
-                                         info=FIELDS["vae_tiling"].metadata["help"])
+                    offload = gr.Dropdown(
+                        list(OFFLOAD_MODES),
+                        value="none",
+                        label="Offload",
+                        elem_id="offload",
+                        info=FIELDS["offload"].metadata["help"],
+                    )
+                    tiling = gr.Checkbox(
+                        False, label="VAE tiling", elem_id="vae-tiling", info=FIELDS["vae_tiling"].metadata["help"]
+                    )
                 with gr.Accordion("Acceleration", open=True):
-                    preset = gr.Dropdown(["none", *first["presets"]["default"], "custom"], value="none", label="Preset", elem_id="preset",
-                                         info="fills the accelerators below; editing them makes it 'custom'")
+                    preset = gr.Dropdown(
+                        ["none", *first["presets"]["default"], "custom"],
+                        value="none",
+                        label="Preset",
+                        elem_id="preset",
+                        info="fills the accelerators below; editing them makes it 'custom'",
+                    )
                     toggles, params, groups = {}, [], {}
                     for name, controls in CONTROL_LAYOUT.items():
                         why = first["unsupported"].get(name)
-                        toggles[name] = gr.Checkbox(False, label=f"{name}: {ACCELERATORS[name].summary}",
-                                                    interactive=why is None, elem_id=f"accel-{name}")
+                        toggles[name] = gr.Checkbox(
+                            False,
+                            label=f"{name}: {ACCELERATORS[name].summary}",
+                            interactive=why is None,
+                            elem_id=f"accel-{name}",
+                        )
                         with gr.Column(visible=False) as groups[name]:
                             for c in controls:
                                 if c.kind == "bool":
                                     params.append(gr.Checkbox(c.default, label=c.name, info=c.help))
                                 elif c.kind in ("int", "float"):
-                                    params.append(gr.Number(c.default, label=c.name, info=c.help,
-                                                            precision=0 if c.kind == "int" else None))
+                                    params.append(
+                                        gr.Number(
+                                            c.default,
+                                            label=c.name,
+                                            info=c.help,
+                                            precision=0 if c.kind == "int" else None,
+                                        )
+                                    )
                                 else:
                                     params.append(gr.Textbox(str(c.default), label=c.name, info=c.help))
                     support_md = gr.Markdown(_support_text(first), elem_id="support-notes")
@@ -172,15 +221,29 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                             c_run = gr.Button("Compare with baseline", variant="primary", elem_id="compare-button")
                             c_stop = gr.Button("Cancel")
                         with gr.Row():
-                            c_base = gr.Video(label="Baseline", elem_id="compare-baseline", autoplay=True, loop=True, height=256)
-                            c_fast = gr.Video(label="Accelerated", elem_id="compare-accelerated", autoplay=True, loop=True, height=256)
-                        c_side = gr.Video(label="baseline | accelerated | |difference| x4 (the bench's compare video)",
-                                          elem_id="compare-difference", autoplay=True, loop=True, height=256)
-                        c_table = gr.Dataframe(headers=COMPARE_COLUMNS, label="Speedup and quality (genaccel bench)",
-                                               elem_id="compare-table")
+                            c_base = gr.Video(
+                                label="Baseline", elem_id="compare-baseline", autoplay=True, loop=True, height=256
+                            )
+                            c_fast = gr.Video(
+                                label="Accelerated", elem_id="compare-accelerated", autoplay=True, loop=True, height=256
+                            )
+                        c_side = gr.Video(
+                            label="baseline | accelerated | |difference| x4 (the bench's compare video)",
+                            elem_id="compare-difference",
+                            autoplay=True,
+                            loop=True,
+                            height=256,
+                        )
+                        c_table = gr.Dataframe(
+                            headers=COMPARE_COLUMNS,
+                            label="Speedup and quality (genaccel bench)",
+                            elem_id="compare-table",
+                        )
                     with gr.Tab("Batch", id="batch"):
                         b_text = gr.Textbox("", label="Prompts (one per line)", lines=5, elem_id="batch-prompts")
-                        b_file = gr.File(label="...or a .txt / .jsonl file", file_types=[".txt", ".jsonl"], type="filepath")
+                        b_file = gr.File(
+                            label="...or a .txt / .jsonl file", file_types=[".txt", ".jsonl"], type="filepath"
+                        )
                         with gr.Row():
                             b_run = gr.Button("Run batch", variant="primary", elem_id="batch-button")
                             b_stop = gr.Button("Cancel")
@@ -188,17 +251,29 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                         b_gallery = gr.Gallery(label="Videos", columns=4, elem_id="batch-gallery")
                         b_zip = gr.File(label="All videos and the manifest (zip)")
                     with gr.Tab("Stream", id="stream"):
-                        gr.Markdown("A causal model makes the video chunk by chunk, each chunk attending a rolling "
-                                    "KV cache of the earlier ones; chunks play as they come. Change the prompt "
-                                    "while it runs; Stop ends it and keeps the video.")
+                        gr.Markdown(
+                            "A causal model makes the video chunk by chunk, each chunk attending a rolling "
+                            "KV cache of the earlier ones; chunks play as they come. Change the prompt "
+                            "while it runs; Stop ends it and keeps the video."
+                        )
                         if not studio.stream_models:
                             gr.Markdown("*This server offers no causal model.*")
                         with gr.Row():
-                            s_model = _model_choice(studio.stream_models, studio.models, label="Causal model",
-                                                    scale=2, elem_id="stream-model")
+                            s_model = _model_choice(
+                                studio.stream_models,
+                                studio.models,
+                                label="Causal model",
+                                scale=2,
+                                elem_id="stream-model",
+                            )
                             most = studio.limits.max_chunks
-                            s_chunks = gr.Number(min(40, most or 40), precision=0, minimum=0, elem_id="stream-chunks",
-                                                 label=f"Chunks (0: until stopped{f', at most {most}' if most else ''})")
+                            s_chunks = gr.Number(
+                                min(40, most or 40),
+                                precision=0,
+                                minimum=0,
+                                elem_id="stream-chunks",
+                                label=f"Chunks (0: until stopped{f', at most {most}' if most else ''})",
+                            )
                             s_window = gr.Textbox("", label="Window (latent frames)", placeholder="the model's")
                             s_sink = gr.Textbox("", label="Sink (latent frames)", placeholder="the model's")
                         s_prompt = gr.Textbox(EXAMPLE_PROMPT, label="Prompt", elem_id="stream-prompt")
@@ -208,8 +283,9 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                         with gr.Row():
                             s_next = gr.Textbox("", label="Change the prompt to", scale=3, elem_id="stream-next-prompt")
                             s_switch = gr.Button("Change prompt", scale=1, elem_id="stream-switch")
-                        s_live = gr.Image(label="Live", elem_id="stream-live", height=320, interactive=False,
-                                          buttons=[])
+                        s_live = gr.Image(
+                            label="Live", elem_id="stream-live", height=320, interactive=False, buttons=[]
+                        )
                         s_status = gr.Markdown("", elem_id="stream-status")
                         s_full = gr.Video(label="The whole stream", elem_id="stream-video", loop=True, height=256)
 
@@ -230,18 +306,32 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                 values = controls_from_spec(preset_name, _family(info), info["preset_specs"][chosen])
             values = _drop_unsupported(values, info)
             offered = ["none", *names, "custom"]
-            return [gr.update(value=_model_summary(info)), gr.update(choices=list(info["settings"]), value=chosen),
-                    gr.update(choices=offered, value=preset_name if preset_name in offered else "custom"),
-                    d.get("width"), d.get("height"), d.get("num_frames"), d.get("num_inference_steps"),
-                    d.get("guidance_scale"), _support_text(info),
-                    *_control_updates(values, info), _safe_spec(values)]
+            return [
+                gr.update(value=_model_summary(info)),
+                gr.update(choices=list(info["settings"]), value=chosen),
+                gr.update(choices=offered, value=preset_name if preset_name in offered else "custom"),
+                d.get("width"),
+                d.get("height"),
+                d.get("num_frames"),
+                d.get("num_inference_steps"),
+                d.get("guidance_scale"),
+                _support_text(info),
+                *_control_updates(values, info),
+                _safe_spec(values),
+            ]
 
         def on_setting(model_name, setting_name):
             try:
                 d = studio.model_info(model_name)["settings"].get(setting_name, {})
             except (GenAccelError, OSError) as exc:
                 raise _fail(exc) from None
-            return d.get("width"), d.get("height"), d.get("num_frames"), d.get("num_inference_steps"), d.get("guidance_scale")
+            return (
+                d.get("width"),
+                d.get("height"),
+                d.get("num_frames"),
+                d.get("num_inference_steps"),
+                d.get("guidance_scale"),
+            )
 
         def on_preset(model_name, setting_name, preset_name, *values):
             if preset_name == "custom":
@@ -257,46 +347,141 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             groups_visible = [gr.update(visible=bool(values[i])) for i in _toggle_positions()]
             return [*groups_visible, _safe_spec(list(values)), "custom"]
 
-        model_events = dict(fn=on_model, inputs=[model, setting, preset, *controls],
-                            outputs=[model_md, setting, preset, width, height, frames, steps, guidance, support_md,
-                                     *controls, *groups.values(), spec])
+        model_events = dict(
+            fn=on_model,
+            inputs=[model, setting, preset, *controls],
+            outputs=[
+                model_md,
+                setting,
+                preset,
+                width,
+                height,
+                frames,
+                steps,
+                guidance,
+                support_md,
+                *controls,
+                *groups.values(),
+                spec,
+            ],
+        )
         # always_last: a choice made while the previous one loads is not dropped (Gradio's default: "once").
         model.input(**model_events, api_name="model_info", trigger_mode="always_last")
         # The page's own quick updates skip the queue: they keep working while generations fill it.
-        setting.input(on_setting, [model, setting], [width, height, frames, steps, guidance], api_name=False,
-                      queue=False).then(  # a preset may differ per setting (`genaccel tune --save-as`)
-            on_preset, [model, setting, preset, *controls], [*controls, *groups.values(), spec], api_name=False,
-            queue=False)
-        preset.input(on_preset, [model, setting, preset, *controls], [*controls, *groups.values(), spec], api_name="preset",
-                     queue=False)
+        setting.input(
+            on_setting, [model, setting], [width, height, frames, steps, guidance], api_name=False, queue=False
+        ).then(  # a preset may differ per setting (`genaccel tune --save-as`)
+            on_preset,
+            [model, setting, preset, *controls],
+            [*controls, *groups.values(), spec],
+            api_name=False,
+            queue=False,
+        )
+        preset.input(
+            on_preset,
+            [model, setting, preset, *controls],
+            [*controls, *groups.values(), spec],
+            api_name="preset",
+            queue=False,
+        )
         for component in controls:
             component.input(on_control, controls, [*groups.values(), spec, preset], api_name=False, queue=False)
         dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False, queue=False)
 
         # ---------------------------------------------------------------- generate
-        def on_generate(prompt_text, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text, off,
-                        tile, request: gr.Request, progress=gr.Progress()):
-            done = _finish(lambda: studio.generate(_session(request), model_name, _request(
-                prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile)), progress)
+        def on_generate(
+            prompt_text,
+            negative_text,
+            model_name,
+            setting_name,
+            w,
+            h,
+            f,
+            n,
+            g,
+            s,
+            spec_text,
+            off,
+            tile,
+            request: gr.Request,
+            progress=gr.Progress(),
+        ):
+            done = _finish(
+                lambda: studio.generate(
+                    _session(request),
+                    model_name,
+                    _request(prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile),
+                ),
+                progress,
+            )
             return done["video"], done["video"], done["figures"]
 
-        gen_event = run.click(on_generate, [prompt, negative, *request_inputs], [video, download, stats],
-                              api_name="generate", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
+        gen_event = run.click(
+            on_generate,
+            [prompt, negative, *request_inputs],
+            [video, download, stats],
+            api_name="generate",
+            concurrency_id=GENERATION_SLOT,
+            concurrency_limit=1,
+        )
 
         # ---------------------------------------------------------------- compare
-        def on_compare(prompt_text, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text, off,
-                       tile, request: gr.Request, progress=gr.Progress()):
-            done = _finish(lambda: studio.compare(_session(request), model_name, _request(
-                prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile)), progress)
+        def on_compare(
+            prompt_text,
+            negative_text,
+            model_name,
+            setting_name,
+            w,
+            h,
+            f,
+            n,
+            g,
+            s,
+            spec_text,
+            off,
+            tile,
+            request: gr.Request,
+            progress=gr.Progress(),
+        ):
+            done = _finish(
+                lambda: studio.compare(
+                    _session(request),
+                    model_name,
+                    _request(prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile),
+                ),
+                progress,
+            )
             table = [[r.get(h) for h in COMPARE_COLUMNS] for r in done["rows"]]
             return done["baseline"], done["accelerated"], done["side_by_side"], table
 
-        cmp_event = c_run.click(on_compare, [c_prompt, c_negative, *request_inputs], [c_base, c_fast, c_side, c_table],
-                                api_name="compare", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
+        cmp_event = c_run.click(
+            on_compare,
+            [c_prompt, c_negative, *request_inputs],
+            [c_base, c_fast, c_side, c_table],
+            api_name="compare",
+            concurrency_id=GENERATION_SLOT,
+            concurrency_limit=1,
+        )
 
         # ---------------------------------------------------------------- batch
-        def on_batch(text, upload, negative_text, model_name, setting_name, w, h, f, n, g, s, spec_text, off,
-                     tile, request: gr.Request, progress=gr.Progress()):
+        def on_batch(
+            text,
+            upload,
+            negative_text,
+            model_name,
+            setting_name,
+            w,
+            h,
+            f,
+            n,
+            g,
+            s,
+            spec_text,
+            off,
+            tile,
+            request: gr.Request,
+            progress=gr.Progress(),
+        ):
             from genaccel.generation.batch import parse_items, read_items
 
             try:
@@ -315,27 +500,45 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                         gallery.append((value["video"], value["prompt"]))
                         yield gallery, f"{len(gallery)} of {len(items)} done", None
                     elif kind == "done":
-                        yield gallery, f"{value['done']} videos done; manifest and videos in the zip below.", value["zip"]
+                        yield (
+                            gallery,
+                            f"{value['done']} videos done; manifest and videos in the zip below.",
+                            value["zip"],
+                        )
             except (GenAccelError, Cancelled, OSError) as exc:
                 raise _fail(exc) from None
 
-        batch_event = b_run.click(on_batch, [b_text, b_file, negative, *request_inputs], [b_gallery, b_status, b_zip],
-                                  api_name="batch", concurrency_id=GENERATION_SLOT, concurrency_limit=1)
+        batch_event = b_run.click(
+            on_batch,
+            [b_text, b_file, negative, *request_inputs],
+            [b_gallery, b_status, b_zip],
+            api_name="batch",
+            concurrency_id=GENERATION_SLOT,
+            concurrency_limit=1,
+        )
 
         # ---------------------------------------------------------------- stream
         def on_stream(prompt_text, model_name, chunks, window, sink, s, request: gr.Request):
             try:
                 req = request_from_options({"prompt": prompt_text or "", "seed": _number(s) or 0})
-                events = studio.stream(_session(request), model_name, req, chunks=_number(chunks),
-                                       window=_whole(window, "Window"), sink=_whole(sink, "Sink"))
+                events = studio.stream(
+                    _session(request),
+                    model_name,
+                    req,
+                    chunks=_number(chunks),
+                    window=_whole(window, "Window"),
+                    sink=_whole(sink, "Sink"),
+                )
                 yield None, "Starting the stream...", None
                 clock = LiveClock(STREAM_FPS)
                 for kind, value in events:
                     if kind == "chunk":
                         f = value["figures"]
                         note = " (prompt changed: cache re-computed)" if f["recached"] else ""
-                        status = (f"chunk {f['chunk']}: {f['frames']} frames in {f['seconds']:.2f} s, cache "
-                                  f"{len(f['cached_frames'])} latent frames; prompt: *{f['prompt']}*{note}")
+                        status = (
+                            f"chunk {f['chunk']}: {f['frames']} frames in {f['seconds']:.2f} s, cache "
+                            f"{len(f['cached_frames'])} latent frames; prompt: *{f['prompt']}*{note}"
+                        )
                         for frame in value["frames"]:  # played at the video's frame rate as they come
                             clock.wait()
                             yield _enlarged(frame), status, None
@@ -345,9 +548,14 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             except (GenAccelError, Cancelled, OSError) as exc:
                 raise _fail(exc) from None
 
-        s_run.click(on_stream, [s_prompt, s_model, s_chunks, s_window, s_sink, seed],
-                                   [s_live, s_status, s_full], api_name="stream", concurrency_id=GENERATION_SLOT,
-                                   concurrency_limit=1)
+        s_run.click(
+            on_stream,
+            [s_prompt, s_model, s_chunks, s_window, s_sink, seed],
+            [s_live, s_status, s_full],
+            api_name="stream",
+            concurrency_id=GENERATION_SLOT,
+            concurrency_limit=1,
+        )
 
         def on_switch(text, request: gr.Request):
             try:
@@ -359,6 +567,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
 
         s_switch.click(on_switch, [s_next], [s_next], queue=False, api_name="stream_prompt")
         s_next.submit(on_switch, [s_next], [s_next], queue=False, api_name=False)
+
         def on_stop(request: gr.Request) -> None:
             """End this page's stream after the chunk being made; its video is kept."""
             studio.stop_stream(_session(request))
@@ -426,7 +635,7 @@ def params_of(name: str, params: list) -> list:
     start = 0
     for other, controls in CONTROL_LAYOUT.items():
         if other == name:
-            return params[start:start + len(controls)]
+            return params[start : start + len(controls)]
         start += len(controls)
     return []
 
@@ -480,15 +689,26 @@ def _support_text(info: dict) -> str:
     return "Not available for this model: " + "; ".join(f"**{n}**: {why}" for n, why in info["unsupported"].items())
 
 
-def _request(prompt, negative, setting, width, height, frames, steps, guidance, seed, spec, offload=None,
-             vae_tiling=None) -> GenerationRequest:
+def _request(
+    prompt, negative, setting, width, height, frames, steps, guidance, seed, spec, offload=None, vae_tiling=None
+) -> GenerationRequest:
     """The page's fields as a request (empty numbers mean the model's default); without a prompt, the
     base every batch item shares. The page always sends its Memory panel's values: the cached model
     is placed as it shows."""
-    options = {"prompt": prompt, "negative": negative or "", "setting": setting or "default", "width": _number(width),
-               "height": _number(height), "frames": _number(frames), "steps": _number(steps),
-               "guidance": _number(guidance), "seed": _number(seed) or 0, "accel": (spec or "none").strip() or "none",
-               "offload": offload, "vae_tiling": None if vae_tiling is None else bool(vae_tiling)}
+    options = {
+        "prompt": prompt,
+        "negative": negative or "",
+        "setting": setting or "default",
+        "width": _number(width),
+        "height": _number(height),
+        "frames": _number(frames),
+        "steps": _number(steps),
+        "guidance": _number(guidance),
+        "seed": _number(seed) or 0,
+        "accel": (spec or "none").strip() or "none",
+        "offload": offload,
+        "vae_tiling": None if vae_tiling is None else bool(vae_tiling),
+    }
     return request_from_options(options, partial=prompt is None)
 
 
@@ -502,8 +722,11 @@ def read_auth(pairs: str | Sequence[str] | None = None, path: str | Path | None 
             lines = Path(path).expanduser().read_text().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read the auth file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-        found = [(str(path), n, line.strip()) for n, line in enumerate(lines, 1)
-                 if line.strip() and not line.lstrip().startswith("#")]
+        found = [
+            (str(path), n, line.strip())
+            for n, line in enumerate(lines, 1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
         if not found:
             raise InputError(f"the auth file {path} has no user:password line")
         entries += found
@@ -530,17 +753,34 @@ def _served_elsewhere(output: Path) -> list[str]:
 def _warn_if_open(host: str, share: bool, auth) -> None:
     if auth is None and (share or host not in ("127.0.0.1", "localhost", "::1")):
         where = "a public share link" if share else f"{host}"
-        log.warning("the UI is reachable through %s without a password: anyone who reaches it can generate "
-                    "(auth asks for one)", where)
+        log.warning(
+            "the UI is reachable through %s without a password: anyone who reaches it can generate (auth asks for one)",
+            where,
+        )
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str = "auto",
-           output_dir: str | None = None, share: bool = False, block: bool = True, *,
-           models: Sequence[str] | None = None, auth: str | Sequence[str] | None = None,
-           auth_file: str | None = None, queue_size: int | None = QUEUE_SIZE, max_size: int | None = 1280,
-           max_frames: int | None = 257, max_steps: int | None = 100, max_batch: int | None = 32,
-           max_prompt: int | None = 2000, max_chunks: int | None = 64, max_memory: str | None = None,
-           keep_hours: float = 24.0):
+def launch(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    model: str | None = None,
+    device: str = "auto",
+    output_dir: str | None = None,
+    share: bool = False,
+    block: bool = True,
+    *,
+    models: Sequence[str] | None = None,
+    auth: str | Sequence[str] | None = None,
+    auth_file: str | None = None,
+    queue_size: int | None = QUEUE_SIZE,
+    max_size: int | None = 1280,
+    max_frames: int | None = 257,
+    max_steps: int | None = 100,
+    max_batch: int | None = 32,
+    max_prompt: int | None = 2000,
+    max_chunks: int | None = 64,
+    max_memory: str | None = None,
+    keep_hours: float = 24.0,
+):
     """Start the app (blocking unless `block=False`); returns the launched Blocks, its Studio as `.studio`.
 
     Listens on `host` (this machine only unless asked) and opens a share link only with `share`.
@@ -554,8 +794,15 @@ def launch(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, 
 
     if queue_size is not None and (isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1):
         raise InputError(f"--queue-size must be a whole number of at least 1; got {queue_size!r}")
-    limits = UILimits(max_size=max_size, max_frames=max_frames, max_steps=max_steps, max_batch=max_batch,
-                      max_prompt=max_prompt, max_chunks=max_chunks, max_memory=max_memory)
+    limits = UILimits(
+        max_size=max_size,
+        max_frames=max_frames,
+        max_steps=max_steps,
+        max_batch=max_batch,
+        max_prompt=max_prompt,
+        max_chunks=max_chunks,
+        max_memory=max_memory,
+    )
     credentials = read_auth(auth, auth_file)
     check_keep_hours(keep_hours)  # every setting is checked before the outputs folder is made
     output = Path(output_dir or tempfile.mkdtemp(prefix="genaccel-ui-")).resolve()
@@ -568,7 +815,16 @@ def launch(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, 
     app.studio = studio
     _warn_if_open(host, share, credentials)
     # run_history=False: the page's run history can upload runs to a Hugging Face bucket from this server.
-    app.launch(server_name=host, server_port=port, share=share, auth=credentials, allowed_paths=[str(output)],
-               blocked_paths=_served_elsewhere(output), max_file_size=UPLOAD_LIMIT, run_history=False,
-               prevent_thread_lock=not block, quiet=not block)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        auth=credentials,
+        allowed_paths=[str(output)],
+        blocked_paths=_served_elsewhere(output),
+        max_file_size=UPLOAD_LIMIT,
+        run_history=False,
+        prevent_thread_lock=not block,
+        quiet=not block,
+    )
     return app

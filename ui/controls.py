@@ -56,7 +56,8 @@ def _param_controls(name: str) -> list[ParamControl]:
 
 # The rolling KV cache only acts in a stream: the Stream tab sets it (window, sink), not these toggles.
 CONTROL_LAYOUT: dict[str, list[ParamControl]] = {
-    name: _param_controls(name) for name, cls in ACCELERATORS.items() if SLOT_KV_CACHE not in cls.slots}
+    name: _param_controls(name) for name, cls in ACCELERATORS.items() if SLOT_KV_CACHE not in cls.slots
+}
 
 
 def control_count() -> int:
@@ -118,7 +119,7 @@ def spec_from_controls(values: list) -> str:
     requests, position = [], 0
     for name, params in CONTROL_LAYOUT.items():
         enabled = values[position]
-        chunk = values[position + 1: position + 1 + len(params)]
+        chunk = values[position + 1 : position + 1 + len(params)]
         position += 1 + len(params)
         if not enabled:
             continue

@@ -24,19 +24,32 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from genaccel.errors import InputError
-from genaccel.io.files import replace_atomic
 from genaccel.generation.generate import GenerationResult
-from genaccel.pipelines.families import family_of
 from genaccel.generation.prepare import PreparedRequest, prepare
-from genaccel.models.facts import model_defaults, model_settings
 from genaccel.generation.request import GenerationRequest, parse_size
-
+from genaccel.io.files import replace_atomic
 from genaccel.ui.jobs import Cancelled, Job, JobRunner, PipelineCache
 
 # What the page shows of a run's summary (GenerationResult.summary keys).
-FIGURES = ("accel", "seconds", "denoise_seconds", "decode_seconds", "transformer_calls", "skipped_calls",
-           "attention_calls", "attention_reused", "num_frames", "height", "width", "num_inference_steps", "seed",
-           "offload", "vae_tiling", "estimated_peak_bytes", "accelerator_stats")
+FIGURES = (
+    "accel",
+    "seconds",
+    "denoise_seconds",
+    "decode_seconds",
+    "transformer_calls",
+    "skipped_calls",
+    "attention_calls",
+    "attention_reused",
+    "num_frames",
+    "height",
+    "width",
+    "num_inference_steps",
+    "seed",
+    "offload",
+    "vae_tiling",
+    "estimated_peak_bytes",
+    "accelerator_stats",
+)
 COMPARE_COLUMNS = ["run", "accel", "seconds", "speedup", "skipped_passes", "psnr_db", "ssim", "adherence"]
 
 
@@ -77,9 +90,12 @@ class UILimits:
     def check(self, request: GenerationRequest, where: str = "") -> None:
         """InputError naming the first value of `request` above a limit (unset values are left to the
         model: they are checked again once `prepare` has filled them in)."""
-        for label, value, name in (("Height", request.height, "max_size"), ("Width", request.width, "max_size"),
-                                   ("Frames", request.num_frames, "max_frames"),
-                                   ("Steps", request.num_inference_steps, "max_steps")):
+        for label, value, name in (
+            ("Height", request.height, "max_size"),
+            ("Width", request.width, "max_size"),
+            ("Frames", request.num_frames, "max_frames"),
+            ("Steps", request.num_inference_steps, "max_steps"),
+        ):
             self._check_number(label, value, name, where)
         self.check_prompt(request.prompt, "The prompt", where)
         self.check_prompt(request.negative_prompt, "The negative prompt", where)
@@ -87,14 +103,18 @@ class UILimits:
     def check_prompt(self, text: str, label: str = "The prompt", where: str = "") -> None:
         """InputError when `text` is longer than max_prompt characters."""
         if self.max_prompt is not None and len(text or "") > self.max_prompt:
-            raise InputError(f"{where}{label} is {len(text)} characters long, above this server's limit of "
-                             f"{self.max_prompt} ({_option('max_prompt')})")
+            raise InputError(
+                f"{where}{label} is {len(text)} characters long, above this server's limit of "
+                f"{self.max_prompt} ({_option('max_prompt')})"
+            )
 
     def check_batch(self, items) -> None:
         """InputError when a batch has more than max_batch items or an item asks for more than the limits."""
         if self.max_batch is not None and len(items) > self.max_batch:
-            raise InputError(f"The batch has {len(items)} prompts, above this server's limit of {self.max_batch} "
-                             f"({_option('max_batch')})")
+            raise InputError(
+                f"The batch has {len(items)} prompts, above this server's limit of {self.max_batch} "
+                f"({_option('max_batch')})"
+            )
         for item in items:
             self.check(item.request, item.where)
 
@@ -132,8 +152,8 @@ def offered_models(default: str, models=None) -> list[str]:
 def can_stream(model: str) -> bool:
     """Whether a model streams (its genaccel.toml has a [stream] table), read without loading it."""
     from genaccel.errors import ModelError
-    from genaccel.models.files import read_toml
     from genaccel.models.facts import EMBEDDED_CAUSAL, MODEL_SETTINGS_FILE
+    from genaccel.models.files import read_toml
 
     if model == EMBEDDED_CAUSAL:
         return True
@@ -175,9 +195,17 @@ class Studio:
     removed when the next job starts (0: kept forever).
     """
 
-    def __init__(self, output_dir: str | Path, default_model: str | None = None, device: str = "auto",
-                 cache: PipelineCache | None = None, *, models=None, limits: UILimits | None = None,
-                 keep_hours: float = 24.0):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        default_model: str | None = None,
+        device: str = "auto",
+        cache: PipelineCache | None = None,
+        *,
+        models=None,
+        limits: UILimits | None = None,
+        keep_hours: float = 24.0,
+    ):
         from genaccel.models.facts import default_model as builtin_default
 
         check_keep_hours(keep_hours)
@@ -335,9 +363,9 @@ class Studio:
     def compare(self, session: str, model: str, request: GenerationRequest) -> Iterator[tuple[str, Any]]:
         """The bench on one prompt and seed: baseline and the request's accelerators; ("done", {"baseline",
         "accelerated", "side_by_side", "rows"}) at the end, rows as COMPARE_COLUMNS."""
+        from genaccel.pipelines.score import scorer_named
         from genaccel.tools.bench import BenchPlan, run_bench, summarize
         from genaccel.tools.bench.runner import video_path
-        from genaccel.pipelines.score import scorer_named
 
         pipe, prepared = self._prepare(model, request)
         if prepared.spec is None or prepared.spec.text == "none":
@@ -346,25 +374,40 @@ class Studio:
 
         def work(job: Job, folder: Path):
             # A pipeline's first run pays one-time costs; the bench's warm-up keeps them off the baseline.
-            plan = BenchPlan(accels=[request.accel], prompts=[request.prompt], seeds=[request.seed], request=request,
-                             warmup=0 if id(pipe) in self._warm else 1, memory="off")
-            rows = run_bench(pipe, plan, folder, progress=False, callback=self._step_reporter(job, "compare"),
-                             save_videos=True)
+            plan = BenchPlan(
+                accels=[request.accel],
+                prompts=[request.prompt],
+                seeds=[request.seed],
+                request=request,
+                warmup=0 if id(pipe) in self._warm else 1,
+                memory="off",
+            )
+            rows = run_bench(
+                pipe, plan, folder, progress=False, callback=self._step_reporter(job, "compare"), save_videos=True
+            )
             self._warm.add(id(pipe))
             scorer = scorer_named(plan.scorer)
             table = []
             for row, summary in zip(sorted(rows, key=lambda r: r["config"]), summarize(rows, plan)):
                 baseline = row["config"] == 0
-                table.append({
-                    "run": "baseline" if baseline else "accelerated", "accel": row["resolved"],
-                    "seconds": round(row["seconds"], 3), "speedup": round(summary["speedup"], 3),
-                    "skipped_passes": f"{row['skipped_calls']}/{row['transformer_calls']}",
-                    "psnr_db": None if baseline else "identical" if row["identical"] else round(row["psnr"], 2),
-                    "ssim": None if baseline else round(row["ssim"], 4),
-                    "adherence": scorer.describe(row["adherence"]) if row["adherence"] else None,
-                })
-            return {"baseline": str(video_path(folder, 0)), "accelerated": str(video_path(folder, 1)),
-                    "side_by_side": str(folder / "compare.mp4"), "rows": table}
+                table.append(
+                    {
+                        "run": "baseline" if baseline else "accelerated",
+                        "accel": row["resolved"],
+                        "seconds": round(row["seconds"], 3),
+                        "speedup": round(summary["speedup"], 3),
+                        "skipped_passes": f"{row['skipped_calls']}/{row['transformer_calls']}",
+                        "psnr_db": None if baseline else "identical" if row["identical"] else round(row["psnr"], 2),
+                        "ssim": None if baseline else round(row["ssim"], 4),
+                        "adherence": scorer.describe(row["adherence"]) if row["adherence"] else None,
+                    }
+                )
+            return {
+                "baseline": str(video_path(folder, 0)),
+                "accelerated": str(video_path(folder, 1)),
+                "side_by_side": str(folder / "compare.mp4"),
+                "rows": table,
+            }
 
         yield from self._run(session, "compare", work)
 
@@ -384,8 +427,15 @@ class Studio:
             def on_item(entry, path):
                 job.emit("item", {"video": str(path), "prompt": entry["prompt"], "index": entry["index"]})
 
-            summary = run_batch(pipe, items, folder, progress=False, on_item=on_item, prepared=prepared,
-                                step_callback=self._step_reporter(job, "batch"))
+            summary = run_batch(
+                pipe,
+                items,
+                folder,
+                progress=False,
+                on_item=on_item,
+                prepared=prepared,
+                step_callback=self._step_reporter(job, "batch"),
+            )
             self._warm.add(id(pipe))
             archive, partial = folder / "videos.zip", folder / ".videos.zip.partial"
             with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -397,8 +447,17 @@ class Studio:
 
         yield from self._run(session, "batch", work)
 
-    def stream(self, session: str, model: str, request: GenerationRequest, *, chunks: int | None = None,
-               window: int | None = None, sink: int | None = None, fps: int = 8) -> Iterator[tuple[str, Any]]:
+    def stream(
+        self,
+        session: str,
+        model: str,
+        request: GenerationRequest,
+        *,
+        chunks: int | None = None,
+        window: int | None = None,
+        sink: int | None = None,
+        fps: int = 8,
+    ) -> Iterator[tuple[str, Any]]:
         """A causal model's stream: ("chunk", {"frames", "figures"}) per chunk (uint8 frames for the page's live
         view), then ("done", {"video", "chunks", "frames", "stopped"}) with the whole stream as one .mp4, also
         when stopped early (`stop_stream`). Without `chunks` (or 0) it runs until stopped or the server's
@@ -435,8 +494,7 @@ class Studio:
                 video = writer.close()
                 if self._streams.get(session) is running:
                     del self._streams[session], self._stops[session]
-            return {"video": str(video) if video else None, "chunks": made, "frames": frames,
-                    "stopped": stop.is_set()}
+            return {"video": str(video) if video else None, "chunks": made, "frames": frames, "stopped": stop.is_set()}
 
         yield from self._run(session, "stream", work)
 

@@ -21,8 +21,22 @@ from genaccel.accelerators.topk import TopKAttention
 ACCELERATORS: dict[str, type[Accelerator]] = {
     cls.name: cls
     for cls in (
-        TeaCache, FirstBlockCache, MagCache, Schedule, PyramidAttentionBroadcast, FasterCache, TaylorSeer, CFGCache,
-        SparseVideoGen, RadialAttention, SlidingTileAttention, TopKAttention, AsymRnR, ToMe, KVCache, LightCache,
+        TeaCache,
+        FirstBlockCache,
+        MagCache,
+        Schedule,
+        PyramidAttentionBroadcast,
+        FasterCache,
+        TaylorSeer,
+        CFGCache,
+        SparseVideoGen,
+        RadialAttention,
+        SlidingTileAttention,
+        TopKAttention,
+        AsymRnR,
+        ToMe,
+        KVCache,
+        LightCache,
     )
 }
 

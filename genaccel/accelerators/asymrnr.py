@@ -24,9 +24,14 @@ class AsymRnRConfig(AcceleratorConfig):
     cell: tuple[int, int, int] = param((2, 2, 2), "destination cell as frames:rows:columns: one destination per cell")
     interval: int = param(4, "steps a match is reused before it is computed again")
     dense_steps: int = param(3, "first denoising steps without reduction")
-    min_tokens: int = param(1024, "no reduction in calls with fewer video tokens (matching would cost more than it saves)")
-    schedule: str = param("uniform", "uniform: the same ratios in every block and step; profile: moved to the blocks "
-                          "and steps whose tokens are most alike, from the model's calibrated profile (means kept)")
+    min_tokens: int = param(
+        1024, "no reduction in calls with fewer video tokens (matching would cost more than it saves)"
+    )
+    schedule: str = param(
+        "uniform",
+        "uniform: the same ratios in every block and step; profile: moved to the blocks "
+        "and steps whose tokens are most alike, from the model's calibrated profile (means kept)",
+    )
 
     def validate(self):
         validate_reduction(self, ("q_ratio", "kv_ratio"))
@@ -50,10 +55,20 @@ class AsymRnR(KernelOwner):
         c = self.config
         most = largest_share(c.cell)
         steps = self.runtime.num_steps
-        return (self.plan.ratio(c.q_ratio, most, layer, step, steps), self.plan.ratio(c.kv_ratio, most, layer, step, steps))
+        return (
+            self.plan.ratio(c.q_ratio, most, layer, step, steps),
+            self.plan.ratio(c.kv_ratio, most, layer, step, steps),
+        )
 
     def make_kernel(self, inner):
         c = self.config
-        return AsymmetricReductionKernel(inner, q_ratio=c.q_ratio, kv_ratio=c.kv_ratio, cell=c.cell,
-                                         interval=c.interval, dense_steps=c.dense_steps, min_tokens=c.min_tokens,
-                                         schedule=self._scheduled if self.plan is not None else None)
+        return AsymmetricReductionKernel(
+            inner,
+            q_ratio=c.q_ratio,
+            kv_ratio=c.kv_ratio,
+            cell=c.cell,
+            interval=c.interval,
+            dense_steps=c.dense_steps,
+            min_tokens=c.min_tokens,
+            schedule=self._scheduled if self.plan is not None else None,
+        )

@@ -100,8 +100,10 @@ class Accelerator:
     def context_parallel_refusal(cls) -> str | None:
         """Why this accelerator cannot run under context parallelism; None if it can."""
         if cls.slots & set(KERNEL_NESTING):
-            return ("it changes the attention computation, which would see one process's shard of the sequence "
-                    "(split attention runs through diffusers' ring/Ulysses dispatch)")
+            return (
+                "it changes the attention computation, which would see one process's shard of the sequence "
+                "(split attention runs through diffusers' ring/Ulysses dispatch)"
+            )
         return cls.context_parallel_reason
 
     # -- to implement

@@ -34,7 +34,9 @@ HOOK = "genaccel_cfg_cache"
 # ------------------------------------------------------------------------ config
 @dataclass
 class CFGCacheConfig(AcceleratorConfig):
-    interval: int = param(2, "compute the unconditional pass every N steps, reuse its difference in between (1: every step)")
+    interval: int = param(
+        2, "compute the unconditional pass every N steps, reuse its difference in between (1: every step)"
+    )
     warmup: int = param(3, "steps at the start where both passes always run")
 
     def validate(self):

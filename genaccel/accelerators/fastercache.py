@@ -39,16 +39,17 @@ class FasterCache(Accelerator):
     def estimated_state_bytes(cls, config, shape) -> int:
         """Two outputs of every self-attention layer per CFG branch, and the unconditional prediction's
         frequency parts."""
-        return 2 * shape.branches * shape.self_attention_layers * shape.hidden_bytes \
-            + 2 * shape.latent_bytes
+        return 2 * shape.branches * shape.self_attention_layers * shape.hidden_bytes + 2 * shape.latent_bytes
 
     @classmethod
     def unsupported_reason(cls, family):
         if family.cfg != "batched":
             return f"diffusers' FasterCache needs batched CFG; {family.title} runs cond and uncond as separate passes"
         if family.tensor_format not in TENSOR_FORMATS:
-            return (f"diffusers' FasterCache does not handle {family.title}'s latent layout "
-                    f"({family.tensor_format}; it handles {', '.join(TENSOR_FORMATS)})")
+            return (
+                f"diffusers' FasterCache does not handle {family.title}'s latent layout "
+                f"({family.tensor_format}; it handles {', '.join(TENSOR_FORMATS)})"
+            )
         return None
 
     def apply(self, denoiser):

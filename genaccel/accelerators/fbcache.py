@@ -17,7 +17,9 @@ from genaccel.accelerators.base import SLOT_PASS, Accelerator, AcceleratorConfig
 
 @dataclass
 class FirstBlockCacheConfig(AcceleratorConfig):
-    threshold: float = param(0.05, "skip the remaining blocks while block 0's residual changes less than this (0: skip nothing)")
+    threshold: float = param(
+        0.05, "skip the remaining blocks while block 0's residual changes less than this (0: skip nothing)"
+    )
 
     def validate(self):
         if self.threshold < 0:
@@ -29,15 +31,19 @@ class FirstBlockCache(Accelerator):
     summary = "run block 0, skip the rest while its residual barely changes (diffusers FirstBlockCache)"
     config_class = FirstBlockCacheConfig
     slots = frozenset({SLOT_PASS})
-    context_parallel_reason = ("diffusers' FirstBlockCache decides from each process's shard of the sequence: the processes "
-                        "would skip different passes")
+    context_parallel_reason = (
+        "diffusers' FirstBlockCache decides from each process's shard of the sequence: the processes "
+        "would skip different passes"
+    )
 
     @classmethod
     def unsupported_reason(cls, family):
         if family.block_order != "sequential":
             first, last = family.block_lists[0], family.block_lists[-1]
-            return (f"diffusers' FirstBlockCache takes its tail from {family.title}'s {last}, "
-                    f"which alternate with {first} in another token layout")
+            return (
+                f"diffusers' FirstBlockCache takes its tail from {family.title}'s {last}, "
+                f"which alternate with {first} in another token layout"
+            )
         return None
 
     @classmethod

@@ -68,8 +68,14 @@ class KVCache(KernelOwner):
     @classmethod
     def estimated_state_bytes(cls, config, shape) -> int:
         """Keys and values of the window and sink frames in every self-attention layer."""
-        return 2 * shape.self_attention_layers * (config.window + config.sink) * shape.frame_tokens * shape.dim \
+        return (
+            2
+            * shape.self_attention_layers
+            * (config.window + config.sink)
+            * shape.frame_tokens
+            * shape.dim
             * shape.dtype_bytes
+        )
 
     def __init__(self, config, family, runtime):
         super().__init__(config, family, runtime)

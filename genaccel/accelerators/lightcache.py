@@ -55,8 +55,11 @@ class LightCacheConfig(AcceleratorConfig):
         "copied back ahead of use: auto (when the state is on CUDA: pinned memory, side stream), "
         "on (also from other accelerator devices, synchronously), off",
     )
-    ffn_chunks: int = param(0, "run each block's feed-forward over the token sequence in this many chunks, to cut "
-                               "its activation peak (0: off)")
+    ffn_chunks: int = param(
+        0,
+        "run each block's feed-forward over the token sequence in this many chunks, to cut "
+        "its activation peak (0: off)",
+    )
 
     def validate(self):
         if self.offload not in OFFLOAD_MODES:
@@ -184,8 +187,7 @@ class WaitHook(ModelHook):
 # ------------------------------------------------------------------------ accelerator
 class LightCache(Accelerator):
     name = "lightcache"
-    summary = ("memory-lean caching: other caches' state in CPU memory between uses, chunked feed-forward "
-               "(LightCache)")
+    summary = "memory-lean caching: other caches' state in CPU memory between uses, chunked feed-forward (LightCache)"
     config_class = LightCacheConfig
     slots = frozenset()
 

@@ -59,6 +59,6 @@ class PyramidAttentionBroadcast(Accelerator):
         # pass would reuse the cond pass's attention. Give each CFG branch its own.
         for module in denoiser.modules():
             registry = getattr(module, "_diffusers_hook", None)
-            for hook in (registry.hooks.values() if registry else ()):
+            for hook in registry.hooks.values() if registry else ():
                 if isinstance(hook, PyramidAttentionBroadcastHook) and not isinstance(hook.state, PerBranchState):
                     hook.state = PerBranchState(PyramidAttentionBroadcastState, self.runtime)

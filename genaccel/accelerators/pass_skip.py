@@ -97,12 +97,19 @@ class PassSkipBlockHook(ModelHook):
         return output
 
 
-def apply_pass_skip(blocks: list[torch.nn.Module], decide: Decide, head_hook: str,
-                    state_class: type[PassSkipState] = PassSkipState, temb_arg: str | None = None) -> None:
+def apply_pass_skip(
+    blocks: list[torch.nn.Module],
+    decide: Decide,
+    head_hook: str,
+    state_class: type[PassSkipState] = PassSkipState,
+    temb_arg: str | None = None,
+) -> None:
     """Hook the pass `blocks` so that `decide` chooses, per CFG branch and step, to compute or reuse it."""
     state = StateManager(state_class)
     HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(
-        PassSkipHeadHook(state, decide, temb_arg), head_hook)
+        PassSkipHeadHook(state, decide, temb_arg), head_hook
+    )
     for block in blocks[1:]:
         HookRegistry.check_if_exists_or_initialize(block).register_hook(
-            PassSkipBlockHook(state, is_tail=block is blocks[-1]), BLOCK_HOOK)
+            PassSkipBlockHook(state, is_tail=block is blocks[-1]), BLOCK_HOOK
+        )

@@ -55,7 +55,7 @@ class Radial(StaticPattern):
     """Radial Attention's static mask, its band scale fitted to `density`."""
 
     name = "radial"
-    SCALES = [float("inf")] + [2.0 ** -i for i in range(13)] + [0.0]  # inf: every block (density 1.0)
+    SCALES = [float("inf")] + [2.0**-i for i in range(13)] + [0.0]  # inf: every block (density 1.0)
 
     def build(self, coords, context, block_size):
         lo, hi = block_ranges(coords, None, block_size)

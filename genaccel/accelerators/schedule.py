@@ -67,8 +67,10 @@ def minimax_path(steps: int, budget: int, errors: Mapping[tuple[int, int], float
                 best[(node, count)] = min(options)
     end = (steps - 1, budget)
     if end not in best:
-        raise ValueError(f"no schedule of {budget} computed steps over {steps} steps with the measured spans "
-                         f"(the longest measured span needs at least {_fewest(steps, weight)} computed steps)")
+        raise ValueError(
+            f"no schedule of {budget} computed steps over {steps} steps with the measured spans "
+            f"(the longest measured span needs at least {_fewest(steps, weight)} computed steps)"
+        )
     path, (node, count) = [], end
     while node >= 0:
         path.append(node)
@@ -115,10 +117,12 @@ def budget_key(budget: int) -> str:
 
 # --------------------------------------------------------------------- the accelerator
 
+
 @dataclass
 class ScheduleConfig(AcceleratorConfig):
-    budget: int = param(10, "computed steps per CFG branch, from this model's calibrated schedules "
-                            "(`genaccel calibrate --schedule`)")
+    budget: int = param(
+        10, "computed steps per CFG branch, from this model's calibrated schedules (`genaccel calibrate --schedule`)"
+    )
     steps: str = param("", "explicit computed steps instead, e.g. [0;1;3;6;29] (step 0 is always computed)")
 
     def validate(self):
@@ -220,5 +224,8 @@ class Schedule(Accelerator):
         self.computed = self.skipped = 0
 
     def stats(self):
-        return {"passes_computed": self.computed, "passes_skipped": self.skipped,
-                "computed_steps": sorted(self.computed_steps)}
+        return {
+            "passes_computed": self.computed,
+            "passes_skipped": self.skipped,
+            "computed_steps": sorted(self.computed_steps),
+        }

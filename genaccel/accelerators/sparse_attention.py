@@ -20,10 +20,16 @@ from genaccel.attention.sparse import SparseAttentionKernel
 class SparseAttentionConfig(AcceleratorConfig):
     dense_layers: int = param(1, "first self-attention layers that always run dense")
     dense_steps: int = param(6, "first denoising steps that run dense (they decide layout and motion)")
-    max_density: float = param(0.6, "a call whose plan keeps more of its blocks than this runs dense: there flex "
-                                    "attention is no faster than dense SDPA (about 0.5 on CPU, 0.7 on GPU)")
-    block: int = param(128, "block size in tokens, a power of two: attention is kept or skipped per (query "
-                       "block, key block); 128 suits real models, small blocks only tiny ones")
+    max_density: float = param(
+        0.6,
+        "a call whose plan keeps more of its blocks than this runs dense: there flex "
+        "attention is no faster than dense SDPA (about 0.5 on CPU, 0.7 on GPU)",
+    )
+    block: int = param(
+        128,
+        "block size in tokens, a power of two: attention is kept or skipped per (query "
+        "block, key block); 128 suits real models, small blocks only tiny ones",
+    )
 
     def validate(self):
         if self.dense_layers < 0 or self.dense_steps < 0:
@@ -51,5 +57,11 @@ class SparseAttention(KernelOwner):
 
     def make_kernel(self, inner):
         c = self.config
-        return SparseAttentionKernel(self.pattern(), dense_layers=c.dense_layers, dense_steps=c.dense_steps,
-                                     block_size=c.block, max_density=c.max_density, inner=inner)
+        return SparseAttentionKernel(
+            self.pattern(),
+            dense_layers=c.dense_layers,
+            dense_steps=c.dense_steps,
+            block_size=c.block,
+            max_density=c.max_density,
+            inner=inner,
+        )

@@ -74,8 +74,9 @@ def measured_state_bytes(target) -> int:
     return tensor_bytes(state_tensors(target))
 
 
-def move_state(target, device, copy: Callable[[torch.Tensor, torch.device], torch.Tensor] | None = None,
-               branch: str | None = None) -> int:
+def move_state(
+    target, device, copy: Callable[[torch.Tensor, torch.device], torch.Tensor] | None = None, branch: str | None = None
+) -> int:
     """Move every state tensor of `target` that is not on `device` there (with `copy(tensor, device)`, by
     default `tensor.to(device)`); return the bytes moved."""
     device = torch.device(device)

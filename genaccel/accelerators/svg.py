@@ -113,8 +113,10 @@ class SpatialTemporal(Pattern):
             _, temporal = fit_density(range(nv), lambda w: band_table(nv, w), self.density)
             order = token_major_order(coords, frames)
             position = torch.empty_like(order[0]).scatter_(0, order[0], torch.arange(n))
-            self._candidates[key] = [(None, torch.arange(n) // block_size, spatial),
-                                     (order, position // block_size, temporal)]
+            self._candidates[key] = [
+                (None, torch.arange(n) // block_size, spatial),
+                (order, position // block_size, temporal),
+            ]
         return self._candidates[key]
 
     def plan(self, q, k, v, context, block_size):
@@ -141,6 +143,7 @@ class SpatialTemporal(Pattern):
                 self._plans[key] = BlockPlan(spatial)
             else:
                 identity = torch.arange(n)[None]
-                self._plans[key] = BlockPlan(torch.where(heads[:, :, None], temporal, spatial),
-                                             torch.where(heads, order, identity))
+                self._plans[key] = BlockPlan(
+                    torch.where(heads[:, :, None], temporal, spatial), torch.where(heads, order, identity)
+                )
         return self._plans[key], key

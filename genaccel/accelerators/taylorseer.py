@@ -39,7 +39,12 @@ class TaylorSeer(Accelerator):
     @classmethod
     def estimated_state_bytes(cls, config, shape) -> int:
         """The output and its `order` differences, for every attention layer of each CFG branch."""
-        return (config.order + 1) * shape.branches * (shape.self_attention_layers + shape.cross_attention_layers) * shape.hidden_bytes
+        return (
+            (config.order + 1)
+            * shape.branches
+            * (shape.self_attention_layers + shape.cross_attention_layers)
+            * shape.hidden_bytes
+        )
 
     def apply(self, denoiser):
         c = self.config

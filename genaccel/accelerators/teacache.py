@@ -111,14 +111,23 @@ class TeaCache(Accelerator):
         return must_compute
 
     def apply(self, denoiser):
-        apply_pass_skip(self.family.pass_blocks(denoiser), self.decide_pass, HEAD_HOOK,
-                        state_class=TeaCacheState, temb_arg=self.family.temb_arg)
+        apply_pass_skip(
+            self.family.pass_blocks(denoiser),
+            self.decide_pass,
+            HEAD_HOOK,
+            state_class=TeaCacheState,
+            temb_arg=self.family.temb_arg,
+        )
 
     def reset(self):
         self.computed = self.skipped = 0
 
     def stats(self):
-        return {"passes_computed": self.computed, "passes_skipped": self.skipped, "coefficients": list(self.coefficients)}
+        return {
+            "passes_computed": self.computed,
+            "passes_skipped": self.skipped,
+            "coefficients": list(self.coefficients),
+        }
 
 
 def resolve_coefficients(value: str, family, profile: dict | None = None) -> tuple[float, ...]:
@@ -139,5 +148,7 @@ def resolve_coefficients(value: str, family, profile: dict | None = None) -> tup
         numbers = ()
     if not numbers:
         known = ", ".join(["auto", "identity", *family.teacache_coefficients])
-        raise ValueError(f"unknown coefficients '{value}' for {family.title} (known: {known}, or numbers [c4;c3;...;c0])")
+        raise ValueError(
+            f"unknown coefficients '{value}' for {family.title} (known: {known}, or numbers [c4;c3;...;c0])"
+        )
     return numbers

@@ -34,10 +34,15 @@ class ToMeConfig(AcceleratorConfig):
     cell: tuple[int, int, int] = param((2, 2, 2), "destination cell as frames:rows:columns: one destination per cell")
     interval: int = param(4, "steps a match is reused before it is computed again")
     dense_steps: int = param(3, "first denoising steps without merging")
-    min_tokens: int = param(1024, "no merging in calls with fewer video tokens (matching would cost more than it saves)")
+    min_tokens: int = param(
+        1024, "no merging in calls with fewer video tokens (matching would cost more than it saves)"
+    )
     local: bool = param(True, "merge a token only into its own cell's destination (false: the most similar anywhere)")
-    schedule: str = param("uniform", "uniform: the same ratio in every block and step; profile: moved to the blocks "
-                          "and steps whose tokens are most alike, from the model's calibrated profile (mean kept)")
+    schedule: str = param(
+        "uniform",
+        "uniform: the same ratio in every block and step; profile: moved to the blocks "
+        "and steps whose tokens are most alike, from the model's calibrated profile (mean kept)",
+    )
 
     def validate(self):
         validate_reduction(self, ("ratio",))
@@ -58,8 +63,15 @@ class ToMe(Accelerator):
         self.merge_stats = MergeStats()
         c = config
         plan = ReductionSchedule.from_profile(runtime.profile) if c.schedule == "profile" else None
-        self.schedule = MergeSchedule(ratio=c.ratio, cell=c.cell, interval=c.interval, dense_steps=c.dense_steps,
-                                      min_tokens=c.min_tokens, local=c.local, plan=plan)
+        self.schedule = MergeSchedule(
+            ratio=c.ratio,
+            cell=c.cell,
+            interval=c.interval,
+            dense_steps=c.dense_steps,
+            min_tokens=c.min_tokens,
+            local=c.local,
+            plan=plan,
+        )
 
     @classmethod
     def unsupported_reason(cls, family) -> str | None:
@@ -70,8 +82,9 @@ class ToMe(Accelerator):
         return inner
 
     def apply(self, denoiser):
-        for module, name, hook in token_merge_hooks(denoiser, self.family, self.schedule, self.merge_stats,
-                                                    self.runtime, ffn=self.config.ffn):
+        for module, name, hook in token_merge_hooks(
+            denoiser, self.family, self.schedule, self.merge_stats, self.runtime, ffn=self.config.ffn
+        ):
             HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
 
     def reset(self) -> None:

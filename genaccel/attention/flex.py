@@ -134,7 +134,7 @@ class BlockSparseAttention:
         self.calls = {"compiled": 0, "eager": 0, "dense_masked": 0}
 
     def path(self) -> str | None:
-        """"compiled", "eager", "mixed" or None (no sparse call yet)."""
+        """ "compiled", "eager", "mixed" or None (no sparse call yet)."""
         ran = [p for p in ("compiled", "eager") if self.calls[p]]
         return ran[0] if len(ran) == 1 else ("mixed" if ran else None)
 
@@ -149,8 +149,9 @@ class BlockSparseAttention:
     def num_blocks(self, video_tokens: int) -> int:
         return -(-video_tokens // self.block_size)
 
-    def _block_mask(self, layout: _Layout, video: torch.Tensor, keys: torch.Tensor | None, batch: int, heads: int,
-                    device) -> BlockMask:
+    def _block_mask(
+        self, layout: _Layout, video: torch.Tensor, keys: torch.Tensor | None, batch: int, heads: int, device
+    ) -> BlockMask:
         """BlockMask of the whole padded sequence from the video table (H or 1, nv, nv) and the key padding
         (B, S) of the family's mask (None: none)."""
         bs = self.block_size
@@ -182,8 +183,16 @@ class BlockSparseAttention:
         full = table[None] & ~block_has_pad[:, None, None, :]
         kv_num, kv_idx = as_kv(partial)
         full_num, full_idx = as_kv(full)
-        return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=mask_mod,
-                                        seq_lengths=(layout.padded, layout.padded), compute_q_blocks=False)
+        return BlockMask.from_kv_blocks(
+            kv_num,
+            kv_idx,
+            full_num,
+            full_idx,
+            BLOCK_SIZE=bs,
+            mask_mod=mask_mod,
+            seq_lengths=(layout.padded, layout.padded),
+            compute_q_blocks=False,
+        )
 
     # ------------------------------------------------------------------------------------------- layout
     def _to_blocks(self, x: torch.Tensor, layout: _Layout, order: torch.Tensor | None) -> torch.Tensor:
@@ -199,18 +208,20 @@ class BlockSparseAttention:
     def _from_blocks(self, o: torch.Tensor, layout: _Layout, order: torch.Tensor | None) -> torch.Tensor:
         v0, v1 = layout.video
         vp = layout.video_padded
-        video = o[:, :, :v1 - v0]
+        video = o[:, :, : v1 - v0]
         if order is not None:
             video = torch.empty_like(video).scatter_(
-                2, order[None, :, :, None].expand(o.shape[0], o.shape[1], -1, o.shape[3]), video)
-        other = o[:, :, vp:vp + layout.length - (v1 - v0)]
+                2, order[None, :, :, None].expand(o.shape[0], o.shape[1], -1, o.shape[3]), video
+            )
+        other = o[:, :, vp : vp + layout.length - (v1 - v0)]
         return torch.cat([other[:, :, :v0], video, other[:, :, v0:]], 2)
 
     def _use_compiled(self, q: torch.Tensor) -> bool:
         if self.compile is False or (self.compile == "auto" and _COMPILE_FAILED):
             return False
         possible = (q.device.type == "cuda" or (q.device.type == "cpu" and _cpu_can_compile())) and not (
-            torch.is_grad_enabled() and q.requires_grad)
+            torch.is_grad_enabled() and q.requires_grad
+        )
         if self.compile is True and not possible:
             raise RuntimeError("compiled flex attention needs CUDA or an AVX2 CPU, and inference only on CPU")
         return possible
@@ -246,22 +257,27 @@ class BlockSparseAttention:
                 shape = (tuple(qb.shape), str(qb.dtype), str(qb.device))
                 if shape not in _COMPILED_SHAPES:
                     _COMPILED_SHAPES.add(shape)
-                    logger.warning("compiling the sparse attention kernel for %s %s on %s (once per shape, "
-                                   "10-30 s on a CPU)", *shape)
+                    logger.warning(
+                        "compiling the sparse attention kernel for %s %s on %s (once per shape, 10-30 s on a CPU)",
+                        *shape,
+                    )
                 with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
                     out = _COMPILED_FLEX(qb, kb, vb, block_mask=mask)
                 self.calls["compiled"] += 1
             except torch._dynamo.exc.FailOnRecompileLimitHit:
                 if not self._warned_recompile:
-                    logger.warning("too many attention shapes for torch.compile's recompile limit; "
-                                   "calls of new shapes run the eager (dense-cost) flex path")
+                    logger.warning(
+                        "too many attention shapes for torch.compile's recompile limit; "
+                        "calls of new shapes run the eager (dense-cost) flex path"
+                    )
                     self._warned_recompile = True
             except Exception as error:  # noqa: BLE001 - any compile failure falls back to the eager path
                 if self.compile is True:
                     raise
                 _COMPILE_FAILED = f"{type(error).__name__}: {error}"[:500]
-                logger.warning("compiled flex attention failed, using the eager (dense-cost) path "
-                               "from now on: %s", _COMPILE_FAILED)
+                logger.warning(
+                    "compiled flex attention failed, using the eager (dense-cost) path from now on: %s", _COMPILE_FAILED
+                )
         if out is None:
             out = flex_attention(qb, kb, vb, block_mask=mask)
             self.calls["eager"] += 1

@@ -124,44 +124,99 @@ def register_layout(layout: AttentionLayout) -> AttentionLayout:
 # Wan: WanAttnProcessor; q/k RMSNorm over all heads, rotary (1, S, 1, D) tables after the head split,
 # dispatch_attention_fn on (B, S, H, D); self-attention (attn1) holds video tokens only; patch_size (t, h, w);
 # the feed-forward is `ffn`.
-register_layout(AttentionLayout(
-    family="wan", prelude="wan", qk_norm="across_heads", rotary="after_heads", call_layout="BSHD", text="none",
-    rotary_arg="rotary_emb", rotary_token_dim=1, ffn="ffn", key_mask=True, frame_rotary="rope",
-))
+register_layout(
+    AttentionLayout(
+        family="wan",
+        prelude="wan",
+        qk_norm="across_heads",
+        rotary="after_heads",
+        call_layout="BSHD",
+        text="none",
+        rotary_arg="rotary_emb",
+        rotary_token_dim=1,
+        ffn="ffn",
+        key_mask=True,
+        frame_rotary="rope",
+    )
+)
 # CogVideoX: CogVideoXAttnProcessor2_0 on a legacy Attention; text first (cat([text, video])), per-head
 # norms, rotary (S, D) on the video part only; SDPA on (B, H, S, D); patch_size, patch_size_t (None in 1.0);
 # the feed-forward sees cat([text, video]).
-register_layout(AttentionLayout(
-    family="cogvideox", prelude="cogvideox", qk_norm="per_head", rotary="video_part", call_layout="BHSD",
-    text="first", patch_t="patch_size_t", rotary_arg="image_rotary_emb", rotary_token_dim=0,
-))
+register_layout(
+    AttentionLayout(
+        family="cogvideox",
+        prelude="cogvideox",
+        qk_norm="per_head",
+        rotary="video_part",
+        call_layout="BHSD",
+        text="first",
+        patch_t="patch_size_t",
+        rotary_arg="image_rotary_emb",
+        rotary_token_dim=0,
+    )
+)
 # HunyuanVideo: HunyuanVideoAttnProcessor2_0 on a legacy Attention; video then text (dual-stream blocks
 # append projected text q/k/v, single-stream blocks concatenate before projecting), rotary (S, D) on the
 # video part, a (B, 1, 1, S) mask over [video, text]; dispatch_attention_fn on (B, S, H, D); single-stream
 # blocks have no separate feed-forward.
-register_layout(AttentionLayout(
-    family="hunyuanvideo", prelude="hunyuanvideo", qk_norm="per_head", rotary="video_part", call_layout="BSHD",
-    text="last", patch_t="patch_size_t", rotary_arg="image_rotary_emb", rotary_token_dim=0, key_mask=True,
-))
+register_layout(
+    AttentionLayout(
+        family="hunyuanvideo",
+        prelude="hunyuanvideo",
+        qk_norm="per_head",
+        rotary="video_part",
+        call_layout="BSHD",
+        text="last",
+        patch_t="patch_size_t",
+        rotary_arg="image_rotary_emb",
+        rotary_token_dim=0,
+        key_mask=True,
+    )
+)
 # LTX-Video: LTXVideoAttnProcessor on LTXAttention; q/k RMSNorm over all heads, rotary (B, S, C) tables on
 # (B, S, H*D) before the head split; packed (B, S, C) latents, the grid from the forward's num_frames/height/width.
-register_layout(AttentionLayout(
-    family="ltx", prelude="ltx", qk_norm="across_heads", rotary="before_heads", call_layout="BSHD", text="none",
-    size_args=("num_frames", "height", "width"), patch_t="patch_size_t", rotary_arg="image_rotary_emb",
-    rotary_token_dim=1,
-))
+register_layout(
+    AttentionLayout(
+        family="ltx",
+        prelude="ltx",
+        qk_norm="across_heads",
+        rotary="before_heads",
+        call_layout="BSHD",
+        text="none",
+        size_args=("num_frames", "height", "width"),
+        patch_t="patch_size_t",
+        rotary_arg="image_rotary_emb",
+        rotary_token_dim=1,
+    )
+)
 # Latte: AttnProcessor2_0 on BasicTransformerBlock.attn1; no rotary (absolute sincos); factorised spatial
 # blocks (B*F, H*W) and temporal blocks (B*H*W, F); SDPA on (B, H, S, D).
-register_layout(AttentionLayout(
-    family="latte", prelude="attn2_0", qk_norm="per_head", rotary="none", call_layout="BHSD", text="none",
-    block_axes={"transformer_blocks": ("h", "w"), "temporal_transformer_blocks": ("f",)},
-))
+register_layout(
+    AttentionLayout(
+        family="latte",
+        prelude="attn2_0",
+        qk_norm="per_head",
+        rotary="none",
+        call_layout="BHSD",
+        text="none",
+        block_axes={"transformer_blocks": ("h", "w"), "temporal_transformer_blocks": ("f",)},
+    )
+)
 # Mochi: MochiAttnProcessor2_0 on MochiAttention; per-head RMSNorms, learned 3-D rotary (S, H, D/2) after
 # the norms, video then each sample's valid text tokens, SDPA per sample on (1, H, S, D); a text-only mask.
-register_layout(AttentionLayout(
-    family="mochi", prelude="mochi", qk_norm="per_head", rotary="after_heads", call_layout="BHSD", text="last",
-    per_sample=True, rotary_arg="image_rotary_emb", rotary_token_dim=0,
-))
+register_layout(
+    AttentionLayout(
+        family="mochi",
+        prelude="mochi",
+        qk_norm="per_head",
+        rotary="after_heads",
+        call_layout="BHSD",
+        text="last",
+        per_sample=True,
+        rotary_arg="image_rotary_emb",
+        rotary_token_dim=0,
+    )
+)
 
 
 def layout_of(family) -> AttentionLayout:

@@ -122,6 +122,15 @@ class StaticPattern(Pattern):
 
 
 __all__ = [
-    "F_", "H_", "S_", "W_", "Pattern", "StaticPattern", "band_table", "block_ranges", "fit_density", "range_gap",
+    "F_",
+    "H_",
+    "S_",
+    "W_",
+    "Pattern",
+    "StaticPattern",
+    "band_table",
+    "block_ranges",
+    "fit_density",
+    "range_gap",
     "token_coords",
 ]

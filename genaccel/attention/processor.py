@@ -176,10 +176,10 @@ class HunyuanVideoSeamProcessor(SeamProcessor):
         if image_rotary_emb is not None:
             if joint:
                 n = encoder_hidden_states.shape[1]
-                query = torch.cat([apply_rotary_emb(query[:, :-n], image_rotary_emb, sequence_dim=1),
-                                   query[:, -n:]], dim=1)
-                key = torch.cat([apply_rotary_emb(key[:, :-n], image_rotary_emb, sequence_dim=1),
-                                 key[:, -n:]], dim=1)
+                query = torch.cat(
+                    [apply_rotary_emb(query[:, :-n], image_rotary_emb, sequence_dim=1), query[:, -n:]], dim=1
+                )
+                key = torch.cat([apply_rotary_emb(key[:, :-n], image_rotary_emb, sequence_dim=1), key[:, -n:]], dim=1)
             else:
                 query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
                 key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
@@ -238,7 +238,9 @@ class MochiSeamProcessor(SeamProcessor):
             key = _mochi_rotary(key, *image_rotary_emb)
         query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
         encoder_query, encoder_key, encoder_value = (
-            encoder_query.transpose(1, 2), encoder_key.transpose(1, 2), encoder_value.transpose(1, 2)
+            encoder_query.transpose(1, 2),
+            encoder_key.transpose(1, 2),
+            encoder_value.transpose(1, 2),
         )
         sequence_length = query.size(2)
         encoder_sequence_length = encoder_query.size(2)

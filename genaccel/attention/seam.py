@@ -118,7 +118,9 @@ def seam_hooks(denoiser: torch.nn.Module, family, kernel=dense_kernel, runtime=N
     return state, hooks
 
 
-def install_seam(denoiser: torch.nn.Module, family, kernel=dense_kernel, runtime=None) -> list[tuple[torch.nn.Module, str]]:
+def install_seam(
+    denoiser: torch.nn.Module, family, kernel=dense_kernel, runtime=None
+) -> list[tuple[torch.nn.Module, str]]:
     """Route the self-attention of one denoiser of `family` through `kernel`: register the seam's hooks
     (`seam_hooks`; `runtime`, a genaccel.accelerators.runtime.Runtime, gives the kernel's context its step and
     branch). Returns what it registered, [(module, hook name)] in order, for `remove_seam`. Inside a

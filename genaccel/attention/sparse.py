@@ -21,8 +21,17 @@ from .patterns import Pattern
 
 
 class SparseAttentionKernel:
-    def __init__(self, pattern: Pattern, *, dense_layers: int = 1, dense_steps: int = 0, block_size: int = 128,
-                 max_density: float = 1.0, compile="auto", inner=dense_kernel):
+    def __init__(
+        self,
+        pattern: Pattern,
+        *,
+        dense_layers: int = 1,
+        dense_steps: int = 0,
+        block_size: int = 128,
+        max_density: float = 1.0,
+        compile="auto",
+        inner=dense_kernel,
+    ):
         self.pattern = pattern
         self.max_density = max_density
         self.dense_layers = dense_layers
@@ -78,6 +87,7 @@ class SparseAttentionKernel:
         """density: mean fraction of video block pairs computed over all calls (dense ones count 1.0);
         sparse_density: the same over the sparse calls; by_layer / by_step: mean density per layer / step;
         path: which flex path ran ("compiled", "eager", "mixed", None); calls per path."""
+
         def means(table):
             ordered = sorted(table.items(), key=lambda item: (item[0] is None, item[0] or 0))
             return {key: round(total / calls, 4) for key, (total, calls) in ordered}

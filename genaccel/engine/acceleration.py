@@ -125,6 +125,7 @@ class Acceleration:
 
     def _kernel_owners(self) -> list[Accelerator]:
         """The accelerators that own the attention kernel, innermost first (`KERNEL_NESTING` order)."""
+
         def depth(accelerator):
             return min(KERNEL_NESTING.index(slot) for slot in accelerator.slots if slot in KERNEL_NESTING)
 

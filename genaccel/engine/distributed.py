@@ -78,17 +78,23 @@ def context_parallel_refusal(pipe, family, accelerators, degrees: dict[str, int]
 
     for _, denoiser in family.denoiser_modules(pipe):
         if getattr(denoiser, "_cp_plan", None) is None:
-            return (f"{family.title}'s transformer ({type(denoiser).__name__}) has no context-parallel plan in "
-                    "diffusers: it runs on one device (families with a plan: Wan, LTX-Video)")
+            return (
+                f"{family.title}'s transformer ({type(denoiser).__name__}) has no context-parallel plan in "
+                "diffusers: it runs on one device (families with a plan: Wan, LTX-Video)"
+            )
     refusal = accelerators_refusal(accelerators)
     if refusal:
         return refusal
     if not dist.is_available() or not dist.is_initialized():
-        return ("--context-parallel needs one process per shard: start it with "
-                f"`accelerate launch --num_processes {shard_count(degrees)} -m genaccel generate ...`")
+        return (
+            "--context-parallel needs one process per shard: start it with "
+            f"`accelerate launch --num_processes {shard_count(degrees)} -m genaccel generate ...`"
+        )
     if dist.get_world_size() != shard_count(degrees):
-        return (f"--context-parallel {_format(degrees)} splits the sequence over {shard_count(degrees)} processes, but "
-                f"{dist.get_world_size()} were launched")
+        return (
+            f"--context-parallel {_format(degrees)} splits the sequence over {shard_count(degrees)} processes, but "
+            f"{dist.get_world_size()} were launched"
+        )
     return None
 
 
@@ -106,12 +112,15 @@ def enable_context_parallel(pipe, acceleration, degrees: dict[str, int]) -> None
 
     reason = context_parallel_refusal(pipe, acceleration.family, acceleration.accelerators, degrees)
     if getattr(pipe, "_genaccel_split_for", None) is not None:  # diffusers splits a model once
-        reason = (f"this process split its model for '{pipe._genaccel_split_for}' and cannot re-apply accelerators "
-                  "under the split: start the process again for another spec")
+        reason = (
+            f"this process split its model for '{pipe._genaccel_split_for}' and cannot re-apply accelerators "
+            "under the split: start the process again for another spec"
+        )
     if reason:
         raise InputError(reason)
     for _, denoiser in acceleration.family.denoiser_modules(pipe):
-        denoiser.enable_parallelism(config=ContextParallelConfig(ring_degree=degrees.get("ring"),
-                                                                 ulysses_degree=degrees.get("ulysses")))
+        denoiser.enable_parallelism(
+            config=ContextParallelConfig(ring_degree=degrees.get("ring"), ulysses_degree=degrees.get("ulysses"))
+        )
     acceleration.runtime.sharded = True
     pipe._genaccel_split_for = acceleration.spec

@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from genaccel.io import failpoints
 from genaccel.errors import InputError
-from genaccel.io.files import append_line, write_atomic
 from genaccel.generation.request import MEMORY_ONLY, GenerationRequest, request_from_options
+from genaccel.io import failpoints
+from genaccel.io.files import append_line, write_atomic
 
 log = logging.getLogger("genaccel")
 
@@ -80,8 +80,10 @@ def read_prompts_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of line 1
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
 
 
 class _Errors:
@@ -113,17 +115,20 @@ def _line_options(line: str, kind: str, where: str) -> dict:
     except (ValueError, RecursionError):  # a number of thousands of digits, nesting thousands deep
         raise InputError(f"{where}not valid JSON (a number too long or nesting too deep)") from None
     if not isinstance(options, dict):
-        raise InputError(f"{where}each line must be a JSON object such as {{\"prompt\": \"...\"}}; got "
-                         f"{type(options).__name__}")
+        raise InputError(
+            f'{where}each line must be a JSON object such as {{"prompt": "..."}}; got {type(options).__name__}'
+        )
     if "prompt" not in options:
-        raise InputError(f"{where}the line has no \"prompt\"")
+        raise InputError(f'{where}the line has no "prompt"')
     name = options.get("name")
     if name is not None and (isinstance(name, bool) or not isinstance(name, (str, int))):
         raise InputError(f"{where}name must be text or a whole number; got {type(name).__name__}")
     return options
 
 
-def parse_items(text: str, kind: str = ".txt", source: str = "prompts", base: GenerationRequest | None = None) -> list[BatchItem]:
+def parse_items(
+    text: str, kind: str = ".txt", source: str = "prompts", base: GenerationRequest | None = None
+) -> list[BatchItem]:
     """Parse prompts text: `.txt` (one prompt per line) or `.jsonl` (objects with "prompt", an optional
     "name" and request options by their names or aliases, with JSON types: 12, not "12"). Each item's
     options override `base`. The whole text is checked: the InputError lists every bad line."""
@@ -210,7 +215,7 @@ def _settle_manifest(out_dir: Path) -> list[dict]:
 def _staged(target: Path, token: str) -> Path:
     """Where an item's video is written before it is listed: hidden, named by the run's token (which its
     manifest line records), so a resumed batch knows whether a staged video is the one listed."""
-    stem = target.name[:-len(target.suffix)] if target.suffix else target.name
+    stem = target.name[: -len(target.suffix)] if target.suffix else target.name
     return target.with_name(f".{stem}-partial-{token}{target.suffix}")
 
 
@@ -237,8 +242,12 @@ def _finish_listed(out_dir: Path, items: list[BatchItem], suffix: str, done: dic
         if match is None or match["name"] not in names:
             continue
         entry, target = done.get(match["name"]), out_dir / f"{match['name']}{suffix}"
-        if entry is not None and entry.get("token") and entry["out"] == target.name \
-                and leftover == _staged(target, entry["token"]):
+        if (
+            entry is not None
+            and entry.get("token")
+            and entry["out"] == target.name
+            and leftover == _staged(target, entry["token"])
+        ):
             _promote(leftover, target, None)
         else:
             _remove_superseded(leftover)
@@ -247,8 +256,9 @@ def _finish_listed(out_dir: Path, items: list[BatchItem], suffix: str, done: dic
 def _as_run(item: BatchItem) -> GenerationRequest:
     # Unset memory options mean the defaults here, not "as the previous item left the pipeline": an item's
     # video must not depend on its neighbours (VAE tiling changes pixels).
-    return dataclasses.replace(item.request, offload=item.request.offload or "none",
-                               vae_tiling=bool(item.request.vae_tiling))
+    return dataclasses.replace(
+        item.request, offload=item.request.offload or "none", vae_tiling=bool(item.request.vae_tiling)
+    )
 
 
 def check_items_before_loading(model: str, items: list[BatchItem]):
@@ -296,8 +306,11 @@ def prepare_items(pipe, items: list[BatchItem], facts=None) -> list:
 
 def _ran_as_asked(entry: dict, prepared) -> bool:
     """Whether a manifest entry is the run this item asks for (same request, same spec)."""
-    asked = {k: v for k, v in prepared.request.to_dict().items()  # sizes: as made; memory: the same video
-             if v is not None and k not in ("accel", "num_frames", "height", "width", *MEMORY_ONLY)}
+    asked = {
+        k: v
+        for k, v in prepared.request.to_dict().items()  # sizes: as made; memory: the same video
+        if v is not None and k not in ("accel", "num_frames", "height", "width", *MEMORY_ONLY)
+    }
     if prepared.spec is not None:
         asked["accel"] = prepared.spec.text
     # Manifests written before VAE tiling was an option have no "vae_tiling": those videos were untiled.
@@ -316,8 +329,10 @@ def _targets(out_dir: Path, items: list[BatchItem], suffix: str, ours: set[str])
         if target.resolve().parent != root:  # names are sanitised; this holds the invariant here too
             raise InputError(f"{item.where}the name '{item.name}' does not stay inside {out_dir}")
         if suffix and target.exists() and target.name not in ours:
-            raise InputError(f"{item.where}{target} exists and genaccel did not write it (it is not in the manifest): "
-                             "move it or give the item another name")
+            raise InputError(
+                f"{item.where}{target} exists and genaccel did not write it (it is not in the manifest): "
+                "move it or give the item another name"
+            )
         targets.append(check_output_path(target, probe=False))
     return targets
 
@@ -357,8 +372,20 @@ def _remove_superseded(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", fps: int = 8, progress: bool = True,
-              on_item=None, step_callback=None, prepared: list | None = None, processes=None, facts=None) -> dict:
+def run_batch(
+    pipe,
+    items: list[BatchItem],
+    out_dir: Path,
+    *,
+    fmt: str = "mp4",
+    fps: int = 8,
+    progress: bool = True,
+    on_item=None,
+    step_callback=None,
+    prepared: list | None = None,
+    processes=None,
+    facts=None,
+) -> dict:
     """Generate every item not already finished; return counts and the manifest path.
 
     Every item is prepared and every target checked before the first video is made (pass
@@ -385,9 +412,14 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
         prepared = prepared if prepared is not None else prepare_items(pipe, items, facts)
         done = _load_manifest(out_dir)
         # An item is finished when the manifest has it, as asked now (request, spec, format), and its video exists.
-        finished = {item.name for item, ready in zip(items, prepared)
-                    if item.name in done and done[item.name]["out"] == f"{item.name}{suffix}"
-                    and (out_dir / done[item.name]["out"]).exists() and _ran_as_asked(done[item.name], ready)}
+        finished = {
+            item.name
+            for item, ready in zip(items, prepared)
+            if item.name in done
+            and done[item.name]["out"] == f"{item.name}{suffix}"
+            and (out_dir / done[item.name]["out"]).exists()
+            and _ran_as_asked(done[item.name], ready)
+        }
         todo = [(item, ready) for item, ready in zip(items, prepared) if item.name not in finished]
         targets = _targets(out_dir, [item for item, _ in todo], suffix, {e["out"] for e in done.values()})
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -427,5 +459,10 @@ def run_batch(pipe, items: list[BatchItem], out_dir: Path, *, fmt: str = "mp4", 
         # Staged videos of a killed process that outlived it (its encoder finishing them).
         _finish_listed(out_dir, items, suffix, {e["name"]: e for e in merged})
         written = sum(1 for e in merged if e["name"] in names) - len(finished)
-    return {"out": str(out_dir), "manifest": str(out_dir / MANIFEST), "done": written, "skipped": len(finished),
-            "total": len(items)}
+    return {
+        "out": str(out_dir),
+        "manifest": str(out_dir / MANIFEST),
+        "done": written,
+        "skipped": len(finished),
+        "total": len(items),
+    }

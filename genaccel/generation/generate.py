@@ -19,9 +19,9 @@ import torch
 
 from genaccel.engine.acceleration import Acceleration, acceleration_of
 from genaccel.engine.distributed import enable_context_parallel
-from genaccel.memory.offload import place, placement, unplaced
 from genaccel.generation.prepare import PreparedRequest, install_prepared, prepare
 from genaccel.generation.request import GenerationRequest, request_from_options
+from genaccel.memory.offload import place, placement, unplaced
 
 
 @dataclass
@@ -102,8 +102,15 @@ def _acceleration(pipe, prepared: PreparedRequest) -> Acceleration:
     return current
 
 
-def generate(pipe, request: PreparedRequest | GenerationRequest | str, *, progress: bool = False, callback=None,
-             facts=None, **options) -> GenerationResult:
+def generate(
+    pipe,
+    request: PreparedRequest | GenerationRequest | str,
+    *,
+    progress: bool = False,
+    callback=None,
+    facts=None,
+    **options,
+) -> GenerationResult:
     """Run one generation on `pipe`, accelerated as the request's `accel` says (or as `genaccel.apply`
     left it when `accel` is None).
 
@@ -120,6 +127,7 @@ def generate(pipe, request: PreparedRequest | GenerationRequest | str, *, progre
     acceleration = _acceleration(pipe, prepared)
     call = dict(prepared.call, generator=torch.Generator("cpu").manual_seed(prepared.request.seed))
     if callback is not None:
+
         def on_step_end(p, i, t, kwargs):
             callback(i + 1, getattr(p, "_num_timesteps", None))
             return kwargs
@@ -134,8 +142,13 @@ def generate(pipe, request: PreparedRequest | GenerationRequest | str, *, progre
         seconds = time.perf_counter() - start
     denoise = max(0.0, runtime.last_call_end - runtime.first_call_start) if runtime.first_call_start else 0.0
     offload, vae_tiling = placement(pipe)
-    ran = dataclasses.replace(prepared.request, num_inference_steps=prepared.request.num_inference_steps or
-                              runtime.num_steps, accel=acceleration.spec, offload=offload, vae_tiling=vae_tiling)
+    ran = dataclasses.replace(
+        prepared.request,
+        num_inference_steps=prepared.request.num_inference_steps or runtime.num_steps,
+        accel=acceleration.spec,
+        offload=offload,
+        vae_tiling=vae_tiling,
+    )
     return GenerationResult(
         frames=_frames(output),
         request=ran,

@@ -60,8 +60,10 @@ def attention_backend(family, device_type: str, xformers_available: bool) -> tup
     if device_type != "cuda":
         return "sdpa", "CPU: xformers needs CUDA, attention runs on PyTorch SDPA"
     if not family.attention_dispatch:
-        return "sdpa", (f"{family.title}'s attention processors call PyTorch SDPA directly, not diffusers' "
-                        "attention dispatch: attention runs on PyTorch SDPA")
+        return "sdpa", (
+            f"{family.title}'s attention processors call PyTorch SDPA directly, not diffusers' "
+            "attention dispatch: attention runs on PyTorch SDPA"
+        )
     if not xformers_available:
         return "sdpa", "xformers is not installed (pip install 'genaccel[cuda]'): attention runs on PyTorch SDPA"
     return "xformers", "attention runs on xformers through diffusers' attention dispatch"
@@ -86,8 +88,15 @@ def select_attention_backend(pipe, device: torch.device, family) -> str:
     return backend
 
 
-def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.dtype | None = None, *,
-                  offload: str | None = "none", vae_tiling: bool | None = None, context_parallel: str | None = None):
+def load_pipeline(
+    model: str | None = None,
+    device: str = "auto",
+    dtype: torch.dtype | None = None,
+    *,
+    offload: str | None = "none",
+    vae_tiling: bool | None = None,
+    context_parallel: str | None = None,
+):
     """Load a pipeline by name: `tiny-<family>`, a local diffusers folder, or a hub id.
 
     The pipeline is placed on `device` with `offload` and `vae_tiling` (see `genaccel.memory.offload`);
@@ -103,7 +112,7 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
     if is_built_in_code(name):
         from genaccel.pipelines.tiny import TINY_FAMILIES, build_tiny_pipeline
 
-        family_name = name[len(TINY_PREFIX):]
+        family_name = name[len(TINY_PREFIX) :]
         if family_name not in TINY_FAMILIES:
             raise ModelError(f"unknown model '{name}' (built-in: {', '.join(builtin_models())})")
         from genaccel.pipelines.tiny import TINY_CALL_DEFAULTS
@@ -114,8 +123,10 @@ def load_pipeline(model: str | None = None, device: str = "auto", dtype: torch.d
     else:
         path = model_path(name)
         if name in (EMBEDDED, EMBEDDED_CAUSAL) and not is_model_folder(path):
-            raise ModelError(f"the embedded {'causal ' if name == EMBEDDED_CAUSAL else ''}model's weights are "
-                             "not installed in this copy of genaccel")
+            raise ModelError(
+                f"the embedded {'causal ' if name == EMBEDDED_CAUSAL else ''}model's weights are "
+                "not installed in this copy of genaccel"
+            )
         if path.exists():
             if not is_model_folder(path):
                 raise ModelError(f"{name} is not a diffusers pipeline folder (no model_index.json)")
@@ -191,8 +202,9 @@ def _from_pretrained(source: str, local: bool, dtype: torch.dtype):
 
     try:
         # Safetensors only: a pickle weight file can run code when loaded.
-        return DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, local_files_only=local,
-                                                 use_safetensors=True)
+        return DiffusionPipeline.from_pretrained(
+            source, torch_dtype=dtype, local_files_only=local, use_safetensors=True
+        )
     except Exception as exc:  # diffusers/hub raise many types; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model '{source}': {first}") from None

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from genaccel.engine.acceleration import NO_SPEC, Acceleration, ResolvedSpec, install
-from genaccel.errors import InputError, MemoryFitError, SpecError
+from genaccel.errors import MemoryFitError, SpecError
+from genaccel.generation.request import GenerationRequest
+from genaccel.generation.spec import resolve_spec
 from genaccel.memory.estimate import REMEDIES, MemoryEstimate, ModelSizes, device_budget, estimate_peak, fit_message
 from genaccel.models.facts import DEFAULTED, ModelFacts
 from genaccel.pipelines.families import FamilyAdapter
-from genaccel.generation.request import GenerationRequest
-from genaccel.generation.spec import resolve_spec
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,9 @@ def complete(facts: ModelFacts, request: GenerationRequest) -> CompletedRequest:
     and its spec resolved against the presets of its setting. Raises InputError or SpecError naming the field."""
     family = facts.family
     defaults = facts.setting_defaults(request.setting)
-    filled = dataclasses.replace(request, **{
-        name: defaults[name] for name in DEFAULTED if getattr(request, name) is None and name in defaults})
+    filled = dataclasses.replace(
+        request, **{name: defaults[name] for name in DEFAULTED if getattr(request, name) is None and name in defaults}
+    )
     if filled.num_frames is not None:
         family.check_frames(filled.num_frames, fixed=facts.fixed_frames)
     if filled.height is not None or filled.width is not None:
@@ -66,8 +67,9 @@ def complete(facts: ModelFacts, request: GenerationRequest) -> CompletedRequest:
     return CompletedRequest(filled, facts, defaults, spec)
 
 
-def prepare(pipe, request: GenerationRequest | CompletedRequest, facts: ModelFacts | None = None, *,
-            check_fit: bool = True) -> PreparedRequest:
+def prepare(
+    pipe, request: GenerationRequest | CompletedRequest, facts: ModelFacts | None = None, *, check_fit: bool = True
+) -> PreparedRequest:
     """Complete and check `request` for `pipe`; raise InputError or SpecError naming the problem, and
     MemoryFitError when its estimated peak memory exceeds the budget (unless `check_fit` is False).
 
@@ -80,8 +82,13 @@ def prepare(pipe, request: GenerationRequest | CompletedRequest, facts: ModelFac
         completed = complete(facts or ModelFacts.of(pipe), request)
     filled, family, spec = completed.request, completed.facts.family, completed.spec
     _check_context_parallel(pipe, spec)
-    call = {**completed.defaults.get("extra", {}), **family.call_extra,
-            "prompt": filled.prompt, "negative_prompt": filled.negative_prompt, "output_type": "np"}
+    call = {
+        **completed.defaults.get("extra", {}),
+        **family.call_extra,
+        "prompt": filled.prompt,
+        "negative_prompt": filled.negative_prompt,
+        "output_type": "np",
+    }
     for name in DEFAULTED:  # the family names the frame argument (Latte: video_length)
         if getattr(filled, name) is not None:
             call[family.frames_arg if name == "num_frames" else name] = getattr(filled, name)
@@ -89,8 +96,9 @@ def prepare(pipe, request: GenerationRequest | CompletedRequest, facts: ModelFac
     return PreparedRequest(filled, family, spec, call, memory, prompt_notices(pipe, filled, call), completed.facts)
 
 
-def apply(pipe, spec: str | ResolvedSpec = "none", *, facts: ModelFacts | None = None,
-          profile: dict | None = None) -> Acceleration:
+def apply(
+    pipe, spec: str | ResolvedSpec = "none", *, facts: ModelFacts | None = None, profile: dict | None = None
+) -> Acceleration:
     """Apply accelerators to a diffusers pipeline by hand, replacing any genaccel already applied (the Python
     API's `genaccel.apply`).
 
@@ -147,8 +155,7 @@ def prompt_notices(pipe, request: GenerationRequest, call: dict | None = None) -
             continue
         # Counting stops one past the limit: enough to know, and the tokenizer does not warn about its length.
         if len(tokenizer(text, truncation=True, max_length=limit + 1)["input_ids"]) > limit:
-            notices.append(f"the {label} is longer than the {limit} tokens the text encoder reads; the rest "
-                           "is ignored")
+            notices.append(f"the {label} is longer than the {limit} tokens the text encoder reads; the rest is ignored")
     return tuple(notices)
 
 
@@ -166,12 +173,20 @@ def _check_context_parallel(pipe, spec: ResolvedSpec | None) -> None:
     split_for = getattr(pipe, "_genaccel_split_for", None)
     current = acceleration_of(pipe)
     if split_for is not None and (current is None or current.spec != spec.text):
-        raise SpecError(f"this process split its model for '{split_for}'; under --context-parallel every "
-                        f"generation of a process runs that spec (asked: '{spec.text}')")
+        raise SpecError(
+            f"this process split its model for '{split_for}'; under --context-parallel every "
+            f"generation of a process runs that spec (asked: '{spec.text}')"
+        )
 
 
-def estimate_memory(pipe, request: GenerationRequest, spec: ResolvedSpec | None = None, family=None,
-                    sizes: ModelSizes | None = None, **overrides) -> MemoryEstimate | None:
+def estimate_memory(
+    pipe,
+    request: GenerationRequest,
+    spec: ResolvedSpec | None = None,
+    family=None,
+    sizes: ModelSizes | None = None,
+    **overrides,
+) -> MemoryEstimate | None:
     """The estimated peak of `request` on `pipe`'s device (fields of `overrides` replace the request's);
     None when the request leaves a size to the pipeline's own defaults. `sizes`: `ModelSizes.of(pipe)`,
     when the caller has it already."""
@@ -184,20 +199,27 @@ def estimate_memory(pipe, request: GenerationRequest, spec: ResolvedSpec | None 
     placed = placement(pipe) or ("none", False)
     sizes = sizes or ModelSizes.of(pipe, family)
     guidance = request.guidance_scale if request.guidance_scale is not None else 5.0
-    return estimate_peak(sizes, num_frames=request.num_frames, height=request.height, width=request.width,
-                         guidance_scale=guidance, accelerators=spec.accelerators if spec else (),
-                         offload=request.offload or placed[0],
-                         vae_tiling=request.vae_tiling if request.vae_tiling is not None else placed[1],
-                         device=target_device(pipe).type,
-                         shards=shard_count(getattr(pipe, "_genaccel_context_parallel", None)))
+    return estimate_peak(
+        sizes,
+        num_frames=request.num_frames,
+        height=request.height,
+        width=request.width,
+        guidance_scale=guidance,
+        accelerators=spec.accelerators if spec else (),
+        offload=request.offload or placed[0],
+        vae_tiling=request.vae_tiling if request.vae_tiling is not None else placed[1],
+        device=target_device(pipe).type,
+        shards=shard_count(getattr(pipe, "_genaccel_context_parallel", None)),
+    )
 
 
-def check_memory(pipe, request: GenerationRequest, spec: ResolvedSpec | None = None,
-                 family=None) -> MemoryEstimate | None:
+def check_memory(
+    pipe, request: GenerationRequest, spec: ResolvedSpec | None = None, family=None
+) -> MemoryEstimate | None:
     """The run's estimate, or MemoryFitError when it exceeds the budget (`max_memory`, else what the device
     has free), naming the first option of REMEDIES that would make it fit."""
-    from genaccel.memory.offload import target_device
     from genaccel.generation.request import parse_size
+    from genaccel.memory.offload import target_device
 
     sizes = ModelSizes.of(pipe, family)
     estimate = estimate_memory(pipe, request, spec, family, sizes)

@@ -20,10 +20,20 @@ from genaccel.errors import InputError
 from genaccel.pipelines.shapes import EXAMPLE_PROMPT  # noqa: F401 - the entry points' example prompt
 
 
-def _field(default, help: str, *, alias: str | None = None, low=None, high=None, metavar: str | None = None,
-           choices: tuple[str, ...] | None = None):
-    return field(default=default, metadata={"help": help, "alias": alias, "low": low, "high": high, "metavar": metavar,
-                                            "choices": choices})
+def _field(
+    default,
+    help: str,
+    *,
+    alias: str | None = None,
+    low=None,
+    high=None,
+    metavar: str | None = None,
+    choices: tuple[str, ...] | None = None,
+):
+    return field(
+        default=default,
+        metadata={"help": help, "alias": alias, "low": low, "high": high, "metavar": metavar, "choices": choices},
+    )
 
 
 # Where the weights live during a run (diffusers' offloading): "none" keeps every component on the device,
@@ -38,29 +48,46 @@ class GenerationRequest:
 
     prompt: str = _field("", "the text prompt")
     negative_prompt: str = _field("", "negative prompt", alias="negative", metavar="TEXT")
-    num_frames: int | None = _field(None, "frame count (default: the model's; Wan needs 4k+1)", alias="frames",
-                                    low=1, high=1024)
+    num_frames: int | None = _field(
+        None, "frame count (default: the model's; Wan needs 4k+1)", alias="frames", low=1, high=1024
+    )
     height: int | None = _field(None, "frame height in pixels (default: the model's)", low=8, high=4096)
     width: int | None = _field(None, "frame width in pixels (default: the model's)", low=8, high=4096)
-    num_inference_steps: int | None = _field(None, "denoising steps (default: the model's)", alias="steps",
-                                             low=1, high=1000)
-    guidance_scale: float | None = _field(None, "classifier-free guidance scale (default: the model's)",
-                                          alias="guidance", low=0.0, high=50.0)
+    num_inference_steps: int | None = _field(
+        None, "denoising steps (default: the model's)", alias="steps", low=1, high=1000
+    )
+    guidance_scale: float | None = _field(
+        None, "classifier-free guidance scale (default: the model's)", alias="guidance", low=0.0, high=50.0
+    )
     seed: int = _field(0, "random seed", low=0, high=2**32 - 1)
-    setting: str = _field("default", "named defaults of the model: default, or long (the embedded model's benchmark "
-                          "setting: more and larger frames); explicit sizes, frames and steps override it")
-    accel: str | None = _field(None, "accelerators: 'none', a preset (quality, balanced, fast), a spec such as "
-                               "'teacache(threshold=0.1)+pab(spatial=2)', or a .toml/.json spec file",
-                               metavar="SPEC|PRESET")
-    offload: str | None = _field(None, "where the weights wait while another component runs: none (all on the device), "
-                                 "model (one component at a time), group (one transformer block at a time), "
-                                 "sequential (one layer at a time: least memory, slowest) (default: none)",
-                                 choices=OFFLOAD_MODES, metavar="MODE")
-    vae_tiling: bool | None = _field(None, "decode the video in overlapping tiles: less memory for large frames, "
-                                     "seams possible (default: off)")
-    max_memory: str | None = _field(None, "memory this run may use on the device, e.g. 20GB (default: what the device "
-                                    "has free); a run estimated above it is refused with the option that would fit",
-                                    metavar="SIZE")
+    setting: str = _field(
+        "default",
+        "named defaults of the model: default, or long (the embedded model's benchmark "
+        "setting: more and larger frames); explicit sizes, frames and steps override it",
+    )
+    accel: str | None = _field(
+        None,
+        "accelerators: 'none', a preset (quality, balanced, fast), a spec such as "
+        "'teacache(threshold=0.1)+pab(spatial=2)', or a .toml/.json spec file",
+        metavar="SPEC|PRESET",
+    )
+    offload: str | None = _field(
+        None,
+        "where the weights wait while another component runs: none (all on the device), "
+        "model (one component at a time), group (one transformer block at a time), "
+        "sequential (one layer at a time: least memory, slowest) (default: none)",
+        choices=OFFLOAD_MODES,
+        metavar="MODE",
+    )
+    vae_tiling: bool | None = _field(
+        None, "decode the video in overlapping tiles: less memory for large frames, seams possible (default: off)"
+    )
+    max_memory: str | None = _field(
+        None,
+        "memory this run may use on the device, e.g. 20GB (default: what the device "
+        "has free); a run estimated above it is refused with the option that would fit",
+        metavar="SIZE",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,7 +155,9 @@ def _convert(name: str, value: Any, label: str, typed: bool = False) -> Any:
             raise InputError(f"{label} must be one of {', '.join(choices)}; got {_show(value)}")
         if name == "max_memory":
             parse_size(value, label)
-        return value.strip().lower() if choices else value.strip() if name in ("setting", "accel", "max_memory") else value
+        return (
+            value.strip().lower() if choices else value.strip() if name in ("setting", "accel", "max_memory") else value
+        )
     if isinstance(value, bool):
         raise InputError(f"{label} must be a number; got {value!r}")
     if isinstance(value, str):
@@ -144,7 +173,7 @@ def _convert(name: str, value: Any, label: str, typed: bool = False) -> Any:
         if isinstance(value, float) and not value.is_integer():
             raise InputError(f"{label} must be a whole number; got {value}")
         value = int(value)
-    elif isinstance(value, int) and not -2**64 < value < 2**64:  # no float holds it exactly; none is in range
+    elif isinstance(value, int) and not -(2**64) < value < 2**64:  # no float holds it exactly; none is in range
         raise InputError(f"{label} must be between {low} and {high}; got {_show(value)}")
     else:
         value = float(value)
@@ -153,8 +182,12 @@ def _convert(name: str, value: Any, label: str, typed: bool = False) -> Any:
     return value
 
 
-_JSON_KINDS = {bool: ("true or false", (bool,)), str: ("text", (str,)), int: ("a whole number", (int, float)),
-               float: ("a number", (int, float))}
+_JSON_KINDS = {
+    bool: ("true or false", (bool,)),
+    str: ("text", (str,)),
+    int: ("a whole number", (int, float)),
+    float: ("a number", (int, float)),
+}
 
 
 def _check_json_type(name: str, kind: type, value: Any, label: str) -> None:
@@ -201,8 +234,18 @@ def _boolean(value: Any, label: str) -> bool:
     raise InputError(f"{label} must be true or false; got {_show(value)}")
 
 
-_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
-          "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_size(text: str, label: str = "size") -> int:
@@ -213,9 +256,16 @@ def parse_size(text: str, label: str = "size") -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
-def request_from_options(options: Mapping[str, Any], base: GenerationRequest | None = None, *,
-                         source: str = "", ignore: tuple[str, ...] = (), partial: bool = False,
-                         option_prefix: str = "", typed: bool = False) -> GenerationRequest:
+def request_from_options(
+    options: Mapping[str, Any],
+    base: GenerationRequest | None = None,
+    *,
+    source: str = "",
+    ignore: tuple[str, ...] = (),
+    partial: bool = False,
+    option_prefix: str = "",
+    typed: bool = False,
+) -> GenerationRequest:
     """A request from `options` (field names or aliases) over `base`, checked as far as no model is needed.
 
     Options whose value is None leave `base` as it is. `source` prefixes error messages (e.g.

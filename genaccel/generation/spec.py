@@ -11,11 +11,12 @@ import dataclasses
 import json
 import math
 import re
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+import tomllib
 
 from genaccel.accelerators import ACCELERATORS
 from genaccel.engine.acceleration import ResolvedSpec
@@ -106,8 +107,10 @@ def parse_spec_string(text: str) -> list[AccelRequest]:
     for item in _split_top_level(text, "+"):
         match = _ITEM.match(item)
         if not match:
-            raise SpecError(f"malformed accelerator '{_shown(item.strip())}' in spec '{_shown(text)}' "
-                            "(expected name or name(key=value,...))")
+            raise SpecError(
+                f"malformed accelerator '{_shown(item.strip())}' in spec '{_shown(text)}' "
+                "(expected name or name(key=value,...))"
+            )
         name, body = match.group(1).lower(), match.group(2)
         if name == "none":  # printed back, a lone 'none()' would read as no accelerator at all
             raise SpecError(f"'none' stands alone, without parameters or other accelerators (spec '{_shown(text)}')")
@@ -239,7 +242,9 @@ def _convert(value, hint, where: str):
     except (ValueError, TypeError, OverflowError):  # OverflowError: an int too large for a float
         pass
     if origin is tuple:
-        expected = "low:high" if len(typing.get_args(hint)) == 2 else f"{len(typing.get_args(hint))} numbers joined by ':'"
+        expected = (
+            "low:high" if len(typing.get_args(hint)) == 2 else f"{len(typing.get_args(hint))} numbers joined by ':'"
+        )
     elif hint is bool:
         expected = "true or false"
     elif hint is float:
@@ -261,8 +266,9 @@ def build_config(request: AccelRequest):
     kwargs = {}
     for key, value in request.params.items():
         if key not in fields:
-            raise SpecError(f"unknown parameter '{_shown(key)}' for {request.name} "
-                            f"(parameters: {', '.join(sorted(fields))})")
+            raise SpecError(
+                f"unknown parameter '{_shown(key)}' for {request.name} (parameters: {', '.join(sorted(fields))})"
+            )
         kwargs[key] = _convert(value, hints[key], f"{request.name}.{key}")
     config = config_cls(**kwargs)
     try:

@@ -27,9 +27,9 @@ import torch
 
 from genaccel.engine.acceleration import Acceleration
 from genaccel.errors import InputError, ModelError
-from genaccel.memory.offload import place
 from genaccel.generation.prepare import PreparedRequest, install_prepared, prepare
 from genaccel.generation.request import GenerationRequest, request_from_options
+from genaccel.memory.offload import place
 from genaccel.streaming.decode import StreamingDecoder
 from genaccel.streaming.kv_cache import kept_frames
 
@@ -52,11 +52,19 @@ class StreamChunk:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready figures (no frames)."""
-        return {"chunk": self.index, "frames": int(len(self.frames)), "first_frame": self.first_frame,
-                "prompt": self.prompt, "seconds": round(self.seconds, 4),
-                "denoise_seconds": round(self.denoise_seconds, 4), "decode_seconds": round(self.decode_seconds, 4),
-                "memory": self.memory_bytes, "rss": self.rss_bytes, "cached_frames": self.cached_frames,
-                "recached": self.recached}
+        return {
+            "chunk": self.index,
+            "frames": int(len(self.frames)),
+            "first_frame": self.first_frame,
+            "prompt": self.prompt,
+            "seconds": round(self.seconds, 4),
+            "denoise_seconds": round(self.denoise_seconds, 4),
+            "decode_seconds": round(self.decode_seconds, 4),
+            "memory": self.memory_bytes,
+            "rss": self.rss_bytes,
+            "cached_frames": self.cached_frames,
+            "recached": self.recached,
+        }
 
 
 @dataclass(frozen=True)
@@ -76,11 +84,18 @@ class StreamSettings:
         table = getattr(pipe, "_genaccel_stream", None)
         if not table:
             key = getattr(pipe, "_genaccel_model_key", type(pipe).__name__)
-            raise ModelError(f"model '{key}' is not a causal streaming model (its genaccel.toml has no [stream] "
-                             "table); stream with tiny-causal or a converted causal checkpoint")
+            raise ModelError(
+                f"model '{key}' is not a causal streaming model (its genaccel.toml has no [stream] "
+                "table); stream with tiny-causal or a converted causal checkpoint"
+            )
         timesteps = table.get("timesteps")
-        return cls(int(table.get("chunk_frames", 1)), int(table.get("window", 4)), int(table.get("sink", 1)),
-                   tuple(float(t) for t in timesteps) if timesteps else None, float(table.get("shift", 1.0)))
+        return cls(
+            int(table.get("chunk_frames", 1)),
+            int(table.get("window", 4)),
+            int(table.get("sink", 1)),
+            tuple(float(t) for t in timesteps) if timesteps else None,
+            float(table.get("shift", 1.0)),
+        )
 
     def sigmas(self) -> list[float]:
         """Noise levels of the fixed timesteps after the flow shift."""
@@ -119,8 +134,9 @@ def parse_prompt_switches(items, chunks: int | None = None) -> dict[int, str]:
     return switches
 
 
-def prepare_stream(pipe, request: GenerationRequest | str, *, window: int | None = None, sink: int | None = None,
-                   **options) -> PreparedRequest:
+def prepare_stream(
+    pipe, request: GenerationRequest | str, *, window: int | None = None, sink: int | None = None, **options
+) -> PreparedRequest:
     """The one preparation step for a stream: `prepare` (defaults, checks, the spec) with the rolling KV
     cache added to the request's accelerators (or its window/sink set where the spec has one)."""
     settings = StreamSettings.of(pipe)
@@ -131,13 +147,16 @@ def prepare_stream(pipe, request: GenerationRequest | str, *, window: int | None
     for name, value in (("window", window), ("sink", sink)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise InputError(f"--{name} must be a whole number; got {value!r}")
-    cache = f"kvcache(window={window if window is not None else settings.window}," \
-            f"sink={sink if sink is not None else settings.sink})"
+    cache = (
+        f"kvcache(window={window if window is not None else settings.window},"
+        f"sink={sink if sink is not None else settings.sink})"
+    )
     accel = (request.accel or "none").strip()
     if "kvcache" in accel:
         if window is not None or sink is not None:
-            raise InputError("give the KV cache's window and sink either in --accel's kvcache(...) or as "
-                             "--window/--sink, not both")
+            raise InputError(
+                "give the KV cache's window and sink either in --accel's kvcache(...) or as --window/--sink, not both"
+            )
         spec = accel
     else:
         spec = cache if accel == "none" else f"{accel}+{cache}"
@@ -147,8 +166,9 @@ def prepare_stream(pipe, request: GenerationRequest | str, *, window: int | None
 class Stream:
     """An iterator of `StreamChunk`s; `close()` (or leaving a `with` block) ends the stream early."""
 
-    def __init__(self, pipe, prepared: PreparedRequest, *, chunks: int | None = None,
-                 prompts_at: dict[int, str] | None = None):
+    def __init__(
+        self, pipe, prepared: PreparedRequest, *, chunks: int | None = None, prompts_at: dict[int, str] | None = None
+    ):
         if chunks is not None and chunks < 1:
             raise InputError(f"--chunks must be at least 1; got {chunks}")
         self.pipe = pipe
@@ -191,16 +211,21 @@ class Stream:
         extra = self.prepared.call
         with torch.no_grad():
             cond, uncond = pipe.encode_prompt(
-                prompt, request.negative_prompt or "", do_classifier_free_guidance=guided,
-                max_sequence_length=extra.get("max_sequence_length", 512), device=pipe._execution_device)
+                prompt,
+                request.negative_prompt or "",
+                do_classifier_free_guidance=guided,
+                max_sequence_length=extra.get("max_sequence_length", 512),
+                device=pipe._execution_device,
+            )
         dtype = pipe.transformer.dtype
         return cond.to(dtype), (uncond.to(dtype) if guided else None)
 
     def _forward(self, latents, timestep, embeds, branch):
         transformer = self.pipe.transformer
         with transformer.cache_context(branch):
-            return transformer(hidden_states=latents, timestep=timestep, encoder_hidden_states=embeds,
-                               return_dict=False)[0]
+            return transformer(
+                hidden_states=latents, timestep=timestep, encoder_hidden_states=embeds, return_dict=False
+            )[0]
 
     def _predict(self, latents, timestep, embeds, guidance):
         """The flow prediction, guided when there is an unconditional branch."""
@@ -287,18 +312,39 @@ class Stream:
                     denoised = time.perf_counter()
                     frames = decoder(latents)
                     done = time.perf_counter()
-                    state = sum(c.nbytes() for c in self.caches) + decoder.nbytes() + \
-                        sum(h.numel() * h.element_size() for h in history)
-                    chunk = StreamChunk(index, frames, first_frame, self.prompt, done - start, denoised - start,
-                                        done - denoised, state, _rss_bytes(),
-                                        self.caches[0].frames("cond") if self.caches else [], recached)
+                    state = (
+                        sum(c.nbytes() for c in self.caches)
+                        + decoder.nbytes()
+                        + sum(h.numel() * h.element_size() for h in history)
+                    )
+                    chunk = StreamChunk(
+                        index,
+                        frames,
+                        first_frame,
+                        self.prompt,
+                        done - start,
+                        denoised - start,
+                        done - denoised,
+                        state,
+                        _rss_bytes(),
+                        self.caches[0].frames("cond") if self.caches else [],
+                        recached,
+                    )
                 yield chunk
                 first_frame += len(frames)
                 index += 1
 
 
-def stream(pipe, request: GenerationRequest | PreparedRequest | str, *, chunks: int | None = None,
-           prompts_at=None, window: int | None = None, sink: int | None = None, **options) -> Stream:
+def stream(
+    pipe,
+    request: GenerationRequest | PreparedRequest | str,
+    *,
+    chunks: int | None = None,
+    prompts_at=None,
+    window: int | None = None,
+    sink: int | None = None,
+    **options,
+) -> Stream:
     """Stream a video from a causal model: an iterator of `StreamChunk`s (unbounded when `chunks` is None).
 
     `request`: a prompt (request options as keyword arguments), a `GenerationRequest`, or a

@@ -150,7 +150,8 @@ def check_or_write_plan(path: Path, plan: dict, holds: str) -> None:
         previous = json.loads(path.read_text())
         if previous != plan:
             changed = sorted(k for k in set(previous) | set(plan) if previous.get(k) != plan.get(k))
-            raise InputError(f"{path.parent} holds {holds} (differs in: {', '.join(changed)}); "
-                             "use another --out or delete it")
+            raise InputError(
+                f"{path.parent} holds {holds} (differs in: {', '.join(changed)}); use another --out or delete it"
+            )
         return
     write_atomic(path, json.dumps(plan, indent=1) + "\n")

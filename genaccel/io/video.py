@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genaccel.io import failpoints
 from genaccel.errors import InputError
+from genaccel.io import failpoints
 from genaccel.io.files import replace_atomic, stale_temporaries, temp_prefix, writing
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")
@@ -51,8 +51,10 @@ def _check_frame_folder_target(path: Path) -> None:
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise InputError(f"cannot write frames to {path}: it exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not is_frame_folder(path):
-        raise InputError(f"refusing to write frames into {path}: it holds files genaccel did not write "
-                         "(choose a new or empty folder)")
+        raise InputError(
+            f"refusing to write frames into {path}: it holds files genaccel did not write "
+            "(choose a new or empty folder)"
+        )
 
 
 def check_output_path(path: str | Path, *, probe: bool = True) -> Path:
@@ -80,8 +82,9 @@ def check_output_path(path: str | Path, *, probe: bool = True) -> Path:
     if suffix and path.is_dir():
         raise InputError(f"cannot write to {path}: it is a folder")
     if suffix and path.is_file() and not path.is_symlink() and not _is_video_file(path, suffix):
-        raise InputError(f"{path} exists and is not a {suffix} video: genaccel replaces only videos "
-                         "(choose another --out)")
+        raise InputError(
+            f"{path} exists and is not a {suffix} video: genaccel replaces only videos (choose another --out)"
+        )
     if not suffix:
         _check_frame_folder_target(path)
     return path
@@ -139,8 +142,17 @@ def _write(data: np.ndarray, path: Path, fps: int) -> None:
             h, w = data.shape[1:3]
             if h % 2 or w % 2:
                 data = np.pad(data, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            iio.imwrite(tmp, data, extension=".mp4", plugin="FFMPEG", fps=fps, macro_block_size=1,
-                        codec="libx264", pixelformat="yuv420p", output_params=["-crf", "12"])
+            iio.imwrite(
+                tmp,
+                data,
+                extension=".mp4",
+                plugin="FFMPEG",
+                fps=fps,
+                macro_block_size=1,
+                codec="libx264",
+                pixelformat="yuv420p",
+                output_params=["-crf", "12"],
+            )
         elif suffix == ".gif":
             iio.imwrite(tmp, data, extension=".gif", duration=int(1000 / fps), loop=0)
         else:
@@ -160,7 +172,9 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     for entry in stale_temporaries(path):
         if entry.is_dir():
             moved_aside = entry / "frames"  # an earlier frame folder on its way out (_write_frame_folder)
-            if holds_only_frames(entry) or ([p.name for p in entry.iterdir()] == ["frames"] and holds_only_frames(moved_aside)):
+            if holds_only_frames(entry) or (
+                [p.name for p in entry.iterdir()] == ["frames"] and holds_only_frames(moved_aside)
+            ):
                 shutil.rmtree(entry)
                 removed.append(entry)
         else:
@@ -171,8 +185,11 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
 
 def holds_only_frames(folder: Path) -> bool:
     """A real folder holding nothing but PNG frames as genaccel names them (and its marker, if finished)."""
-    return folder.is_dir() and not folder.is_symlink() and all(
-        p.name == FRAME_FOLDER_MARKER or (_FRAME_NAME.match(p.name) and p.is_file()) for p in folder.iterdir())
+    return (
+        folder.is_dir()
+        and not folder.is_symlink()
+        and all(p.name == FRAME_FOLDER_MARKER or (_FRAME_NAME.match(p.name) and p.is_file()) for p in folder.iterdir())
+    )
 
 
 def _write_frame_folder(path: Path, data: np.ndarray) -> None:
@@ -212,8 +229,9 @@ def _write_webp(path: Path, data: np.ndarray, fps: int) -> None:
     from PIL import Image
 
     images = [Image.fromarray(frame) for frame in data]
-    images[0].save(path, format="WEBP", save_all=True, append_images=images[1:], duration=int(1000 / fps),
-                   loop=0, lossless=True)
+    images[0].save(
+        path, format="WEBP", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0, lossless=True
+    )
 
 
 def read_video(path: str | Path) -> np.ndarray:
@@ -265,9 +283,24 @@ class StreamWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._size = (data.shape[2], data.shape[1])
             self._writer = imageio_ffmpeg.write_frames(
-                str(self.part), self._size, fps=self.fps, codec="libx264", macro_block_size=1,
-                output_params=["-crf", "12", "-tune", "zerolatency", "-g", str(max(1, len(data))),
-                               "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-flush_packets", "1"])
+                str(self.part),
+                self._size,
+                fps=self.fps,
+                codec="libx264",
+                macro_block_size=1,
+                output_params=[
+                    "-crf",
+                    "12",
+                    "-tune",
+                    "zerolatency",
+                    "-g",
+                    str(max(1, len(data))),
+                    "-movflags",
+                    "frag_keyframe+empty_moov+default_base_moof",
+                    "-flush_packets",
+                    "1",
+                ],
+            )
             self._writer.send(None)
         for frame in data:
             self._writer.send(np.ascontiguousarray(frame))

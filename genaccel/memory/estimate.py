@@ -33,8 +33,12 @@ POSTPROCESS_COPIES = {"cpu": 3.5, "cuda": 2.0}
 # Latent frames a VAE decodes at a time (its feature cache carries the rest); others decode all at once.
 DECODE_CHUNK_LATENT_FRAMES = {"AutoencoderKLWan": 1, "AutoencoderKLCogVideoX": 2}
 # Pipeline attributes holding the VAE's compression, by the names the families use.
-SPATIAL_FACTOR_ATTRS = ("vae_scale_factor_spatial", "vae_spatial_compression_ratio", "vae_spatial_scale_factor",
-                        "vae_scale_factor")
+SPATIAL_FACTOR_ATTRS = (
+    "vae_scale_factor_spatial",
+    "vae_spatial_compression_ratio",
+    "vae_spatial_scale_factor",
+    "vae_scale_factor",
+)
 TEMPORAL_FACTOR_ATTRS = ("vae_scale_factor_temporal", "vae_temporal_compression_ratio", "vae_temporal_scale_factor")
 
 
@@ -52,11 +56,16 @@ class ComponentSize:
         def size(m, recurse=True):
             return sum(t.numel() * t.element_size() for t in (*m.parameters(recurse), *m.buffers(recurse)))
 
-        blocks = [size(block) for child in module.children() if isinstance(child, torch.nn.ModuleList)
-                  for block in child]
+        blocks = [
+            size(block) for child in module.children() if isinstance(child, torch.nn.ModuleList) for block in child
+        ]
         total = size(module)
-        return cls(total, max(blocks, default=0), total - sum(blocks),
-                   max((size(m, False) for m in module.modules()), default=0))
+        return cls(
+            total,
+            max(blocks, default=0),
+            total - sum(blocks),
+            max((size(m, False) for m in module.modules()), default=0),
+        )
 
     def resident(self, offload: str, prefetch: bool) -> int:
         """Bytes on the device while this component runs under `offload`."""
@@ -113,8 +122,11 @@ class ModelSizes:
         from genaccel.pipelines.families import family_of
 
         family = family or family_of(pipe)
-        components = {name: ComponentSize.of(module) for name, module in pipe.components.items()
-                      if isinstance(module, torch.nn.Module)}
+        components = {
+            name: ComponentSize.of(module)
+            for name, module in pipe.components.items()
+            if isinstance(module, torch.nn.Module)
+        }
         denoiser_items = family.denoiser_modules(pipe)
         transformer = denoiser_items[0][1]
         attention = family.attention_layers(transformer, "self")[0][1]
@@ -125,12 +137,17 @@ class ModelSizes:
         patch = config.get("patch_size", 1)
         patch = tuple(patch) if isinstance(patch, (list, tuple)) else (config.get("patch_size_t") or 1, patch, patch)
         vae = pipe.vae
-        convs = [m for m in vae.decoder.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))] \
-            if hasattr(vae, "decoder") else []
+        convs = (
+            [m for m in vae.decoder.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+            if hasattr(vae, "decoder")
+            else []
+        )
         tile = None
         if hasattr(vae, "enable_tiling"):
-            tile = (getattr(vae, "tile_sample_min_height", None) or getattr(vae, "tile_sample_min_size", 256),
-                    getattr(vae, "tile_sample_min_width", None) or getattr(vae, "tile_sample_min_size", 256))
+            tile = (
+                getattr(vae, "tile_sample_min_height", None) or getattr(vae, "tile_sample_min_size", 256),
+                getattr(vae, "tile_sample_min_width", None) or getattr(vae, "tile_sample_min_size", 256),
+            )
         return cls(
             components=components,
             denoisers=tuple(name for name, _ in denoiser_items),
@@ -182,17 +199,26 @@ class MemoryEstimate:
     vae_tiling: bool
 
     def to_dict(self) -> dict:
-        return {"peak_bytes": self.peak, "phases": self.phases, "weights_bytes": self.weights,
-                "activation_bytes": self.activations, "accelerator_state_bytes": self.state,
-                "decode_bytes": self.decode, "device": self.device, "offload": self.offload,
-                "vae_tiling": self.vae_tiling}
+        return {
+            "peak_bytes": self.peak,
+            "phases": self.phases,
+            "weights_bytes": self.weights,
+            "activation_bytes": self.activations,
+            "accelerator_state_bytes": self.state,
+            "decode_bytes": self.decode,
+            "device": self.device,
+            "offload": self.offload,
+            "vae_tiling": self.vae_tiling,
+        }
 
     def describe(self) -> str:
         """One line: the peak and what it is made of."""
         phase = max(self.phases, key=self.phases.get)
-        return (f"about {size_text(self.peak)} on {self.device}, at the {phase} (weights resident "
-                f"{size_text(self.weights)}; denoising activations {size_text(self.activations)}, accelerator state "
-                f"{size_text(self.state)}, decode {size_text(self.decode)})")
+        return (
+            f"about {size_text(self.peak)} on {self.device}, at the {phase} (weights resident "
+            f"{size_text(self.weights)}; denoising activations {size_text(self.activations)}, accelerator state "
+            f"{size_text(self.state)}, decode {size_text(self.decode)})"
+        )
 
 
 def size_text(n: int) -> str:
@@ -200,8 +226,9 @@ def size_text(n: int) -> str:
     return f"{n / GB:.2f} GB" if n >= 0.1 * GB else f"{n / 1e6:.1f} MB"
 
 
-def activation_shape(sizes: ModelSizes, num_frames: int, height: int, width: int, guidance_scale: float,
-                     shards: int = 1) -> ActivationShape:
+def activation_shape(
+    sizes: ModelSizes, num_frames: int, height: int, width: int, guidance_scale: float, shards: int = 1
+) -> ActivationShape:
     t, s = sizes.vae_factors
     pt, ph, pw = sizes.patch
     latent_frames = (num_frames - 1) // t + 1 if t > 1 else num_frames
@@ -209,15 +236,30 @@ def activation_shape(sizes: ModelSizes, num_frames: int, height: int, width: int
     frame_tokens = max(1, lh // ph) * max(1, lw // pw)
     branches = 2 if guidance_scale > 1 else 1
     return ActivationShape(
-        tokens=-(-latent_frames // pt) * frame_tokens // shards, frame_tokens=frame_tokens, dim=sizes.dim,
+        tokens=-(-latent_frames // pt) * frame_tokens // shards,
+        frame_tokens=frame_tokens,
+        dim=sizes.dim,
         self_attention_layers=sizes.self_attention_layers,
-        cross_attention_layers=sizes.cross_attention_layers, branches=branches, dtype_bytes=sizes.dtype_bytes,
-        latent_bytes=sizes.latent_channels * latent_frames * lh * lw * 4)
+        cross_attention_layers=sizes.cross_attention_layers,
+        branches=branches,
+        dtype_bytes=sizes.dtype_bytes,
+        latent_bytes=sizes.latent_channels * latent_frames * lh * lw * 4,
+    )
 
 
-def estimate_peak(sizes: ModelSizes, *, num_frames: int, height: int, width: int, guidance_scale: float = 1.0,
-                  accelerators=(), offload: str = "none", vae_tiling: bool = False, device: str = "cpu",
-                  shards: int = 1) -> MemoryEstimate:
+def estimate_peak(
+    sizes: ModelSizes,
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    guidance_scale: float = 1.0,
+    accelerators=(),
+    offload: str = "none",
+    vae_tiling: bool = False,
+    device: str = "cpu",
+    shards: int = 1,
+) -> MemoryEstimate:
     """The estimated peak of one generation on one device. `accelerators` are (class, config) pairs of a
     resolved spec; `device` is a device type ("cpu", "cuda"): on the CPU the weights are resident whatever
     `offload` says; `shards` is the number of processes the sequence is split across (context parallelism:
@@ -229,8 +271,9 @@ def estimate_peak(sizes: ModelSizes, *, num_frames: int, height: int, width: int
     def resident(active: tuple[str, ...]) -> int:
         if mode == "none":
             return sum(c.total for c in sizes.components.values())
-        return max((sizes.components[name].resident(mode, prefetch) for name in active if name in sizes.components),
-                   default=0)
+        return max(
+            (sizes.components[name].resident(mode, prefetch) for name in active if name in sizes.components), default=0
+        )
 
     batch = 2 if sizes.cfg_batched and shape.branches == 2 else 1
     per_token = sizes.dtype_bytes * (2 * sizes.ffn_dim + 5 * sizes.dim) + 2 * sizes.head_dim * 4  # + fp32 rope
@@ -244,27 +287,49 @@ def estimate_peak(sizes: ModelSizes, *, num_frames: int, height: int, width: int
     tile_h, tile_w = (min(height, sizes.tile[0]), min(width, sizes.tile[1])) if tiled else (height, width)
     maps = DECODE_WORKING_MAPS * sizes.decoder_width * chunk_frames * tile_h * tile_w * sizes.vae_dtype_bytes
     copies = 3 if tiled and (tile_h, tile_w) != (height, width) else 2  # tiles, then blended
-    post = POSTPROCESS_COPIES.get(device, 2.0) * 3 * num_frames * height * width * (4 if device == "cpu" else
-                                                                                    sizes.vae_dtype_bytes)
+    post = (
+        POSTPROCESS_COPIES.get(device, 2.0)
+        * 3
+        * num_frames
+        * height
+        * width
+        * (4 if device == "cpu" else sizes.vae_dtype_bytes)
+    )
     decode = int(max(maps + copies * video, post))
 
     encode_weights = resident(("text_encoder", "text_encoder_2"))
     denoise_weights = resident(sizes.denoisers)
     decode_weights = resident(("vae",))
-    phases = {"encode": encode_weights, "denoise": denoise_weights + int(activations) + state,
-              "decode": decode_weights + decode + state}
+    phases = {
+        "encode": encode_weights,
+        "denoise": denoise_weights + int(activations) + state,
+        "decode": decode_weights + decode + state,
+    }
     peak_phase = max(phases, key=phases.get)
     weights = {"encode": encode_weights, "denoise": denoise_weights, "decode": decode_weights}[peak_phase]
-    return MemoryEstimate(peak=phases[peak_phase], phases=phases, weights=weights, activations=int(activations),
-                          state=state, decode=decode, device=device, offload=mode, vae_tiling=vae_tiling)
+    return MemoryEstimate(
+        peak=phases[peak_phase],
+        phases=phases,
+        weights=weights,
+        activations=int(activations),
+        state=state,
+        decode=decode,
+        device=device,
+        offload=mode,
+        vae_tiling=vae_tiling,
+    )
 
 
 # ----------------------------------------------------------------------------- fitting a device
 def device_budget(pipe, device: torch.device) -> int:
     """Bytes a run may use on `device`: what is free there plus what this pipeline already holds there."""
-    held = sum(t.numel() * t.element_size() for module in pipe.components.values()
-               if isinstance(module, torch.nn.Module)
-               for t in (*module.parameters(), *module.buffers()) if t.device.type == device.type)
+    held = sum(
+        t.numel() * t.element_size()
+        for module in pipe.components.values()
+        if isinstance(module, torch.nn.Module)
+        for t in (*module.parameters(), *module.buffers())
+        if t.device.type == device.type
+    )
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # PyTorch's, reusable
@@ -294,5 +359,7 @@ def fit_message(estimate: MemoryEstimate, budget: int, alternatives: dict[str, M
         if alternative.peak <= budget:
             return f"{head}: {flag} brings it to about {size_text(alternative.peak)}"
     smallest = min(alternatives.values(), key=lambda e: e.peak, default=estimate)
-    return (f"{head}, and even with offloading and VAE tiling it needs about {size_text(smallest.peak)}: make "
-            "fewer or smaller frames (--frames, --height, --width)")
+    return (
+        f"{head}, and even with offloading and VAE tiling it needs about {size_text(smallest.peak)}: make "
+        "fewer or smaller frames (--frames, --height, --width)"
+    )

@@ -73,13 +73,19 @@ def _add_offload(pipe, mode: str, device: torch.device) -> None:
         from diffusers.hooks import apply_group_offloading
 
         for _, component in _components(pipe):
-            if _is_diffusers_model(component) and any(isinstance(child, torch.nn.ModuleList)
-                                                      for child in component.children()):
+            if _is_diffusers_model(component) and any(
+                isinstance(child, torch.nn.ModuleList) for child in component.children()
+            ):
                 options = {"offload_type": "block_level", "num_blocks_per_group": 1}
             else:
                 options = {"offload_type": "leaf_level"}
-            apply_group_offloading(component, onload_device=device, offload_device=torch.device("cpu"),
-                                   use_stream=device.type == "cuda", **options)
+            apply_group_offloading(
+                component,
+                onload_device=device,
+                offload_device=torch.device("cpu"),
+                use_stream=device.type == "cuda",
+                **options,
+            )
     else:
         raise ValueError(f"unknown offload mode {mode!r}")
 

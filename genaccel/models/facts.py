@@ -50,8 +50,13 @@ class ModelFacts:
         """The facts of a loaded pipeline, its profiles read now (unless given: `profiles`)."""
         family = family_of(pipe)
         key = pipeline_model_key(pipe)
-        return cls(family, key, getattr(pipe, "_genaccel_defaults", None) or {}, family.fixed_frames(pipe),
-                   read_profiles(key) if profiles is None else profiles)
+        return cls(
+            family,
+            key,
+            getattr(pipe, "_genaccel_defaults", None) or {},
+            family.fixed_frames(pipe),
+            read_profiles(key) if profiles is None else profiles,
+        )
 
     @property
     def profile(self) -> dict:
@@ -102,8 +107,10 @@ def _check_defaults(table: dict, where: str) -> None:
     """A model's defaults name request fields (and an [extra] table of pipeline arguments), nothing else."""
     unknown = set(table) - set(DEFAULTED) - {"extra"}
     if unknown:
-        raise ModelError(f"the model's genaccel.toml: {where}unknown key(s) {', '.join(sorted(unknown))} "
-                         f"(allowed: {', '.join(DEFAULTED)}, [extra])")
+        raise ModelError(
+            f"the model's genaccel.toml: {where}unknown key(s) {', '.join(sorted(unknown))} "
+            f"(allowed: {', '.join(DEFAULTED)}, [extra])"
+        )
 
 
 def model_settings(pipe) -> list[str]:
@@ -191,5 +198,7 @@ def builtin_models() -> dict[str, str]:
         models[EMBEDDED] = "embedded trained Wan-format text-to-video model of moving shapes (default)"
         if is_model_folder(embedded_model_dir("embedded-causal")):
             models[EMBEDDED_CAUSAL] = "its block-causal variant for streaming (genaccel stream)"
-    models.update({f"{TINY_PREFIX}{name}": f"tiny random-weight {name} pipeline built in code (tests)" for name in TINY_FAMILIES})
+    models.update(
+        {f"{TINY_PREFIX}{name}": f"tiny random-weight {name} pipeline built in code (tests)" for name in TINY_FAMILIES}
+    )
     return models

@@ -10,8 +10,9 @@ refused, since unpickling runs code from the file.
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from genaccel.errors import ModelError
 
@@ -69,8 +70,10 @@ def check_component(folder: Path, root: Path) -> None:
         check_safetensors(path, root)
     pickles = [p for p in sorted(folder.iterdir()) if p.suffix in PICKLE_SUFFIXES]
     if pickles and not weights:
-        raise ModelError(f"{root.name}/{folder.name}/{pickles[0].name}: pickle weights; genaccel loads only "
-                         "safetensors (unpickling can run code from the file): convert them to .safetensors")
+        raise ModelError(
+            f"{root.name}/{folder.name}/{pickles[0].name}: pickle weights; genaccel loads only "
+            "safetensors (unpickling can run code from the file): convert them to .safetensors"
+        )
     if (folder / "config.json").is_file() and not weights:  # a model (schedulers and tokenizers have no config.json)
         raise ModelError(f"{root.name}/{folder.name}: no weights (no .safetensors file next to its config.json)")
 
@@ -80,7 +83,7 @@ def check_model_folder(root: Path) -> None:
     raise ModelError naming the first missing, corrupt or unsafe file."""
     index = read_json(root / "model_index.json", root)
     if not isinstance(index, dict) or not isinstance(index.get("_class_name"), str):
-        raise ModelError(f"{root.name}/model_index.json: not a diffusers pipeline index (no \"_class_name\")")
+        raise ModelError(f'{root.name}/model_index.json: not a diffusers pipeline index (no "_class_name")')
     for name, value in index.items():
         if name.startswith("_") or not isinstance(value, list) or None in value:
             continue  # settings, and components the pipeline does without

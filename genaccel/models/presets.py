@@ -11,10 +11,11 @@ Where a preset is looked up, first match wins:
 
 from __future__ import annotations
 
-import tomllib
 from functools import lru_cache
 from importlib import resources
 from typing import Iterable
+
+import tomllib
 
 from genaccel.errors import SpecError
 
@@ -44,8 +45,9 @@ def tuned_presets(profiles: Iterable[dict], setting: str | None = None) -> dict[
     return found
 
 
-def presets_for(family: str, model_key: str | None = None, profiles: Iterable[dict] = (),
-                setting: str | None = None) -> dict[str, str]:
+def presets_for(
+    family: str, model_key: str | None = None, profiles: Iterable[dict] = (), setting: str | None = None
+) -> dict[str, str]:
     """Preset name -> spec string of every preset a model offers at `setting`: tuned ones first, then the
     model's preset file, then its family's (built-in names first in the order)."""
     found = {name: str(table["spec"]) for name, table in tuned_presets(profiles, setting).items()}
@@ -78,8 +80,9 @@ def preset_spec(family: str, preset: str, model_key: str | None = None, setting:
 def any_tuned_name(name: str) -> bool:
     """True if some profile on this machine has a tuned preset called `name` (checks without a model)."""
     name = name.lower()
-    return any(name in {k.lower() for k in names} for settings in tuned_by_model().values()
-               for names in settings.values())
+    return any(
+        name in {k.lower() for k in names} for settings in tuned_by_model().values() for names in settings.values()
+    )
 
 
 def tuned_by_model() -> dict[str, dict[str, dict[str, str]]]:

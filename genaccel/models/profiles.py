@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from importlib import resources
 from pathlib import Path
+
+import tomllib
 
 from genaccel.errors import ModelError
 
@@ -79,7 +80,9 @@ def profile_keys() -> list[str]:
     keys = []
     for folder in (profile_dir(), _shipped_dir()):
         if folder.is_dir():
-            keys += sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file())
+            keys += sorted(
+                p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file()
+            )
     return list(dict.fromkeys(keys))
 
 

@@ -45,7 +45,9 @@ class StreamingDecoder:
         x = vae.post_quant_conv(z)
         outs = []
         for i in range(x.shape[2]):
-            outs.append(vae.decoder(x[:, :, i : i + 1], feat_cache=self.feat_cache, feat_idx=[0], first_chunk=self.first))
+            outs.append(
+                vae.decoder(x[:, :, i : i + 1], feat_cache=self.feat_cache, feat_idx=[0], first_chunk=self.first)
+            )
             self.first = False
         video = torch.cat(outs, dim=2)
         if vae.config.patch_size is not None:

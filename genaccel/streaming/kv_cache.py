@@ -99,14 +99,16 @@ class RollingKVCache:
 
     def frames(self, branch: str | None = None) -> list[int]:
         """Stream frame indices held by the cache (of the first layer of `branch`, or of any branch)."""
-        for (b, layer), entry in sorted(self.entries.items(), key=lambda kv: kv[0][1]):
+        for (b, _layer), entry in sorted(self.entries.items(), key=lambda kv: kv[0][1]):
             if branch is None or b == branch:
                 return list(entry.frames)
         return []
 
     def nbytes(self) -> int:
-        return sum(e.keys.numel() * e.keys.element_size() + e.values.numel() * e.values.element_size()
-                   for e in self.entries.values())
+        return sum(
+            e.keys.numel() * e.keys.element_size() + e.values.numel() * e.values.element_size()
+            for e in self.entries.values()
+        )
 
     def read(self, key, rotation: FrameRotation) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Cached keys (rotated to sit right before the current chunk) and values, or None when empty."""
@@ -165,8 +167,12 @@ class KVCacheKernel:
         self.cached_keys = 0
 
     def stats(self) -> dict:
-        return {"calls_with_cache": self.calls_with_cache, "cached_keys_attended": self.cached_keys,
-                "cache_bytes": self.cache.nbytes(), "cached_frames": self.cache.frames()}
+        return {
+            "calls_with_cache": self.calls_with_cache,
+            "cached_keys_attended": self.cached_keys,
+            "cache_bytes": self.cache.nbytes(),
+            "cached_frames": self.cache.frames(),
+        }
 
     def __call__(self, q, k, v, context: AttentionContext):
         if context.grid is None or context.video != (0, q.shape[2]):

@@ -33,7 +33,7 @@ class PromptProjectionHook(ModelHook):
                 self.hits += 1
                 return out
         out = self.fn_ref.original_forward(hidden_states, *args, **kwargs)
-        self.memo = [*self.memo[-(self.size - 1):], (hidden_states, version, out)]
+        self.memo = [*self.memo[-(self.size - 1) :], (hidden_states, version, out)]
         return out
 
     def reset_state(self, module):

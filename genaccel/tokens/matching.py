@@ -64,8 +64,16 @@ class TokenMatch:
         if self.kept.shape[0] == batch:
             return self
         grow = lambda t: None if t is None else t.expand(batch, -1)  # noqa: E731
-        return TokenMatch(self.n, self.dst, self.src, grow(self.merged), grow(self.into), grow(self.kept),
-                          grow(self.order), grow(self.choice))
+        return TokenMatch(
+            self.n,
+            self.dst,
+            self.src,
+            grow(self.merged),
+            grow(self.into),
+            grow(self.kept),
+            grow(self.order),
+            grow(self.choice),
+        )
 
     def recut(self, r: int) -> "TokenMatch":
         """The same matching with the `r` best-matched sources merged (a schedule changing the ratio between
@@ -113,8 +121,14 @@ def cell_similarity(x: torch.Tensor, grid: tuple[int, int, int], cell: tuple[int
     return float((a * b).sum(-1).mean())
 
 
-def match(metric: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, r: int, distance: str = "cosine",
-          cells: torch.Tensor | None = None) -> TokenMatch:
+def match(
+    metric: torch.Tensor,
+    dst: torch.Tensor,
+    src: torch.Tensor,
+    r: int,
+    distance: str = "cosine",
+    cells: torch.Tensor | None = None,
+) -> TokenMatch:
     """Match every source to its most similar destination by `metric` (B, N, C) and merge the `r` best-matched
     sources. distance: "cosine" (ToMe) or "euclidean" (AsymRnR). `cells` (N,): each token's cell; given,
     a source may only match the destination of its own cell (local merging: a merged token's output is then
@@ -148,8 +162,9 @@ def _cut(n, dst, src, order, choice, r) -> TokenMatch:
     r = max(0, min(int(r), src.numel()))
     merged = order[:, :r]
     kept = order[:, r:].sort(-1).values
-    return TokenMatch(n=n, dst=dst, src=src, merged=merged, into=choice.gather(1, merged), kept=kept, order=order,
-                      choice=choice)
+    return TokenMatch(
+        n=n, dst=dst, src=src, merged=merged, into=choice.gather(1, merged), kept=kept, order=order, choice=choice
+    )
 
 
 def merge(x: torch.Tensor, m: TokenMatch, sizes: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,6 +196,8 @@ def unmerge(y: torch.Tensor, m: TokenMatch) -> torch.Tensor:
     out[:, m.dst] = yd
     src = yd.new_empty(batch, m.src.numel(), channels)
     src.scatter_(1, m.kept[..., None].expand(-1, -1, channels), kept)
-    src.scatter_(1, m.merged[..., None].expand(-1, -1, channels), yd.gather(1, m.into[..., None].expand(-1, -1, channels)))
+    src.scatter_(
+        1, m.merged[..., None].expand(-1, -1, channels), yd.gather(1, m.into[..., None].expand(-1, -1, channels))
+    )
     out[:, m.src] = src
     return out

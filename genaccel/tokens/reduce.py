@@ -34,13 +34,23 @@ def _unfold(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 def _splice(x: torch.Tensor, video: tuple[int, int], part: torch.Tensor) -> torch.Tensor:
     """x (B, H, S, D) with its video tokens replaced by `part` (B, H, N', D)."""
-    return torch.cat([x[:, :, :video[0]], part, x[:, :, video[1]:]], 2)
+    return torch.cat([x[:, :, : video[0]], part, x[:, :, video[1] :]], 2)
 
 
 class AsymmetricReductionKernel:
-    def __init__(self, inner=dense_kernel, *, q_ratio: float = 0.3, kv_ratio: float = 0.3,
-                 cell: tuple[int, int, int] = (2, 2, 2), interval: int = 4, dense_steps: int = 0,
-                 schedule=None, seed: int = 0, min_tokens: int = 0):
+    def __init__(
+        self,
+        inner=dense_kernel,
+        *,
+        q_ratio: float = 0.3,
+        kv_ratio: float = 0.3,
+        cell: tuple[int, int, int] = (2, 2, 2),
+        interval: int = 4,
+        dense_steps: int = 0,
+        schedule=None,
+        seed: int = 0,
+        min_tokens: int = 0,
+    ):
         self.inner = inner
         self.q_ratio, self.kv_ratio = q_ratio, kv_ratio
         self.cell = tuple(cell)
@@ -73,8 +83,12 @@ class AsymmetricReductionKernel:
             "kv_kept": round(total[2] / total[0], 4) if total[0] else None,
             "matched": self.matched,
             "reused": self.reused,
-            "tokens": {f"{layer}/{step}": tuple(v) for (layer, step), v in sorted(
-                self._tokens.items(), key=lambda item: (item[0][0], item[0][1] if item[0][1] is not None else -1))},
+            "tokens": {
+                f"{layer}/{step}": tuple(v)
+                for (layer, step), v in sorted(
+                    self._tokens.items(), key=lambda item: (item[0][0], item[0][1] if item[0][1] is not None else -1)
+                )
+            },
         }
 
     # ------------------------------------------------------------------------------------------ call
@@ -111,7 +125,7 @@ class AsymmetricReductionKernel:
         batch = q.shape[0]
         sizes = kv_match.sizes().to(q.device, torch.float32)
         bias = torch.zeros(batch, length, device=q.device, dtype=torch.float32)
-        bias[:, v0:v0 + sizes.shape[1]] = sizes.log()
+        bias[:, v0 : v0 + sizes.shape[1]] = sizes.log()
         mask = context.attn_mask
         if mask is not None:
             if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2] != 1:
@@ -147,6 +161,6 @@ class AsymmetricReductionKernel:
         inner_context = dataclasses.replace(context, video=(v0, v0 + q_video.shape[2]), grid=None, attn_mask=bias)
         out = self.inner(q_r, k_r, v_r, inner_context)
         n_q = q_video.shape[2]
-        video_out = _unfold(unmerge(_fold(out[:, :, v0:v0 + n_q]), q_match), heads)
+        video_out = _unfold(unmerge(_fold(out[:, :, v0 : v0 + n_q]), q_match), heads)
         self._count(context, n, n_q, k_video.shape[2])
         return _splice(out, (v0, v0 + n_q), video_out)

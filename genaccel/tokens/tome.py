@@ -77,13 +77,21 @@ class MergeStats:
             after = sum(v[1] for k, v in self.tokens.items() if k[0] == site)
             kept[site] = round(after / before, 4) if before else None
         order = lambda item: (item[0][0], item[0][1], -1 if item[0][2] is None else item[0][2])  # noqa: E731
-        return {"kept": kept, "matched": self.matched, "reused": self.reused,
-                "tokens": {f"{s}/{layer}/{step}": tuple(v) for (s, layer, step), v in sorted(self.tokens.items(), key=order)}}
+        return {
+            "kept": kept,
+            "matched": self.matched,
+            "reused": self.reused,
+            "tokens": {
+                f"{s}/{layer}/{step}": tuple(v) for (s, layer, step), v in sorted(self.tokens.items(), key=order)
+            },
+        }
 
 
 def positional_names(signature: inspect.Signature) -> tuple[str, ...]:
     """Names of a bound method's parameters that can come positionally, in order."""
-    return tuple(p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    return tuple(
+        p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
 
 
 class CallArguments:
@@ -115,8 +123,16 @@ class TokenMergeHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, state: SeamState, schedule: MergeSchedule, stats: MergeStats, site: str, layer: int,
-                 name: str, seed: int = 0):
+    def __init__(
+        self,
+        state: SeamState,
+        schedule: MergeSchedule,
+        stats: MergeStats,
+        site: str,
+        layer: int,
+        name: str,
+        seed: int = 0,
+    ):
         super().__init__()
         self.state, self.schedule, self.stats = state, schedule, stats
         self.site, self.layer, self.name, self.seed = site, layer, name, seed
@@ -238,12 +254,13 @@ class TokenMergeHook(ModelHook):
         self._active = None
         first = output[0] if isinstance(output, tuple) else output
         n_reduced = m.n - m.r
-        restored = torch.cat([first[:, :v0], unmerge(first[:, v0:v0 + n_reduced], m), first[:, v0 + n_reduced:]], 1)
+        restored = torch.cat([first[:, :v0], unmerge(first[:, v0 : v0 + n_reduced], m), first[:, v0 + n_reduced :]], 1)
         return (restored, *output[1:]) if isinstance(output, tuple) else restored
 
 
-def token_merge_hooks(denoiser: torch.nn.Module, family, schedule: MergeSchedule, stats: MergeStats,
-                      runtime=None, ffn: bool = False) -> list:
+def token_merge_hooks(
+    denoiser: torch.nn.Module, family, schedule: MergeSchedule, stats: MergeStats, runtime=None, ffn: bool = False
+) -> list:
     """The hooks of one denoiser, to register by the caller: [(denoiser, GRID_HOOK, GridHook), then
     (module, MERGE_HOOK, TokenMergeHook) for each self-attention module, and each feed-forward if `ffn`]."""
     layout = layout_of(family)
@@ -254,6 +271,11 @@ def token_merge_hooks(denoiser: torch.nn.Module, family, schedule: MergeSchedule
         block = denoiser.get_submodule(name.rsplit(".", 1)[0])
         feed_forward = getattr(block, layout.ffn, None) if ffn and layout.ffn else None
         if isinstance(feed_forward, torch.nn.Module):
-            hooks.append((feed_forward, MERGE_HOOK,
-                          TokenMergeHook(state, schedule, stats, "ffn", index, f"{name.rsplit('.', 1)[0]}.{layout.ffn}")))
+            hooks.append(
+                (
+                    feed_forward,
+                    MERGE_HOOK,
+                    TokenMergeHook(state, schedule, stats, "ffn", index, f"{name.rsplit('.', 1)[0]}.{layout.ffn}"),
+                )
+            )
     return hooks

@@ -56,7 +56,9 @@ class ReductionSchedule:
     def from_profile(cls, profile: dict) -> "ReductionSchedule":
         table = profile.get("tokens", {}).get("similarity")
         if not table:
-            raise ValueError("schedule=profile needs this model's token redundancy: run `genaccel calibrate` on it first")
+            raise ValueError(
+                "schedule=profile needs this model's token redundancy: run `genaccel calibrate` on it first"
+            )
         return cls(table)
 
     def weight(self, layer: int, step: int | None, num_steps: int) -> float:

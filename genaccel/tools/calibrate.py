@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from genaccel.engine.acceleration import NO_SPEC, install
 from genaccel.accelerators.block_io import BlockIO
 from genaccel.accelerators.teacache import relative_l1
 from genaccel.attention.layouts import LAYOUTS, tokens_in
 from genaccel.attention.seam import GridHook, SeamState
+from genaccel.engine.acceleration import NO_SPEC, install
 from genaccel.generation.generate import generate
 from genaccel.generation.request import GenerationRequest
 from genaccel.models.profiles import pipeline_model_key, profile_dir, save_profile
@@ -153,8 +153,10 @@ def calibrate(pipe, prompts: list[str], *, seeds=(0,), base: GenerationRequest |
     similarity = defaultdict(list)  # (self-attention layer, step) -> token similarities
     try:
         for _, denoiser in family.denoiser_modules(pipe):
-            hooks = [(family.block_at(denoiser, family.pass_head), _HeadProbe(traces, runtime, family)),
-                     (family.block_at(denoiser, family.pass_tail), _TailProbe(traces, runtime))]
+            hooks = [
+                (family.block_at(denoiser, family.pass_head), _HeadProbe(traces, runtime, family)),
+                (family.block_at(denoiser, family.pass_tail), _TailProbe(traces, runtime)),
+            ]
             hooks += _token_probes(family, denoiser, runtime, similarity)
             for module, hook in hooks:
                 name = TOKEN_PROBE_HOOK if isinstance(hook, (_TokenProbe, GridHook)) else PROBE_HOOK
@@ -164,7 +166,9 @@ def calibrate(pipe, prompts: list[str], *, seeds=(0,), base: GenerationRequest |
         request = None
         for i, (prompt, seed) in enumerate(runs):
             traces.clear()
-            result = generate(pipe, dataclasses.replace(base or GenerationRequest(), prompt=prompt, seed=seed, accel=None))
+            result = generate(
+                pipe, dataclasses.replace(base or GenerationRequest(), prompt=prompt, seed=seed, accel=None)
+            )
             request = result.request
             for trace in traces.values():
                 x, y, ratios = _series(trace)

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from genaccel.accelerators.schedule import all_budgets, budget_key, schedule_key, skip_spans
 from genaccel.errors import InputError
-from genaccel.io.files import append_line, read_log
 from genaccel.generation.generate import generate
 from genaccel.generation.prepare import prepare
-from genaccel.models.facts import ModelFacts
 from genaccel.generation.request import GenerationRequest
-from genaccel.accelerators.schedule import all_budgets, budget_key, schedule_key, skip_spans
+from genaccel.io.files import append_line, read_log
+from genaccel.models.facts import ModelFacts
 
 DEFAULT_MAX_SPAN = 6
 
@@ -48,13 +48,22 @@ def _open_log(log: Path, plan: dict) -> dict[tuple, float]:
     previous = rows[0].get("plan", {})
     if previous != plan:
         changed = sorted(k for k in set(previous) | set(plan) if previous.get(k) != plan.get(k))
-        raise InputError(f"{log} holds another calibration (differs in: {', '.join(changed)}); delete it to start again")
+        raise InputError(
+            f"{log} holds another calibration (differs in: {', '.join(changed)}); delete it to start again"
+        )
     return {(r["run"], r["i"], r["j"]): r["mse"] for r in rows[1:]}
 
 
-def measure_span_errors(pipe, prompts: list[str], *, seeds=(0,), base: GenerationRequest | None = None,
-                        max_span: int = DEFAULT_MAX_SPAN, progress=None,
-                        log: Path | None = None) -> tuple[int, dict[tuple[int, int], float]]:
+def measure_span_errors(
+    pipe,
+    prompts: list[str],
+    *,
+    seeds=(0,),
+    base: GenerationRequest | None = None,
+    max_span: int = DEFAULT_MAX_SPAN,
+    progress=None,
+    log: Path | None = None,
+) -> tuple[int, dict[tuple[int, int], float]]:
     """(steps, {(i, j): mean squared error of the final video when steps i+1..j-1 reuse step i's residual}).
 
     With `log` (a JSON-lines file), each span's error is appended as it is measured, and the spans already
@@ -63,8 +72,12 @@ def measure_span_errors(pipe, prompts: list[str], *, seeds=(0,), base: Generatio
         raise ValueError(f"max_span must be >= 2; got {max_span}")
     base = base or GenerationRequest()
     runs = [(p, s) for p in prompts for s in seeds]
-    plan = {"prompts": list(prompts), "seeds": list(seeds), "max_span": max_span,
-            "request": {k: v for k, v in base.to_dict().items() if k not in ("prompt", "seed", "accel")}}
+    plan = {
+        "prompts": list(prompts),
+        "seeds": list(seeds),
+        "max_span": max_span,
+        "request": {k: v for k, v in base.to_dict().items() if k not in ("prompt", "seed", "accel")},
+    }
     measured = _open_log(Path(log), plan) if log is not None else {}
     totals: dict[tuple[int, int], float] = {}
     done, total = 0, None
@@ -81,7 +94,9 @@ def measure_span_errors(pipe, prompts: list[str], *, seeds=(0,), base: Generatio
             if error is None:
                 if reference is None:  # made only when this run has spans left to measure
                     reference = generate(pipe, request, facts=facts)
-                result = generate(pipe, dataclasses.replace(request, accel=_steps_spec(steps, range(i + 1, j))), facts=facts)
+                result = generate(
+                    pipe, dataclasses.replace(request, accel=_steps_spec(steps, range(i + 1, j))), facts=facts
+                )
                 error = float(np.mean((result.frames.astype(np.float64) - reference.frames) ** 2))
                 if log is not None:
                     append_line(Path(log), json.dumps({"run": run, "i": i, "j": j, "mse": error}))
@@ -92,15 +107,28 @@ def measure_span_errors(pipe, prompts: list[str], *, seeds=(0,), base: Generatio
     return steps, totals
 
 
-def calibrate_schedule(pipe, prompts: list[str], *, seeds=(0,), base: GenerationRequest | None = None,
-                       max_span: int = DEFAULT_MAX_SPAN, progress=None, log: Path | None = None) -> dict:
+def calibrate_schedule(
+    pipe,
+    prompts: list[str],
+    *,
+    seeds=(0,),
+    base: GenerationRequest | None = None,
+    max_span: int = DEFAULT_MAX_SPAN,
+    progress=None,
+    log: Path | None = None,
+) -> dict:
     """Measure the span errors (resuming from `log`, see `measure_span_errors`) and solve every budget: the
     profile's `schedule` section for one setting, {"stepsN": {"max_span", "prompts", "errors": [[i, j, mse],
     ...], "computedB": [steps...], ...}}."""
-    steps, errors = measure_span_errors(pipe, prompts, seeds=seeds, base=base, max_span=max_span, progress=progress,
-                                        log=log)
-    table = {"max_span": max_span, "prompts": len(prompts), "seeds": len(list(seeds)),
-             "errors": [[i, j, float(f"{e:.6g}")] for (i, j), e in sorted(errors.items())]}
+    steps, errors = measure_span_errors(
+        pipe, prompts, seeds=seeds, base=base, max_span=max_span, progress=progress, log=log
+    )
+    table = {
+        "max_span": max_span,
+        "prompts": len(prompts),
+        "seeds": len(list(seeds)),
+        "errors": [[i, j, float(f"{e:.6g}")] for (i, j), e in sorted(errors.items())],
+    }
     for budget, path in all_budgets(steps, errors).items():
         table[budget_key(budget)] = path
     return {schedule_key(steps): table}

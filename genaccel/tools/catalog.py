@@ -4,9 +4,9 @@ compatibility matrix (which accelerator applies to which family, and which pairs
 from __future__ import annotations
 
 from genaccel.accelerators import ACCELERATORS, unsupported_by
-from genaccel.pipelines.families import FAMILIES
-from genaccel.models.presets import load_presets, tuned_by_model
 from genaccel.generation.spec import PRESET_NAMES, stack_conflict
+from genaccel.models.presets import load_presets, tuned_by_model
+from genaccel.pipelines.families import FAMILIES
 
 
 def catalog() -> dict:
@@ -26,8 +26,12 @@ def catalog() -> dict:
             for f in FAMILIES.values()
         },
         "accelerators": {
-            name: {"summary": cls.summary, "slots": sorted(cls.slots), "parameters": cls.config_class.parameters(),
-                   "context_parallel": cls.context_parallel_refusal() or "yes"}
+            name: {
+                "summary": cls.summary,
+                "slots": sorted(cls.slots),
+                "parameters": cls.config_class.parameters(),
+                "context_parallel": cls.context_parallel_refusal() or "yes",
+            }
             for name, cls in ACCELERATORS.items()
         },
         "presets": {
@@ -37,9 +41,7 @@ def catalog() -> dict:
         "compatibility": {
             f.name: {**dict.fromkeys(ACCELERATORS, "yes"), **unsupported_by(f)} for f in FAMILIES.values()
         },
-        "stacking": {
-            a: {b: stack_conflict(a, b) or "yes" for b in ACCELERATORS if b != a} for a in ACCELERATORS
-        },
+        "stacking": {a: {b: stack_conflict(a, b) or "yes" for b in ACCELERATORS if b != a} for a in ACCELERATORS},
     }
 
 
@@ -50,8 +52,12 @@ def compatibility_table(data: dict) -> str:
     for family, row in data["compatibility"].items():
         cells = ["yes" if row[a] == "yes" else "no*" for a in accels]
         lines.append(f"| {data['families'][family]['title']} | " + " | ".join(cells) + " |")
-    notes = [f"- {data['families'][f]['title']} / {a}: {why}" for f, row in data["compatibility"].items()
-             for a, why in row.items() if why != "yes"]
+    notes = [
+        f"- {data['families'][f]['title']} / {a}: {why}"
+        for f, row in data["compatibility"].items()
+        for a, why in row.items()
+        if why != "yes"
+    ]
     return "\n".join(lines + ([""] + ["\\* not supported:"] + notes if notes else []))
 
 
@@ -76,11 +82,16 @@ def format_catalog(data: dict) -> str:
             for setting, presets in settings.items():
                 out.append(f"  {key} ({setting} setting):")
                 out += [f"      {p:9s} {spec}" for p, spec in presets.items()]
-    out += ["", "Compatibility (tested on every family's tiny pipeline):", compatibility_table(data), "",
-            "Stacking: accelerators stack unless they take over the same thing:"]
+    out += [
+        "",
+        "Compatibility (tested on every family's tiny pipeline):",
+        compatibility_table(data),
+        "",
+        "Stacking: accelerators stack unless they take over the same thing:",
+    ]
     names = list(data["accelerators"])
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             why = data["stacking"][a][b]
             out.append(f"  {a} + {b}: {'yes' if why == 'yes' else 'no (' + why + ')'}")
     return "\n".join(out)

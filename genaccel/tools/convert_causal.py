@@ -32,23 +32,29 @@ STATE_KEYS = ("generator_ema", "generator", "state_dict", "model")
 
 # Original Wan name (regex on the whole key) -> diffusers name; \1 is the block index where there is one.
 _ATTENTION = {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0", "norm_q": "norm_q", "norm_k": "norm_k"}
-RENAMES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r in (
-    (r"^patch_embedding\.(weight|bias)$", r"patch_embedding.\1"),
-    (r"^text_embedding\.0\.(weight|bias)$", r"condition_embedder.text_embedder.linear_1.\1"),
-    (r"^text_embedding\.2\.(weight|bias)$", r"condition_embedder.text_embedder.linear_2.\1"),
-    (r"^time_embedding\.0\.(weight|bias)$", r"condition_embedder.time_embedder.linear_1.\1"),
-    (r"^time_embedding\.2\.(weight|bias)$", r"condition_embedder.time_embedder.linear_2.\1"),
-    (r"^time_projection\.1\.(weight|bias)$", r"condition_embedder.time_proj.\1"),
-    (r"^head\.head\.(weight|bias)$", r"proj_out.\1"),
-    (r"^head\.modulation$", r"scale_shift_table"),
-    (r"^blocks\.(\d+)\.modulation$", r"blocks.\1.scale_shift_table"),
-    # The original's norm3 is the affine norm before cross-attention: diffusers' norm2.
-    (r"^blocks\.(\d+)\.norm3\.(weight|bias)$", r"blocks.\1.norm2.\2"),
-    (r"^blocks\.(\d+)\.ffn\.0\.(weight|bias)$", r"blocks.\1.ffn.net.0.proj.\2"),
-    (r"^blocks\.(\d+)\.ffn\.2\.(weight|bias)$", r"blocks.\1.ffn.net.2.\2"),
-    *((rf"^blocks\.(\d+)\.{src}\.{o}\.(weight|bias)$", rf"blocks.\1.{dst}.{d}.\2")
-      for src, dst in (("self_attn", "attn1"), ("cross_attn", "attn2")) for o, d in _ATTENTION.items()),
-))
+RENAMES: tuple[tuple[re.Pattern, str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"^patch_embedding\.(weight|bias)$", r"patch_embedding.\1"),
+        (r"^text_embedding\.0\.(weight|bias)$", r"condition_embedder.text_embedder.linear_1.\1"),
+        (r"^text_embedding\.2\.(weight|bias)$", r"condition_embedder.text_embedder.linear_2.\1"),
+        (r"^time_embedding\.0\.(weight|bias)$", r"condition_embedder.time_embedder.linear_1.\1"),
+        (r"^time_embedding\.2\.(weight|bias)$", r"condition_embedder.time_embedder.linear_2.\1"),
+        (r"^time_projection\.1\.(weight|bias)$", r"condition_embedder.time_proj.\1"),
+        (r"^head\.head\.(weight|bias)$", r"proj_out.\1"),
+        (r"^head\.modulation$", r"scale_shift_table"),
+        (r"^blocks\.(\d+)\.modulation$", r"blocks.\1.scale_shift_table"),
+        # The original's norm3 is the affine norm before cross-attention: diffusers' norm2.
+        (r"^blocks\.(\d+)\.norm3\.(weight|bias)$", r"blocks.\1.norm2.\2"),
+        (r"^blocks\.(\d+)\.ffn\.0\.(weight|bias)$", r"blocks.\1.ffn.net.0.proj.\2"),
+        (r"^blocks\.(\d+)\.ffn\.2\.(weight|bias)$", r"blocks.\1.ffn.net.2.\2"),
+        *(
+            (rf"^blocks\.(\d+)\.{src}\.{o}\.(weight|bias)$", rf"blocks.\1.{dst}.{d}.\2")
+            for src, dst in (("self_attn", "attn1"), ("cross_attn", "attn2"))
+            for o, d in _ATTENTION.items()
+        ),
+    )
+)
 
 
 def strip_prefixes(state: dict) -> dict:
@@ -58,7 +64,7 @@ def strip_prefixes(state: dict) -> dict:
         changed = False
         for prefix in PREFIXES:
             if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
+                state = {k[len(prefix) :]: v for k, v in state.items()}
                 changed = True
     return state
 
@@ -88,12 +94,18 @@ def infer_config(state: dict, head_dim: int = 128) -> dict:
         layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
         out_channels = state["proj_out.weight"].shape[0] // (patch_size[0] * patch_size[1] * patch_size[2])
         config = dict(
-            patch_size=patch_size, num_attention_heads=dim // head_dim, attention_head_dim=head_dim,
-            in_channels=int(in_channels), out_channels=int(out_channels),
+            patch_size=patch_size,
+            num_attention_heads=dim // head_dim,
+            attention_head_dim=head_dim,
+            in_channels=int(in_channels),
+            out_channels=int(out_channels),
             text_dim=int(state["condition_embedder.text_embedder.linear_1.weight"].shape[1]),
             freq_dim=int(state["condition_embedder.time_embedder.linear_1.weight"].shape[1]),
-            ffn_dim=int(state["blocks.0.ffn.net.0.proj.weight"].shape[0]), num_layers=layers,
-            cross_attn_norm="blocks.0.norm2.weight" in state, qk_norm="rms_norm_across_heads", eps=1e-6,
+            ffn_dim=int(state["blocks.0.ffn.net.0.proj.weight"].shape[0]),
+            num_layers=layers,
+            cross_attn_norm="blocks.0.norm2.weight" in state,
+            qk_norm="rms_norm_across_heads",
+            eps=1e-6,
             rope_max_seq_len=1024,
         )
     except (KeyError, ValueError, IndexError) as exc:
@@ -127,9 +139,19 @@ def load_checkpoint_tensors(path: Path) -> dict:
     raise InputError(f"{path.name}: no generator weights found (looked for {', '.join(STATE_KEYS)})")
 
 
-def convert_causal_checkpoint(checkpoint: Path, base: Path, out: Path, *, chunk_frames: int = 3, window: int = 15,
-                              sink: int = 3, timesteps: tuple[int, ...] = (1000, 750, 500, 250), shift: float = 5.0,
-                              head_dim: int = 128, dtype: torch.dtype = torch.bfloat16) -> Path:
+def convert_causal_checkpoint(
+    checkpoint: Path,
+    base: Path,
+    out: Path,
+    *,
+    chunk_frames: int = 3,
+    window: int = 15,
+    sink: int = 3,
+    timesteps: tuple[int, ...] = (1000, 750, 500, 250),
+    shift: float = 5.0,
+    head_dim: int = 128,
+    dtype: torch.dtype = torch.bfloat16,
+) -> Path:
     """Write a streaming model folder: out/transformer (safetensors) and out/genaccel.toml. Defaults are
     Self-Forcing's: chunks of 3 latent frames, 4 steps at timesteps 1000/750/500/250 (flow shift 5) without
     CFG, and a 21-frame span (window 15 + sink 3 + the chunk)."""
@@ -162,10 +184,27 @@ def convert_causal_checkpoint(checkpoint: Path, base: Path, out: Path, *, chunk_
 
 def _write_folder(tmp: Path, model, base: Path, chunk_frames, window, sink, timesteps, shift) -> None:
     model.save_pretrained(tmp / "transformer", safe_serialization=True)
-    settings = {"height": 480, "width": 832, "num_frames": 81, "num_inference_steps": len(timesteps),
-                "guidance_scale": 1.0}
-    lines = ["# A causal Wan model converted by genaccel convert-causal: its transformer here, the rest from base.",
-             f"base = {json.dumps(str(base))}"] + [f"{k} = {v}" for k, v in settings.items()] + [
-             "", "[stream]", f"chunk_frames = {chunk_frames}", f"window = {window}", f"sink = {sink}",
-             f"timesteps = {list(timesteps)}", f"shift = {shift}"]
+    settings = {
+        "height": 480,
+        "width": 832,
+        "num_frames": 81,
+        "num_inference_steps": len(timesteps),
+        "guidance_scale": 1.0,
+    }
+    lines = (
+        [
+            "# A causal Wan model converted by genaccel convert-causal: its transformer here, the rest from base.",
+            f"base = {json.dumps(str(base))}",
+        ]
+        + [f"{k} = {v}" for k, v in settings.items()]
+        + [
+            "",
+            "[stream]",
+            f"chunk_frames = {chunk_frames}",
+            f"window = {window}",
+            f"sink = {sink}",
+            f"timesteps = {list(timesteps)}",
+            f"shift = {shift}",
+        ]
+    )
     (tmp / "genaccel.toml").write_text("\n".join(lines) + "\n")

@@ -13,8 +13,10 @@ import argparse
 import re
 
 WIDTH = 100  # columns of the usage lines, fixed so that the output does not follow the terminal
-HEADER = ("Generated from the command line's argparse parsers by `python docs/make_reference.py`; "
-          "edit the parsers (`genaccel/cli.py`), not this file. CI checks that the two agree.")
+HEADER = (
+    "Generated from the command line's argparse parsers by `python docs/make_reference.py`; "
+    "edit the parsers (`genaccel/cli.py`), not this file. CI checks that the two agree."
+)
 _NOT_SHOWN = (None, False, argparse.SUPPRESS)
 
 
@@ -59,14 +61,19 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
     formatter = _formatter(parser)
     lines: list[str] = []
     for group in parser._action_groups:
-        actions = [a for a in group._group_actions
-                   if a.help is not argparse.SUPPRESS and not isinstance(a, (argparse._HelpAction,
-                                                                            argparse._SubParsersAction))]
+        actions = [
+            a
+            for a in group._group_actions
+            if a.help is not argparse.SUPPRESS and not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+        ]
         if not actions:
             continue
         if group.title not in ("positional arguments", "options", "optional arguments"):
-            lines += ["", f"{group.title[0].upper()}{group.title[1:]}"
-                          + (f": {group.description}." if group.description else ":")]
+            lines += [
+                "",
+                f"{group.title[0].upper()}{group.title[1:]}"
+                + (f": {group.description}." if group.description else ":"),
+            ]
         lines.append("")
         lines += [f"- `{_invocation(a, formatter)}`: {_help(a, parser.prog)}" for a in actions]
     return lines

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genaccel.errors import InputError
-from genaccel.io.files import append_line, check_or_write_plan, read_log
 from genaccel.generation.request import GenerationRequest
+from genaccel.io.files import append_line, check_or_write_plan, read_log
 
 TRIALS = "trials.jsonl"
 PLAN = "tune.json"
@@ -70,8 +70,10 @@ class Option:
 # chosen so their members stack with every member of the other groups.
 SPACE: dict[str, tuple[Option, ...]] = {
     "pass": (
-        Option("magcache", (Param("threshold", 0.05, 1.5, "log"), Param("max_skip", 2, 10, "int"),
-                            Param("retention", 0.0, 0.3))),
+        Option(
+            "magcache",
+            (Param("threshold", 0.05, 1.5, "log"), Param("max_skip", 2, 10, "int"), Param("retention", 0.0, 0.3)),
+        ),
         Option("schedule", (Param("budget", 0, 0, "int"),)),  # range from the model's calibrated schedules
         Option("teacache", (Param("threshold", 0.02, 0.6, "log"),)),
         Option("fbcache", (Param("threshold", 0.02, 0.3, "log"),)),
@@ -84,13 +86,13 @@ SPACE: dict[str, tuple[Option, ...]] = {
 DEFAULT_GROUPS = ("pass", "cfg", "attention")
 
 
-def search_space(family, profile: dict, num_steps: int, groups=DEFAULT_GROUPS,
-                 setting: str = "default") -> dict[str, tuple[Option, ...]]:
+def search_space(
+    family, profile: dict, num_steps: int, groups=DEFAULT_GROUPS, setting: str = "default"
+) -> dict[str, tuple[Option, ...]]:
     """The groups' options that can run on this model: supported by the family, calibrated where they
     need a profile (magcache's ratios, schedule's schedules for this step count and setting)."""
     from genaccel.accelerators import unsupported_reason
-    from genaccel.accelerators.schedule import schedule_tables
-    from genaccel.accelerators.schedule import schedule_key
+    from genaccel.accelerators.schedule import schedule_key, schedule_tables
 
     unknown = [g for g in groups if g not in SPACE]
     if unknown:
@@ -220,8 +222,14 @@ class TunePlan:
     def identity(self) -> dict[str, Any]:
         """What the trial log's figures depend on (a resumed tune must match it; the budget may change)."""
         shared = {k: v for k, v in self.request.to_dict().items() if k not in ("prompt", "seed", "accel")}
-        return {"prompts": self.prompts, "seeds": self.seeds, "request": shared, "seed": self.seed,
-                "groups": list(self.groups), "scorer": self.scorer}
+        return {
+            "prompts": self.prompts,
+            "seeds": self.seeds,
+            "request": shared,
+            "seed": self.seed,
+            "groups": list(self.groups),
+            "scorer": self.scorer,
+        }
 
     def constraints(self, psnr: float | None, drop: float | None) -> list[float]:
         """optuna constraints (<= 0 is kept): PSNR over the bound, adherence drop under it."""
@@ -302,9 +310,16 @@ def _evaluate(pipe, plan: TunePlan, spec: str, baseline: Baseline, scorer, callb
             pruned = True
             break
     drop = 100.0 * (sum(bases) - sum(hits)) / len(hits) if hits else None
-    return {"spec": spec, "psnr": round(statistics.fmean(psnrs), 3), "speedup": round(statistics.median(ratios), 4),
-            "adherence_drop": None if drop is None else round(drop, 2), "prompts_run": len(psnrs), "pruned": pruned,
-            "psnrs": [round(v, 3) for v in psnrs], "speedups": [round(r, 4) for r in ratios]}
+    return {
+        "spec": spec,
+        "psnr": round(statistics.fmean(psnrs), 3),
+        "speedup": round(statistics.median(ratios), 4),
+        "adherence_drop": None if drop is None else round(drop, 2),
+        "prompts_run": len(psnrs),
+        "pruned": pruned,
+        "psnrs": [round(v, 3) for v in psnrs],
+        "speedups": [round(r, 4) for r in ratios],
+    }
 
 
 def _prunes(plan: TunePlan, first_psnr: float, first_speedup: float) -> bool:
@@ -333,19 +348,24 @@ def _study(plan: TunePlan, log: list[dict]):
 
     with warnings.catch_warnings():  # multivariate, group and constraints are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=plan.seed, multivariate=True, group=True, n_startup_trials=8,
-                                             constraints_func=constraints)
+        sampler = optuna.samplers.TPESampler(
+            seed=plan.seed, multivariate=True, group=True, n_startup_trials=8, constraints_func=constraints
+        )
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
     for row in log:
         distributions = {k: json_to_distribution(v) for k, v in row["distributions"].items()}
         done = not row["pruned"]
-        study.add_trial(optuna.trial.create_trial(
-            params=row["params"], distributions=distributions,
-            values=[row["speedup"], row["psnr"]] if done else None,
-            state=TrialState.COMPLETE if done else TrialState.PRUNED,
-            user_attrs={"constraints": plan.constraints(row["psnr"], row["adherence_drop"])},
-            # added trials skip the sampler's after-trial step, which records constraints where it reads them
-            system_attrs={_CONSTRAINTS_KEY: plan.constraints(row["psnr"], row["adherence_drop"])}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=row["params"],
+                distributions=distributions,
+                values=[row["speedup"], row["psnr"]] if done else None,
+                state=TrialState.COMPLETE if done else TrialState.PRUNED,
+                user_attrs={"constraints": plan.constraints(row["psnr"], row["adherence_drop"])},
+                # added trials skip the sampler's after-trial step, which records constraints where it reads them
+                system_attrs={_CONSTRAINTS_KEY: plan.constraints(row["psnr"], row["adherence_drop"])},
+            )
+        )
     return study
 
 
@@ -358,8 +378,16 @@ def pareto_front(rows: list[dict], plan: TunePlan) -> list[dict]:
         if not row["pruned"] and row["spec"] != "none" and plan.keeps(row["psnr"], row["adherence_drop"]):
             kept.setdefault(row["spec"], row)
     rows = list(kept.values())
-    front = [r for r in rows if not any(o["speedup"] >= r["speedup"] and o["psnr"] >= r["psnr"] and
-                                        (o["speedup"], o["psnr"]) != (r["speedup"], r["psnr"]) for o in rows)]
+    front = [
+        r
+        for r in rows
+        if not any(
+            o["speedup"] >= r["speedup"]
+            and o["psnr"] >= r["psnr"]
+            and (o["speedup"], o["psnr"]) != (r["speedup"], r["psnr"])
+            for o in rows
+        )
+    ]
     return sorted(front, key=lambda r: -r["speedup"])
 
 
@@ -372,8 +400,16 @@ class TuneResult:
     tuning_seconds: float
 
 
-def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True, model: str | None = None,
-             callback: Callable | None = None, clock: Callable[[], float] = time.monotonic) -> TuneResult:
+def run_tune(
+    pipe,
+    plan: TunePlan,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    model: str | None = None,
+    callback: Callable | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> TuneResult:
     """Search (or resume searching) for `plan`; measure the front on the held-out prompts; see the module
     docstring. `callback(step, total)` goes to every generation (it may raise to stop)."""
     import optuna
@@ -381,8 +417,6 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
     from tqdm import tqdm
 
     from genaccel.engine.acceleration import remove
-    from genaccel.generation.generate import generate
-    from genaccel.errors import SpecError
     from genaccel.generation.prepare import prepare
     from genaccel.models.facts import ModelFacts
     from genaccel.pipelines.score import scorer_named
@@ -414,16 +448,20 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
     deadline = start + 60.0 * plan.minutes
     limit = plan.max_trials if plan.max_trials is not None else 10**9
     new = 0
-    bar = tqdm(total=None if plan.max_trials is None else plan.max_trials, desc="tune", unit="trial",
-               disable=not progress)
+    bar = tqdm(
+        total=None if plan.max_trials is None else plan.max_trials, desc="tune", unit="trial", disable=not progress
+    )
     try:
         if plan.minutes > 0 and limit > 0:
             bar.set_postfix_str("baseline")
             _run(pipe, facts, plan, *plan.items()[0], "none")  # warm-up, not timed
             baseline = _run_baseline(pipe, plan, scorer, callback, facts=facts)
             timed = clock()
-            measured = {row["spec"]: row for row in reversed(log)  # the first full measurement of each
-                        if "reused" not in row and not _unfinished(plan, row)}
+            measured = {
+                row["spec"]: row
+                for row in reversed(log)  # the first full measurement of each
+                if "reused" not in row and not _unfinished(plan, row)
+            }
             repeats = 0
             while new < limit and clock() < deadline:
                 trial = study.ask()
@@ -436,9 +474,12 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
                 else:
                     figures = _evaluate(pipe, plan, spec, baseline, scorer, callback, facts=facts)
                     repeats = 0
-                row = {"number": trial.number, "params": trial.params,
-                       "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
-                       **figures}
+                row = {
+                    "number": trial.number,
+                    "params": trial.params,
+                    "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
+                    **figures,
+                }
                 measured.setdefault(spec, row)
                 trial.set_user_attr("constraints", plan.constraints(figures["psnr"], figures["adherence_drop"]))
                 if figures["pruned"]:
@@ -464,8 +505,9 @@ def run_tune(pipe, plan: TunePlan, out_dir: str | Path, *, progress: bool = True
     return TuneResult(log, front, holdout, winner, tuning_seconds)
 
 
-def _measure_holdout(pipe, plan: TunePlan, front: list[dict], out_dir: Path, progress: bool, model, callback,
-                     facts=None):
+def _measure_holdout(
+    pipe, plan: TunePlan, front: list[dict], out_dir: Path, progress: bool, model, callback, facts=None
+):
     """The front on the held-out prompts with `genaccel bench` (paired, interleaved); the winner."""
     from genaccel.tools.bench import BenchPlan, run_bench
     from genaccel.tools.bench.report import summarize
@@ -473,14 +515,24 @@ def _measure_holdout(pipe, plan: TunePlan, front: list[dict], out_dir: Path, pro
     if not front:
         return [], None
     specs = [r["spec"] for r in front[:FRONT_MAX]]
-    bench = BenchPlan(accels=specs, prompts=plan.holdout, seeds=plan.seeds, scorer=plan.scorer, memory="off",
-                      request=dataclasses.replace(plan.request, prompt="", seed=0, accel=None))
-    digest = hashlib.sha1("\n".join(specs).encode()).hexdigest()[:8]  # a new front gets its own sweep
+    bench = BenchPlan(
+        accels=specs,
+        prompts=plan.holdout,
+        seeds=plan.seeds,
+        scorer=plan.scorer,
+        memory="off",
+        request=dataclasses.replace(plan.request, prompt="", seed=0, accel=None),
+    )
+    # a new front gets its own sweep
+    digest = hashlib.sha1("\n".join(specs).encode(), usedforsecurity=False).hexdigest()[:8]
     folder = out_dir / f"holdout-{_budget_name(plan)}-{digest}"
     rows = run_bench(pipe, bench, folder, progress=progress, model=model, callback=callback, facts=facts)
     summary = summarize(rows, bench)
-    kept = [r for r in summary[1:] if plan.keeps(r["psnr"], None if r["adherence_delta_points"] is None
-                                                 else -r["adherence_delta_points"])]
+    kept = [
+        r
+        for r in summary[1:]
+        if plan.keeps(r["psnr"], None if r["adherence_delta_points"] is None else -r["adherence_delta_points"])
+    ]
     winner = max(kept, key=lambda r: r["speedup"] or 0.0) if kept else None
     return summary, winner
 

@@ -6,13 +6,13 @@ import signal
 import sys
 from pathlib import Path
 
-from genaccel.generation import batch
 from genaccel.cli import main
+from genaccel.generation import batch
 
 if "--kill-after" in sys.argv:
     at = sys.argv.index("--kill-after")
     kill_after = int(sys.argv[at + 1])
-    del sys.argv[at:at + 2]
+    del sys.argv[at : at + 2]
     run_batch = batch.run_batch
 
     def run_killed(*args, processes=None, on_item=None, **kwargs):

@@ -173,8 +173,12 @@ def _run_fresh(target: str, payload: dict, env: dict | None, timeout: float | No
         try:
             proc = subprocess.run(
                 [sys.executable, "-c", _CHILD, target, str(out)],
-                input=json.dumps(payload), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                text=True, env=child_env, timeout=timeout,
+                input=json.dumps(payload),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=child_env,
+                timeout=timeout,
             )
         except subprocess.TimeoutExpired:
             raise MemoryMeasureError(f"memory measurement of {label} timed out after {timeout:g} s") from None
@@ -200,8 +204,9 @@ def fresh_process_peak(target: str, payload: dict, *, env: dict | None = None, t
     return int(_run_fresh(target, payload, env, timeout)["peak_rss_bytes"])
 
 
-def generation_peak(model: str, device: str, request: dict, accel: str, *,
-                    env: dict | None = None, timeout: float | None = None) -> MemoryMeasure:
+def generation_peak(
+    model: str, device: str, request: dict, accel: str, *, env: dict | None = None, timeout: float | None = None
+) -> MemoryMeasure:
     """The peak memory of one generation with `accel`, in a fresh process.
 
     `request` holds `GenerationRequest` fields (prompt, seed, num_frames, ...). On CPU the figure
@@ -227,8 +232,16 @@ def _generate_once(payload: dict) -> dict:
     return {"cuda_peak_bytes": cuda.peak_bytes}
 
 
-def measure_configs(model: str, device: str, request: dict, accels: list[str], *, path: Path | None = None,
-                    progress: bool = True, timeout: float | None = None) -> dict[str, dict]:
+def measure_configs(
+    model: str,
+    device: str,
+    request: dict,
+    accels: list[str],
+    *,
+    path: Path | None = None,
+    progress: bool = True,
+    timeout: float | None = None,
+) -> dict[str, dict]:
     """`generation_peak` of every configuration: {spec: {"peak_memory_bytes", "method"}}.
 
     With `path` (a sweep's memory.json), what it already holds is kept and each new figure is

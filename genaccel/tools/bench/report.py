@@ -28,9 +28,26 @@ def csv_columns(plan) -> list[str]:
 
     scorer = scorer_named(plan.scorer)
     adherence = ["adherence", *(f"adherence_{c}" for c in scorer.columns)] if scorer else []
-    return ["accel", "resolved", "runs", "seconds", "speedup", "speedup_p25", "speedup_p75", "denoise_speedup",
-            "psnr", "ssim", "temporal_error", "lpips", *adherence, "peak_memory_bytes", "skipped_fraction",
-            "attention_reused_fraction", "attention_density", "adherence_delta_points"]
+    return [
+        "accel",
+        "resolved",
+        "runs",
+        "seconds",
+        "speedup",
+        "speedup_p25",
+        "speedup_p75",
+        "denoise_speedup",
+        "psnr",
+        "ssim",
+        "temporal_error",
+        "lpips",
+        *adherence,
+        "peak_memory_bytes",
+        "skipped_fraction",
+        "attention_reused_fraction",
+        "attention_density",
+        "adherence_delta_points",
+    ]
 
 
 def _median_by_item(rows: list[dict], field: str) -> dict[int, float]:
@@ -120,8 +137,9 @@ def summarize(rows: list[dict], plan, memory: dict | None = None) -> list[dict[s
         }
         if config == 0:
             base_adherence = row["adherence"]
-        row["adherence_delta_points"] = (None if row["adherence"] is None or base_adherence is None
-                                         else 100.0 * (row["adherence"] - base_adherence))
+        row["adherence_delta_points"] = (
+            None if row["adherence"] is None or base_adherence is None else 100.0 * (row["adherence"] - base_adherence)
+        )
         out.append(row)
     return out
 
@@ -169,8 +187,11 @@ def write_summary(out_dir: Path, summary: list[dict], plan) -> None:
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated by another (higher is better on both axes), by speedup."""
-    front = [i for i, (x, y) in enumerate(points)
-             if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for x2, y2 in points)]
+    front = [
+        i
+        for i, (x, y) in enumerate(points)
+        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for x2, y2 in points)
+    ]
     return sorted(front, key=lambda i: points[i][0])
 
 
@@ -188,8 +209,14 @@ def write_pareto(path: Path, summary: list[dict], title: str = "") -> bool:
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", lw=1.5,
-            label="Pareto front", zorder=2)
+    ax.plot(
+        [points[i][0] for i in front],
+        [points[i][1] for i in front],
+        color="tab:red",
+        lw=1.5,
+        label="Pareto front",
+        zorder=2,
+    )
     for (x, y), r in zip(points, rows):
         label = r["accel"] if len(r["accel"]) <= 36 else r["accel"][:33] + "..."
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -211,8 +238,14 @@ def write_report(out_dir: Path, rows: list[dict], plan, memory: dict | None = No
     summary = summarize(rows, plan, memory)
     write_summary(out_dir, summary, plan)
     setting = "custom" if plan.custom_size else plan.request.setting
-    write_pareto(out_dir / "pareto.png", summary, title=f"genaccel bench ({rows[0]['width']}x{rows[0]['height']}x"
-                 f"{rows[0]['num_frames']}, {rows[0]['num_inference_steps']} steps, setting {setting})" if rows else "")
+    write_pareto(
+        out_dir / "pareto.png",
+        summary,
+        title=f"genaccel bench ({rows[0]['width']}x{rows[0]['height']}x"
+        f"{rows[0]['num_frames']}, {rows[0]['num_inference_steps']} steps, setting {setting})"
+        if rows
+        else "",
+    )
     return summary
 
 
@@ -228,7 +261,9 @@ def _label(width: int, text: str, height: int = 16) -> np.ndarray:
     return np.asarray(image)
 
 
-def compare_frames(prompt: str, clips: list[tuple[str, np.ndarray]], amplify: float = 4.0, min_side: int = 192) -> np.ndarray:
+def compare_frames(
+    prompt: str, clips: list[tuple[str, np.ndarray]], amplify: float = 4.0, min_side: int = 192
+) -> np.ndarray:
     """(F, H', W', 3) uint8 frames: one row per accelerated clip, baseline | accelerated | |difference| x amplify.
 
     `clips[0]` is the baseline. Small frames are enlarged (nearest neighbour) so labels fit.

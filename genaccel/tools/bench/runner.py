@@ -101,8 +101,15 @@ class BenchPlan:
     def to_dict(self) -> dict[str, Any]:
         """What identifies the sweep (a resumed sweep must match it); memory does not change the runs."""
         shared = {k: v for k, v in self.request.to_dict().items() if k not in PER_RUN}
-        return {"accels": self.accels, "prompts": self.prompts, "seeds": self.seeds, "request": shared,
-                "repeat": self.repeat, "warmup": self.warmup, "scorer": self.scorer}
+        return {
+            "accels": self.accels,
+            "prompts": self.prompts,
+            "seeds": self.seeds,
+            "request": shared,
+            "repeat": self.repeat,
+            "warmup": self.warmup,
+            "scorer": self.scorer,
+        }
 
 
 def _finite(value: float | None) -> float | None:
@@ -131,9 +138,19 @@ def _first_compiling(pipe, plan, item, facts):
     return None
 
 
-def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = True,
-              on_round: Callable[[list[dict]], None] | None = None, callback=None, model: str | None = None,
-              device: str = "auto", save_videos: bool = False, facts=None) -> list[dict]:
+def run_bench(
+    pipe,
+    plan: BenchPlan,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    on_round: Callable[[list[dict]], None] | None = None,
+    callback=None,
+    model: str | None = None,
+    device: str = "auto",
+    save_videos: bool = False,
+    facts=None,
+) -> list[dict]:
     """Run (or resume) a sweep on a loaded pipeline; write DIR/results.jsonl and the report.
 
     `callback(step, total)` is passed to every generation (it may raise to stop the sweep).
@@ -164,21 +181,31 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe_device = str(getattr(pipe, "device", "cpu"))
-    check_or_write_plan(out_dir / PLAN, {"model": key, "family": family.name, "device": pipe_device,
-                                         **plan.to_dict()}, "a different sweep")
+    check_or_write_plan(
+        out_dir / PLAN,
+        {"model": key, "family": family.name, "device": pipe_device, **plan.to_dict()},
+        "a different sweep",
+    )
     done = _load_done(out_dir)
     rounds = plan.rounds()
     todo = [(k, rnd) for k, rnd in enumerate(rounds) if rnd not in done]
     n_configs = len(plan.accels)
-    bar = tqdm(total=len(rounds) * n_configs, initial=(len(rounds) - len(todo)) * n_configs, desc="bench",
-               unit="run", disable=not progress)
+    bar = tqdm(
+        total=len(rounds) * n_configs,
+        initial=(len(rounds) - len(todo)) * n_configs,
+        desc="bench",
+        unit="run",
+        disable=not progress,
+    )
     try:
         if todo:
             warm_item = items[todo[0][1][0]]
             for _ in range(plan.warmup):
                 bar.set_postfix_str("warm-up")
                 generate(pipe, prepare(pipe, plan.run_request(*warm_item, BASELINE), facts), callback=callback)
-                compiling = _first_compiling(pipe, plan, warm_item, facts)  # compiles once per process: not in a timed run
+                compiling = _first_compiling(
+                    pipe, plan, warm_item, facts
+                )  # compiles once per process: not in a timed run
                 if compiling is not None:
                     generate(pipe, compiling, callback=callback)
         for round_index, (item, repetition) in todo:
@@ -193,15 +220,27 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
                     result = generate(pipe, prepared, callback=callback)
                 frames[config] = result.frames
                 rows[config] = {
-                    **result.summary(), "config": config, "accel": spec, "resolved": result.request.accel,
-                    "item": item, "repeat": repetition, "position": position,
-                    "peak_memory_bytes": memory.peak_bytes, "memory_method": memory.method,
+                    **result.summary(),
+                    "config": config,
+                    "accel": spec,
+                    "resolved": result.request.accel,
+                    "item": item,
+                    "repeat": repetition,
+                    "position": position,
+                    "peak_memory_bytes": memory.peak_bytes,
+                    "memory_method": memory.method,
                 }
                 bar.update(1)
             baseline = frames[0]
             for config, row in rows.items():
-                quality = compare_videos(baseline, frames[config]) if config else dict.fromkeys(("psnr", "ssim", "temporal_error", "lpips"))
-                row.update(quality, psnr=_finite(quality["psnr"]), identical=bool(config) and quality["psnr"] == float("inf"))
+                quality = (
+                    compare_videos(baseline, frames[config])
+                    if config
+                    else dict.fromkeys(("psnr", "ssim", "temporal_error", "lpips"))
+                )
+                row.update(
+                    quality, psnr=_finite(quality["psnr"]), identical=bool(config) and quality["psnr"] == float("inf")
+                )
                 row["adherence"] = scorer.score(frames[config], prompt) if scorer and scorer.applies(prompt) else None
             round_rows = [rows[c] for c in range(n_configs)]
             with (out_dir / RESULTS).open("a") as f:
@@ -209,7 +248,9 @@ def run_bench(pipe, plan: BenchPlan, out_dir: str | Path, *, progress: bool = Tr
                 f.flush()
                 os.fsync(f.fileno())
             if item == 0 and repetition == 0:
-                write_compare_video(out_dir / "compare.mp4", prompt, [(plan.accels[c], frames[c]) for c in range(n_configs)])
+                write_compare_video(
+                    out_dir / "compare.mp4", prompt, [(plan.accels[c], frames[c]) for c in range(n_configs)]
+                )
                 if save_videos:
                     for c in range(n_configs):
                         write_video(frames[c], video_path(out_dir, c))
