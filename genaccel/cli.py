@@ -679,7 +679,7 @@ def cmd_batch(args) -> int:
 
     base = _request_from_args(args, GENERATE_OPTIONS)
     items = read_items(Path(args.file), base)
-    facts = check_items_before_loading(args.model or default_model(), items)  # the model's profile, read once
+    completed = check_items_before_loading(args.model or default_model(), items)  # the model's profile, read once
     processes = process_state(args.device)  # accelerate's, when launched as one of several processes
     args.device = process_device(processes, args.device)
     pipe = _load(args)
@@ -691,7 +691,7 @@ def cmd_batch(args) -> int:
         fps=args.fps,
         progress=not args.json,
         processes=processes,
-        facts=facts,
+        completed=completed,
     )
     summary["model"] = args.model
     if processes is not None and not processes.is_main_process:

@@ -244,7 +244,7 @@ class Studio:
         """Family, defaults of each setting, and which accelerators the model's family supports."""
         from genaccel.accelerators import unsupported_by
         from genaccel.models.facts import ModelFacts
-        from genaccel.models.presets import BUILT_IN
+        from genaccel.models.presets import preset_names
 
         pipe = self.pipeline(model)
         facts = ModelFacts.of(pipe)  # the model's profiles, read once for this answer
@@ -257,7 +257,7 @@ class Studio:
             "key": facts.key,
             "settings": {name: facts.setting_defaults(name) for name in settings},
             # built-in presets and those tuned for this model (`genaccel tune --save-as`), per setting
-            "presets": {name: list(dict.fromkeys([*BUILT_IN, *facts.tuned_presets(name)])) for name in settings},
+            "presets": {name: preset_names(facts.key, name, profiles=facts.profiles) for name in settings},
             "preset_specs": {name: facts.presets(name) for name in settings},
             "frames_rule": family.frames_rule(pipe),
             "unsupported": unsupported_by(family),

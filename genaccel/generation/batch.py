@@ -261,10 +261,11 @@ def _as_run(item: BatchItem) -> GenerationRequest:
     )
 
 
-def check_items_before_loading(model: str, items: list[BatchItem]):
+def check_items_before_loading(model: str, items: list[BatchItem]) -> list | None:
     """What the model's files tell of every item (frame rules, sizes, settings, accelerator support),
-    before the model loads; the InputError lists every item that fails, by line. Returns the model's
-    `ModelFacts` (read once for the whole batch), or None where only the loaded model tells them."""
+    before the model loads; the InputError lists every item that fails, by line. Returns each item's
+    `CompletedRequest` (the model's facts read once for the whole batch; `prepare_items` takes them as they
+    are), or None where only the loaded model tells them."""
     from genaccel.errors import GenAccelError
     from genaccel.generation.prepare import complete
     from genaccel.models.facts import model_facts
@@ -272,28 +273,30 @@ def check_items_before_loading(model: str, items: list[BatchItem]):
     facts = model_facts(model)
     if facts is None:
         return None
-    errors = _Errors()
+    completed, errors = [], _Errors()
     for item in items:
         try:
-            complete(facts, _as_run(item))
+            completed.append(complete(facts, _as_run(item)))
         except GenAccelError as exc:
             errors.add(f"{item.where}{exc}")
     errors.raise_any()
-    return facts
+    return completed
 
 
-def prepare_items(pipe, items: list[BatchItem], facts=None) -> list:
+def prepare_items(pipe, items: list[BatchItem], completed: list | None = None) -> list:
     """Every item prepared for this model (spec, settings, frame rules) before anything runs; an
-    error names the item's line."""
+    error names the item's line. `completed`: the items' requests as `check_items_before_loading` completed
+    them (not completed again); without them the model's facts are read once, from the pipeline."""
     from genaccel.errors import GenAccelError
     from genaccel.generation.prepare import prepare
     from genaccel.models.facts import ModelFacts
 
-    facts = facts or ModelFacts.of(pipe)  # the model's profiles, read once for the whole batch
+    facts = None if completed is not None else ModelFacts.of(pipe)  # read once for the whole batch
+    requests = completed if completed is not None else [_as_run(item) for item in items]
     prepared, errors = [], _Errors()
-    for item in items:
+    for item, request in zip(items, requests):
         try:
-            ready = prepare(pipe, _as_run(item), facts)
+            ready = prepare(pipe, request, facts)
         except GenAccelError as exc:
             errors.add(f"{item.where}{exc}")
             continue
@@ -384,13 +387,13 @@ def run_batch(
     step_callback=None,
     prepared: list | None = None,
     processes=None,
-    facts=None,
+    completed: list | None = None,
 ) -> dict:
     """Generate every item not already finished; return counts and the manifest path.
 
     Every item is prepared and every target checked before the first video is made (pass
-    `prepared` from `prepare_items` if that was done already; `facts`, the model's, if read already). `on_item(entry, path)` is called
-    after each video is written (entry = manifest line); `step_callback(step, total)` after each
+    `prepared` from `prepare_items` if that was done already, or `completed` from `check_items_before_loading`).
+    `on_item(entry, path)` is called after each video is written (entry = manifest line); `step_callback(step, total)` after each
     denoising step (it may raise to stop the batch). `processes` is accelerate's `PartialState` when
     this is one of several processes (`genaccel.engine.distributed.process_state`): this one makes its share.
     """
@@ -409,7 +412,7 @@ def run_batch(
         processes.wait_for_everyone()
     with _together(processes):  # every process checks everything, and stops if any one cannot go on
         check_output_path(out_dir / "probe.mp4")  # the folder: writable, not a file
-        prepared = prepared if prepared is not None else prepare_items(pipe, items, facts)
+        prepared = prepared if prepared is not None else prepare_items(pipe, items, completed)
         done = _load_manifest(out_dir)
         # An item is finished when the manifest has it, as asked now (request, spec, format), and its video exists.
         finished = {

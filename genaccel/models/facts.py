@@ -12,7 +12,6 @@ Also here: the names of the models genaccel ships (`tiny`, `tiny-causal`, `tiny-
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from genaccel.errors import InputError, ModelError
 from genaccel.models.files import read_json, read_toml
-from genaccel.models.presets import presets_for, tuned_presets
+from genaccel.models.presets import presets_for
 from genaccel.models.profiles import model_key, pipeline_model_key, read_profiles
 from genaccel.pipelines.families import FAMILIES, FamilyAdapter, family_of
 
@@ -73,13 +72,6 @@ class ModelFacts:
     def presets(self, setting: str | None = None) -> dict[str, str]:
         """Preset name -> spec string of every preset this model offers at `setting`."""
         return presets_for(self.family.name, self.key, self.profiles, setting)
-
-    def tuned_presets(self, setting: str | None = None) -> dict[str, dict]:
-        """The presets tuned for this model (`genaccel tune --save-as`), with the figures they were tuned to."""
-        return tuned_presets(self.profiles, setting)
-
-    def with_profiles(self, profiles: tuple[dict, ...]) -> "ModelFacts":
-        return dataclasses.replace(self, profiles=profiles)
 
 
 def settings_of(table: dict) -> list[str]:

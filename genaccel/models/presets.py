@@ -58,11 +58,15 @@ def presets_for(
     return {name: found[name] for name in order}
 
 
-def preset_names(model_key: str | None = None, setting: str | None = None) -> list[str]:
-    """The presets a model offers: the built-in names, then the ones tuned for it (reads its profiles)."""
-    from genaccel.models.profiles import read_profiles
+def preset_names(
+    model_key: str | None = None, setting: str | None = None, *, profiles: Iterable[dict] | None = None
+) -> list[str]:
+    """The presets a model offers: the built-in names, then the ones tuned for it (from `profiles` when the
+    caller read them, e.g. `ModelFacts.profiles`; else its profiles are read)."""
+    if profiles is None:
+        from genaccel.models.profiles import read_profiles
 
-    profiles = read_profiles(model_key) if model_key else ()
+        profiles = read_profiles(model_key) if model_key else ()
     return list(dict.fromkeys([*BUILT_IN, *tuned_presets(profiles, setting)]))
 
 
