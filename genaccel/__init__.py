@@ -14,6 +14,7 @@ A request travels one path: `request_from_options` (or `GenerationRequest(...)`)
 request)` (spec resolved for the model, defaults filled, checked once) -> `generate(pipe, prepared)`.
 """
 
+from genaccel import _quiet  # noqa: F401 - first: quiets optional dependencies' import-time warnings
 from genaccel.engine.acceleration import Acceleration, acceleration_of, remove
 from genaccel.errors import GenAccelError, InputError, ModelError, SpecError
 from genaccel.generation.generate import GenerationResult, generate

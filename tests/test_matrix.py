@@ -37,6 +37,9 @@ NOOP = {
     # a whole-clip generation commits nothing, so the cache stays empty
     "kvcache": "kvcache(window=2,sink=1)",
     "lightcache": "lightcache(offload=off,ffn_chunks=0)",
+    # dynamo's tracing run eagerly computes what the model computes, op for op
+    "compile": "compile(backend=eager)",
+    "quant": "quant(modules=none)",
 }
 ACTIVE = {
     "teacache": "teacache(threshold=1e9,coefficients=identity)",
@@ -58,12 +61,16 @@ ACTIVE = {
     "kvcache": "kvcache(window=2,sink=1)",  # active in a stream (see _stream_saves_work)
     # alone on CPU there is no cache state to move: the chunked feed-forward is what runs (see MEMORY)
     "lightcache": "lightcache(offload=on,ffn_chunks=2)",
+    "compile": "compile(backend=aot_eager)",
+    "quant": "quant(weights=int8,activations=int8)",
 }
 SPARSE = {"svg", "radial", "sta", "topk"}  # they save work by computing fewer attention blocks
 TOKENS = {"asymrnr", "tome"}  # they save work by attending (and projecting) fewer tokens
 # They save memory, not work: nothing is skipped and the output stays the baseline's up to float rounding;
 # their own figures show that they acted (lightcache: feed-forward calls run in chunks).
 MEMORY = {"lightcache"}
+# They change how the same computation runs: nothing is skipped; their own figures show that they acted.
+SYSTEMS = {"compile", "quant"}
 STREAMED = {"kvcache"}  # works in streamed generation: chunks attend a bounded cache instead of the whole clip
 assert set(NOOP) == set(ACTIVE) == set(ACCELERATORS)
 
@@ -147,6 +154,12 @@ def test_accelerator_on_family(tiny, family, accel):
     elif accel in TOKENS:
         kept = _kept_shares(fast.stats["accelerators"][accel])
         assert kept and min(kept) < 1.0, f"{accel} reduced no token on {family}: {kept}"
+    elif accel in SYSTEMS:
+        figures = fast.stats["accelerators"][accel]
+        assert figures.get("graphs_compiled", 0) > 0 or figures.get("linear_layers", 0) > 0, figures
+        assert fast.stats["skipped_calls"] == 0
+        if accel == "compile":  # the same computation, fused differently: float rounding
+            np.testing.assert_allclose(fast.frames, base, atol=1e-4)
     elif accel in MEMORY:
         figures = fast.stats["accelerators"][accel]
         assert figures["ffn_chunked_calls"] > 0, f"{accel} chunked no feed-forward on {family}: {figures}"
@@ -154,7 +167,9 @@ def test_accelerator_on_family(tiny, family, accel):
     else:
         saved = fast.stats["skipped_calls"] + fast.stats["attention_reused"]
         assert saved > 0, f"{accel} saved nothing on {family}: {fast.stats}"
-    if accel != "fastercache" and accel not in MEMORY:  # fastercache's CFG cache changes the batch, not the counters
+    if (
+        accel != "fastercache" and accel not in MEMORY and accel != "compile"
+    ):  # fastercache's CFG cache changes the batch, not the counters
         assert not np.array_equal(fast.frames, base)
 
     remove(pipe)

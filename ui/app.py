@@ -24,6 +24,7 @@ from typing import Sequence
 import gradio as gr
 
 from genaccel.accelerators import ACCELERATORS
+from genaccel.attention.backends import BACKENDS
 from genaccel.errors import GenAccelError, InputError
 from genaccel.generation.request import (
     EXAMPLE_PROMPT,
@@ -169,6 +170,13 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                         False, label="VAE tiling", elem_id="vae-tiling", info=FIELDS["vae_tiling"].metadata["help"]
                     )
                 with gr.Accordion("Acceleration", open=True):
+                    attention = gr.Dropdown(
+                        list(BACKENDS),
+                        value="native",
+                        label="Attention backend",
+                        elem_id="attention",
+                        info=FIELDS["attention"].metadata["help"],
+                    )
                     preset = gr.Dropdown(
                         ["none", *first["presets"]["default"], "custom"],
                         value="none",
@@ -290,7 +298,20 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                         s_full = gr.Video(label="The whole stream", elem_id="stream-video", loop=True, height=256)
 
         controls = [c for name in CONTROL_LAYOUT for c in (toggles[name], *params_of(name, params))]
-        request_inputs = [model, setting, width, height, frames, steps, guidance, seed, spec, offload, tiling]
+        request_inputs = [
+            model,
+            setting,
+            width,
+            height,
+            frames,
+            steps,
+            guidance,
+            seed,
+            spec,
+            offload,
+            tiling,
+            attention,
+        ]
 
         # ---------------------------------------------------------------- model, setting, controls
         def on_model(model_name, setting_name, preset_name, *values):
@@ -403,6 +424,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             spec_text,
             off,
             tile,
+            attn,
             request: gr.Request,
             progress=gr.Progress(),
         ):
@@ -410,7 +432,9 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                 lambda: studio.generate(
                     _session(request),
                     model_name,
-                    _request(prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile),
+                    _request(
+                        prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile, attn
+                    ),
                 ),
                 progress,
             )
@@ -440,6 +464,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             spec_text,
             off,
             tile,
+            attn,
             request: gr.Request,
             progress=gr.Progress(),
         ):
@@ -447,7 +472,9 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                 lambda: studio.compare(
                     _session(request),
                     model_name,
-                    _request(prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile),
+                    _request(
+                        prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile, attn
+                    ),
                 ),
                 progress,
             )
@@ -479,13 +506,14 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             spec_text,
             off,
             tile,
+            attn,
             request: gr.Request,
             progress=gr.Progress(),
         ):
             from genaccel.generation.batch import parse_items, read_items
 
             try:
-                base = _request(None, negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile)
+                base = _request(None, negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile, attn)
                 if upload:
                     items = read_items(Path(upload), base)
                 else:
@@ -690,7 +718,19 @@ def _support_text(info: dict) -> str:
 
 
 def _request(
-    prompt, negative, setting, width, height, frames, steps, guidance, seed, spec, offload=None, vae_tiling=None
+    prompt,
+    negative,
+    setting,
+    width,
+    height,
+    frames,
+    steps,
+    guidance,
+    seed,
+    spec,
+    offload=None,
+    vae_tiling=None,
+    attention=None,
 ) -> GenerationRequest:
     """The page's fields as a request (empty numbers mean the model's default); without a prompt, the
     base every batch item shares. The page always sends its Memory panel's values: the cached model
@@ -708,6 +748,7 @@ def _request(
         "accel": (spec or "none").strip() or "none",
         "offload": offload,
         "vae_tiling": None if vae_tiling is None else bool(vae_tiling),
+        "attention": attention or "native",
     }
     return request_from_options(options, partial=prompt is None)
 

@@ -3,12 +3,14 @@
 from genaccel.accelerators.asymrnr import AsymRnR
 from genaccel.accelerators.base import Accelerator, AcceleratorConfig
 from genaccel.accelerators.cfgcache import CFGCache
+from genaccel.accelerators.compilation import Compile
 from genaccel.accelerators.fastercache import FasterCache
 from genaccel.accelerators.fbcache import FirstBlockCache
 from genaccel.accelerators.kvcache import KVCache
 from genaccel.accelerators.lightcache import LightCache
 from genaccel.accelerators.magcache import MagCache
 from genaccel.accelerators.pab import PyramidAttentionBroadcast
+from genaccel.accelerators.quant import Quant
 from genaccel.accelerators.radial import RadialAttention
 from genaccel.accelerators.schedule import Schedule
 from genaccel.accelerators.sta import SlidingTileAttention
@@ -37,6 +39,8 @@ ACCELERATORS: dict[str, type[Accelerator]] = {
         ToMe,
         KVCache,
         LightCache,
+        Compile,
+        Quant,
     )
 }
 

@@ -10,6 +10,7 @@ also tells which hooks are an accelerator's (`entries()`, `hooks()`), for the st
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -27,6 +28,8 @@ SLOT_MODULE_OUTPUT = "module_output"  # predicts module outputs (TaylorSeer)
 SLOT_ATTENTION_KERNEL = "attention_kernel"  # computes self-attention sparsely (svg, radial, sta, topk)
 SLOT_TOKENS = "tokens"  # token merging and restoration (asymrnr, tome)
 SLOT_KV_CACHE = "kv_cache"  # rolling key/value cache for streamed generation (kvcache)
+SLOT_COMPILE = "compile"  # compiles the denoiser (compile)
+SLOT_QUANT = "quant"  # quantizes weights and activations (quant)
 
 # Accelerators holding one of these slots own the attention computation behind the attention seam
 # (genaccel.attention). Their kernels nest in this order, innermost first, whatever the spec's order: the
@@ -89,6 +92,9 @@ class Accelerator:
     # its decisions depend on the step alone, or on sums over every shard (Runtime.sum_over_shards). The
     # owners of the attention computation (KERNEL_NESTING slots) never can: see `context_parallel_refusal`.
     context_parallel_reason: ClassVar[str | None] = None
+    # Order of `apply_outer` among the accelerators (lower first): compile's boundaries must wrap every other
+    # accelerator's outer hooks.
+    outer_rank: ClassVar[int] = 0
 
     def __init__(self, config: AcceleratorConfig, family, runtime: Runtime):
         self.config = config
@@ -118,6 +124,10 @@ class Accelerator:
         defaults filled in) cannot use this config with this model's calibrated `profile` (checked by
         `genaccel.generation.prepare` before any work)."""
 
+    def apply_pipeline(self, pipe, denoisers: list[torch.nn.Module]) -> None:
+        """Change the pipeline itself, once, before any hook goes on (quant replaces weights); `uninstall`
+        must undo it. Raise ValueError with a one-line reason when it cannot. Most accelerators need none."""
+
     def apply(self, denoiser: torch.nn.Module) -> None:
         """Register this accelerator's hooks on one denoising transformer."""
         raise NotImplementedError
@@ -140,8 +150,8 @@ class Accelerator:
         """Called when a new generation starts, after hook state was reset."""
 
     def apply_inner(self, denoiser: torch.nn.Module) -> None:
-        """Register hooks that must sit inside every other accelerator's hooks on the same modules (called
-        before any accelerator's `apply`). Most accelerators need none."""
+        """Register hooks that must sit inside every other hook on the same modules, the acceleration's call
+        counters included (called before any accelerator's `apply`). Most accelerators need none."""
 
     def apply_outer(self, denoiser: torch.nn.Module, accelerators: list["Accelerator"]) -> None:
         """Register hooks that must wrap every other accelerator's hooks on one denoiser (called once all of
@@ -171,10 +181,16 @@ class Accelerator:
 
 
 class HookLedger:
-    """Records the diffusers hooks registered while `recording`, and removes exactly those."""
+    """Records the diffusers hooks registered while `recording`, and removes exactly those.
+
+    Hooks must come off a module newest first: diffusers, removing a hook beneath one that replaces the
+    forward, leaves that one calling the removed hook. Several ledgers on one pipeline are therefore removed
+    together (`remove_ledgers`), in the order of a numbering they share."""
+
+    _numbers = itertools.count()  # registration order across every ledger
 
     def __init__(self):
-        self._entries: list[tuple[torch.nn.Module, str]] = []
+        self._entries: list[tuple[int, torch.nn.Module, str]] = []
 
     @staticmethod
     def _hooks(root: torch.nn.Module) -> set[tuple[int, str]]:
@@ -195,7 +211,8 @@ class HookLedger:
         def __exit__(self, *exc):
             added = HookLedger._hooks(self.root) - self.before
             modules = {id(m): m for m in self.root.modules()}
-            self.ledger._entries.extend((modules[i], name) for i, name in sorted(added, key=str))
+            for i, name in sorted(added, key=_registration_order(modules)):
+                self.ledger._entries.append((next(HookLedger._numbers), modules[i], name))
             HookRegistry.check_if_exists_or_initialize(self.root).invalidate_child_registries_cache()
             return False
 
@@ -205,12 +222,12 @@ class HookLedger:
 
     def entries(self) -> list[tuple[torch.nn.Module, str]]:
         """The (module, hook name) of every hook recorded, in the order recorded (a copy)."""
-        return list(self._entries)
+        return [(module, name) for _, module, name in self._entries]
 
     def hooks(self) -> list[ModelHook]:
         """The recorded hooks that are still registered, in the order recorded."""
         found = []
-        for module, name in self._entries:
+        for _, module, name in self._entries:
             registry = getattr(module, "_diffusers_hook", None)
             hook = registry.hooks.get(name) if registry is not None else None
             if hook is not None:
@@ -218,13 +235,30 @@ class HookLedger:
         return found
 
     def remove_all(self) -> None:
-        roots = set()
-        for module, name in reversed(self._entries):
-            module._diffusers_hook.remove_hook(name, recurse=False)
-            roots.add(module)
-        for module in roots:
-            module._diffusers_hook.invalidate_child_registries_cache()
-        self._entries.clear()
+        remove_ledgers([self])
+
+
+def remove_ledgers(ledgers: list[HookLedger]) -> None:
+    """Remove the hooks of every ledger, newest first across all of them."""
+    entries = sorted((entry for ledger in ledgers for entry in ledger._entries), key=lambda e: e[0], reverse=True)
+    modules = {}
+    for _, module, name in entries:
+        module._diffusers_hook.remove_hook(name, recurse=False)
+        modules[id(module)] = module
+    for module in modules.values():
+        module._diffusers_hook.invalidate_child_registries_cache()
+    for ledger in ledgers:
+        ledger._entries.clear()
+
+
+def _registration_order(modules: dict[int, torch.nn.Module]):
+    """Sort key of (module id, hook name) pairs: by module, then by the hook's place in its registry."""
+
+    def key(pair):
+        index, name = pair
+        return index, modules[index]._diffusers_hook._hook_order.index(name)
+
+    return key
 
 
 class PerBranchState:

@@ -191,15 +191,21 @@ class StepTrackerHook(ModelHook):
 class CallCounterHook(ModelHook):
     """Counts calls that reach this point of a module's hook chain.
 
-    Registered innermost, it counts calls that really computed; registered outermost, every call.
+    Registered innermost, it counts calls that really computed; registered outermost, every call. Inside a
+    graph the compile accelerator traces, it counts nothing (a traced count would be a guard, and each new
+    value a recompilation): the compiled body that holds the module counts its calls instead, outside the
+    graph (`compile_transparent`: genaccel/accelerators/compilation.py).
     """
+
+    compile_transparent = True
 
     def __init__(self):
         super().__init__()
         self.calls = 0
 
     def pre_forward(self, module, *args, **kwargs):
-        self.calls += 1
+        if not torch.compiler.is_compiling():
+            self.calls += 1
         return args, kwargs
 
 

@@ -47,6 +47,13 @@ class SeamProcessor:
         bshd = self.layout.call_layout == "BSHD"
         if bshd:
             query, key, value = (x.permute(0, 2, 1, 3) for x in (query, key, value))
+        out = self._kernel_call(query, key, value, text_len, attn_mask, sample)
+        return out.permute(0, 2, 1, 3) if bshd else out
+
+    # Kernels decide from the step, the branch and their own state: traced by dynamo (the compile accelerator),
+    # each new value would be a recompilation. They run outside the graph; the sparse ones compile themselves.
+    @torch.compiler.disable
+    def _kernel_call(self, query, key, value, text_len, attn_mask, sample):
         runtime = self.state.runtime
         context = AttentionContext(
             video=self.layout.video_range(query.shape[2], text_len),
@@ -60,8 +67,7 @@ class SeamProcessor:
             sample=sample,
         )
         self.calls += 1
-        out = self.kernel(query, key, value, context)
-        return out.permute(0, 2, 1, 3) if bshd else out
+        return self.kernel(query, key, value, context)
 
 
 def _dispatch_mask(mask, query, key):

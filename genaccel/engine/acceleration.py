@@ -1,11 +1,13 @@
 """Apply a spec to a pipeline and remove it again: the object that owns everything genaccel added.
 
-Hooks go on in a fixed order on each denoiser: inner call counters first (they see only calls
-that really computed), then the hooks accelerators need innermost (`Accelerator.apply_inner`), then
+Hooks go on in a fixed order on each denoiser: the hooks accelerators need innermost first
+(`Accelerator.apply_inner`: compile's compiled bodies), then inner call counters (they see only calls
+that really computed), then
 the accelerators in spec order, then the attention seam when an accelerator owns the attention kernel
 (their kernels nested in `KERNEL_NESTING` order, installed by `genaccel.attention.install_seam`), then
 outer counters and, when metering, the state meter (it sees every call), then the hooks accelerators need
-around all the others (`Accelerator.apply_outer`), and the step tracker outermost. Everything registered
+around all the others (`Accelerator.apply_outer`, by `outer_rank`: compile's graph boundaries last), and the
+step tracker outermost. Everything registered
 is recorded (`HookLedger`), so `remove()` restores the pipeline exactly, and several accelerators stack on
 one pipeline.
 
@@ -24,7 +26,7 @@ from typing import Any, Iterator
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from genaccel.accelerators.base import KERNEL_NESTING, Accelerator, HookLedger
+from genaccel.accelerators.base import KERNEL_NESTING, Accelerator, HookLedger, remove_ledgers
 from genaccel.accelerators.runtime import (
     COUNT_INNER_HOOK,
     COUNT_OUTER_HOOK,
@@ -35,6 +37,8 @@ from genaccel.accelerators.runtime import (
 )
 from genaccel.accelerators.state import measured_state_bytes
 from genaccel.attention import BlockCausalKernel, dense_kernel, install_seam
+from genaccel.attention.backends import DEFAULT as DEFAULT_BACKEND
+from genaccel.attention.backends import DenseKernel, reset_backend, set_backend
 from genaccel.errors import SpecError
 from genaccel.memory.offload import unplaced
 from genaccel.pipelines.families import FamilyAdapter, family_of
@@ -45,10 +49,12 @@ _ATTR = "_genaccel"
 @dataclass(frozen=True)
 class ResolvedSpec:
     """A spec checked against one model (`genaccel.generation.spec.resolve_spec`): its canonical text and
-    the (accelerator class, config) pairs, in spec order."""
+    the (accelerator class, config) pairs, in spec order; and the attention backend the run uses (a request's
+    `attention`, set by `genaccel.generation.prepare.complete`)."""
 
     text: str
     accelerators: tuple[tuple[type, object], ...]
+    attention: str = DEFAULT_BACKEND
 
 
 NO_SPEC = ResolvedSpec("none", ())
@@ -76,6 +82,9 @@ class Acceleration:
         self.pipe = pipe
         self.family = family
         self.spec = spec.text
+        self.resolved = spec
+        self.attention = spec.attention
+        self._backend_before: str | None = None  # the process-wide backend before this one set its own
         self.meter_state = meter_state
         self.runtime = Runtime(scheduler=pipe.scheduler, profile=profile)
         self.counters = self.runtime.counters
@@ -90,6 +99,13 @@ class Acceleration:
                     self.accelerators.append(cls(config, family, self.runtime))
                 except ValueError as exc:
                     raise SpecError(f"{cls.name} on {family.title}: {exc}") from None
+            if self.attention != DEFAULT_BACKEND:  # before the seam saves each module's processor
+                self._backend_before = set_backend(self._denoisers, self.attention)
+            for accelerator in self.accelerators:
+                try:
+                    accelerator.apply_pipeline(pipe, self._denoisers)
+                except ValueError as exc:
+                    raise SpecError(f"{accelerator.name} on {family.title}: {exc}") from None
             for denoiser in self._denoisers:
                 self._install(denoiser)
             if meter_state:
@@ -102,12 +118,12 @@ class Acceleration:
     def _install(self, denoiser) -> None:
         tail = self.family.block_at(denoiser, self.family.pass_tail)
         attention = [module for _, module in self.family.attention_layers(denoiser)]
-        with self._ledger.recording(denoiser):
-            self.counters.passes_computed.append(register_counter(tail, COUNT_INNER_HOOK))
-            self.counters.attention_computed.extend(register_counter(m, COUNT_INNER_HOOK) for m in attention)
         for accelerator in self.accelerators:
             if type(accelerator).apply_inner is not Accelerator.apply_inner:
                 accelerator.install_inner(denoiser)
+        with self._ledger.recording(denoiser):
+            self.counters.passes_computed.append(register_counter(tail, COUNT_INNER_HOOK))
+            self.counters.attention_computed.extend(register_counter(m, COUNT_INNER_HOOK) for m in attention)
         for accelerator in self.accelerators:
             accelerator.install(denoiser)
         self._install_attention_seam(denoiser)
@@ -116,7 +132,7 @@ class Acceleration:
             self.counters.passes_total.append(register_counter(denoiser, COUNT_OUTER_HOOK))
             if self.meter_state:
                 HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(StateMeterHook(self), METER_HOOK)
-        for accelerator in self.accelerators:
+        for accelerator in sorted(self.accelerators, key=lambda a: a.outer_rank):
             if type(accelerator).apply_outer is not Accelerator.apply_outer:
                 accelerator.install_outer(denoiser, self.accelerators)
         with self._ledger.recording(denoiser):
@@ -133,10 +149,10 @@ class Acceleration:
 
     def _install_attention_seam(self, denoiser) -> None:
         """Route the denoiser's self-attention through the kernel owners' nested kernels, if any."""
-        kernel = _base_kernel(self.pipe)
+        base = kernel = _base_kernel(self.pipe, self.attention)
         for accelerator in self._kernel_owners():
             kernel = accelerator.attention_kernel(kernel)
-        if kernel is dense_kernel:  # no owner, or owners acting around attention (token merging)
+        if kernel is base and not isinstance(base, BlockCausalKernel):  # the module's own attention does it
             return
         with self._ledger.recording(denoiser):
             install_seam(denoiser, self.family, kernel, self.runtime)
@@ -199,26 +215,30 @@ class Acceleration:
         return figures
 
     def remove(self) -> None:
-        """Take every hook genaccel added off the pipeline."""
+        """Take every hook genaccel added off the pipeline, newest first, then undo what accelerators changed."""
+        remove_ledgers([self._ledger, *(a.ledger for a in self.accelerators)])
         for accelerator in reversed(self.accelerators):
             accelerator.uninstall()
-        self._ledger.remove_all()
+        if self._backend_before is not None:
+            reset_backend(self._denoisers, self._backend_before)
+            self._backend_before = None
         self.accelerators = []
         self._metered = []
         if getattr(self.pipe, _ATTR, None) is self:
             delattr(self.pipe, _ATTR)
 
     def __repr__(self) -> str:
-        return f"Acceleration({self.family.name}: {self.spec})"
+        backend = "" if self.attention == DEFAULT_BACKEND else f", attention={self.attention}"
+        return f"Acceleration({self.family.name}: {self.spec}{backend})"
 
 
-def _base_kernel(pipe):
+def _base_kernel(pipe, backend: str = DEFAULT_BACKEND):
     """The attention a model was trained with, under every accelerator's kernel: block-causal for a
-    causal streaming model (its genaccel.toml's [stream] table), else dense."""
+    causal streaming model (its genaccel.toml's [stream] table), else dense (through `backend`)."""
     table = getattr(pipe, "_genaccel_stream", None) or {}
     if table.get("attention") == "block_causal":
         return BlockCausalKernel(int(table.get("chunk_frames", 1)))
-    return dense_kernel
+    return dense_kernel if backend == DEFAULT_BACKEND else DenseKernel(backend)
 
 
 def install(pipe, spec: ResolvedSpec, profile: dict, *, meter_state: bool = False) -> Acceleration:

@@ -92,8 +92,11 @@ def _acceleration(pipe, prepared: PreparedRequest) -> Acceleration:
     """The pipeline's acceleration for this request, the pipeline placed as it asks (offloading, VAE
     tiling); the acceleration is kept when it already runs the same spec."""
     current = acceleration_of(pipe)
-    if current is None or (prepared.spec is not None and current.spec != prepared.spec.text):
-        current = install_prepared(pipe, prepared)
+    wanted = prepared.spec
+    if wanted is None and current is not None and current.attention != prepared.request.attention:
+        wanted = dataclasses.replace(current.resolved, attention=prepared.request.attention)  # same accelerators
+    if current is None or (wanted is not None and current.resolved != wanted):
+        current = install_prepared(pipe, dataclasses.replace(prepared, spec=wanted))
     degrees = getattr(pipe, "_genaccel_context_parallel", None)
     if degrees and not current.runtime.sharded:  # once: diffusers' split hooks must wrap the accelerators'
         with unplaced(pipe):  # and be wrapped by the offloading's, like genaccel's

@@ -17,8 +17,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from genaccel.attention.backends import DEFAULT as DEFAULT_BACKEND
+from genaccel.attention.backends import unusable_reason
 from genaccel.engine.acceleration import NO_SPEC, Acceleration, ResolvedSpec, install
-from genaccel.errors import MemoryFitError, SpecError
+from genaccel.errors import InputError, MemoryFitError, SpecError
 from genaccel.generation.request import GenerationRequest
 from genaccel.generation.spec import resolve_spec
 from genaccel.memory.estimate import REMEDIES, MemoryEstimate, ModelSizes, device_budget, estimate_peak, fit_message
@@ -63,6 +65,8 @@ def complete(facts: ModelFacts, request: GenerationRequest) -> CompletedRequest:
     if filled.height is not None or filled.width is not None:
         family.check_size(filled.height or family.size_multiple, filled.width or family.size_multiple)
     spec = None if filled.accel is None else resolve_spec(filled.accel, family, facts.presets(filled.setting))
+    if spec is not None and filled.attention != spec.attention:
+        spec = dataclasses.replace(spec, attention=filled.attention)
     _check_accelerators(spec, filled, facts)
     return CompletedRequest(filled, facts, defaults, spec)
 
@@ -82,6 +86,7 @@ def prepare(
         completed = complete(facts or ModelFacts.of(pipe), request)
     filled, family, spec = completed.request, completed.facts.family, completed.spec
     _check_context_parallel(pipe, spec)
+    _check_attention(pipe, filled.attention, family)
     call = {
         **completed.defaults.get("extra", {}),
         **family.call_extra,
@@ -115,6 +120,21 @@ def install_prepared(pipe, prepared: PreparedRequest) -> Acceleration:
     """Install what `prepare` resolved (no spec when it left the pipeline as `apply` set it up)."""
     profile = prepared.facts.profile if prepared.facts is not None else ModelFacts.of(pipe).profile
     return install(pipe, prepared.spec or NO_SPEC, profile)
+
+
+def _check_attention(pipe, backend: str, family) -> None:
+    """The request's attention backend can run on the pipeline's device, through this family's attention."""
+    if backend == DEFAULT_BACKEND:
+        return
+    why = unusable_reason(backend, getattr(pipe, "device", None))
+    if why is None and not any(
+        hasattr(getattr(module, "processor", None), "_attention_backend")
+        for _, denoiser in family.denoiser_modules(pipe)
+        for _, module in family.attention_layers(denoiser)
+    ):
+        why = f"{family.title}'s attention does not go through diffusers' attention dispatch (native only)"
+    if why:
+        raise InputError(f"--attention {backend}: {why}")
 
 
 def _check_accelerators(spec: ResolvedSpec | None, request: GenerationRequest, facts: ModelFacts) -> None:

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from genaccel.attention.backends import BACKENDS
 from genaccel.errors import InputError
 from genaccel.pipelines.shapes import EXAMPLE_PROMPT  # noqa: F401 - the entry points' example prompt
 
@@ -70,6 +71,14 @@ class GenerationRequest:
         "accelerators: 'none', a preset (quality, balanced, fast), a spec such as "
         "'teacache(threshold=0.1)+pab(spatial=2)', or a .toml/.json spec file",
         metavar="SPEC|PRESET",
+    )
+    attention: str = _field(
+        "native",
+        "attention backend, through diffusers' attention dispatch: native (torch SDPA), flex, flash, "
+        "flash_varlen, sage, sage_varlen, xformers; `genaccel list` shows which run here (sparse kernels keep "
+        "their own)",
+        choices=tuple(BACKENDS),
+        metavar="BACKEND",
     )
     offload: str | None = _field(
         None,

@@ -1,9 +1,14 @@
-"""What `genaccel list` shows: models, families, accelerators with parameters, presets, and the
-compatibility matrix (which accelerator applies to which family, and which pairs stack)."""
+"""What `genaccel list` shows: models, families, accelerators with parameters, presets, the attention
+backends and quantization usable on this machine, and the compatibility matrix (which accelerator applies to
+which family, and which pairs stack)."""
 
 from __future__ import annotations
 
+import torch
+
 from genaccel.accelerators import ACCELERATORS, unsupported_by
+from genaccel.accelerators.quant import INSTALL_HINT, torchao_available
+from genaccel.attention.backends import BACKENDS, unusable_reason
 from genaccel.generation.spec import PRESET_NAMES, stack_conflict
 from genaccel.models.presets import load_presets, tuned_by_model
 from genaccel.pipelines.families import FAMILIES
@@ -42,6 +47,11 @@ def catalog() -> dict:
             f.name: {**dict.fromkeys(ACCELERATORS, "yes"), **unsupported_by(f)} for f in FAMILIES.values()
         },
         "stacking": {a: {b: stack_conflict(a, b) or "yes" for b in ACCELERATORS if b != a} for a in ACCELERATORS},
+        "attention_backends": {name: unusable_reason(name) or "yes" for name in BACKENDS},
+        "systems": {
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "quant": "yes" if torchao_available() else f"torchao is not installed: {INSTALL_HINT}",
+        },
     }
 
 
@@ -72,6 +82,12 @@ def format_catalog(data: dict) -> str:
         for p in info["parameters"]:
             default = ":".join(map(str, p["default"])) if isinstance(p["default"], tuple) else p["default"]
             out.append(f"      {p['name'] + '=' + str(default):22s} {p['help']} ({p['type']})")
+    systems = data["systems"]
+    out += ["", f"Attention backends (--attention; on this machine's {systems['device']}):"]
+    out += [
+        f"  {name:13s} {'usable' if why == 'yes' else 'no: ' + why}" for name, why in data["attention_backends"].items()
+    ]
+    out += ["", f"quant (torchao): {'usable' if systems['quant'] == 'yes' else 'no: ' + systems['quant']}"]
     out += ["", "Presets (--accel quality|balanced|fast):"]
     for family, presets in data["presets"].items():
         out.append(f"  {data['families'][family]['title']}:")

@@ -125,17 +125,22 @@ def _atomic_json(path: Path, data) -> None:
     write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
-def _first_compiling(pipe, plan, item, facts):
-    """The first configuration whose accelerators own the attention kernel (sparse attention compiles its
-    kernel at the first call of each shape), prepared for `item`; None if there is none."""
-    from genaccel.accelerators.base import KERNEL_NESTING
+def _compiling(pipe, plan, item, facts) -> dict[int, object]:
+    """The configurations that compile on their first run, by index, prepared for `item`: every one with the
+    compile accelerator, and the first whose accelerators own the attention kernel (sparse attention compiles
+    its kernel at the first call of each shape, shared by all of them)."""
+    from genaccel.accelerators.base import KERNEL_NESTING, SLOT_COMPILE
     from genaccel.generation.prepare import prepare
 
-    for spec in plan.accels:
+    found, kernel_owner = {}, False
+    for config, spec in enumerate(plan.accels):
         prepared = prepare(pipe, plan.run_request(*item, spec), facts)
-        if prepared.spec and any(cls.slots & set(KERNEL_NESTING) for cls, _ in prepared.spec.accelerators):
-            return prepared
-    return None
+        slots = set().union(*(cls.slots for cls, _ in prepared.spec.accelerators)) if prepared.spec else set()
+        owns_kernel = bool(slots & set(KERNEL_NESTING))
+        if SLOT_COMPILE in slots or (owns_kernel and not kernel_owner):
+            found[config] = prepared
+        kernel_owner = kernel_owner or owns_kernel
+    return found
 
 
 def run_bench(
@@ -198,16 +203,17 @@ def run_bench(
         disable=not progress,
     )
     try:
+        compile_seconds: dict[int, float] = {}  # per configuration: compiling in its warm-up, not in a timed run
         if todo:
             warm_item = items[todo[0][1][0]]
             for _ in range(plan.warmup):
                 bar.set_postfix_str("warm-up")
                 generate(pipe, prepare(pipe, plan.run_request(*warm_item, BASELINE), facts), callback=callback)
-                compiling = _first_compiling(
-                    pipe, plan, warm_item, facts
-                )  # compiles once per process: not in a timed run
-                if compiling is not None:
-                    generate(pipe, compiling, callback=callback)
+                for config, compiling in _compiling(pipe, plan, warm_item, facts).items():
+                    result = generate(pipe, compiling, callback=callback)
+                    seconds = result.stats.get("accelerators", {}).get("compile", {}).get("compile_seconds")
+                    if seconds is not None:
+                        compile_seconds[config] = compile_seconds.get(config, 0.0) + seconds
         for round_index, (item, repetition) in todo:
             prompt, seed = items[item]
             frames, rows = {}, {}
@@ -229,6 +235,7 @@ def run_bench(
                     "position": position,
                     "peak_memory_bytes": memory.peak_bytes,
                     "memory_method": memory.method,
+                    "compile_seconds": compile_seconds.get(config),
                 }
                 bar.update(1)
             baseline = frames[0]

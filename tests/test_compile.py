@@ -1,0 +1,102 @@
+"""The compile accelerator: compiled once per shape, never again, whatever it is stacked with.
+
+Dynamo's own counters are read across whole generations on every family's tiny pipeline, for compile stacked
+with each accelerator of the matrix (its active configuration). Guards are dynamo's, whatever the backend, so
+the `eager` backend checks them in seconds. After the first denoising step dynamo is told to fail on any
+recompilation (`error_on_recompile`), and a second generation, installed afresh, must compile nothing.
+"""
+
+import numpy as np
+import pytest
+import torch
+from test_matrix import ACTIVE, STREAMED
+
+from genaccel import apply, remove
+from genaccel.accelerators import ACCELERATORS, unsupported_reason
+from genaccel.accelerators.compilation import compiled_graphs
+from genaccel.generation.generate import generate
+from genaccel.pipelines.families import family_of
+from genaccel.pipelines.tiny import TINY_FAMILIES
+
+PROMPT = "a red circle moving left on a black background"
+COMPILE = "compile(backend=eager)"
+STACKED = sorted(set(ACCELERATORS) - {"compile"} - STREAMED)
+
+
+def _generation_without_recompiles(pipe, spec):
+    """Run one generation of `spec`; return (graphs compiled in the first step, after it). Recompiling after
+    the first step raises."""
+    counts = []
+
+    def after_step(step, total):
+        counts.append(compiled_graphs())
+        if step == 1:
+            torch._dynamo.config.error_on_recompile = True
+
+    start = compiled_graphs()
+    try:
+        result = generate(pipe, PROMPT, seed=0, accel=spec, callback=after_step)
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    assert np.isfinite(result.frames).all()
+    return counts[0] - start, compiled_graphs() - counts[0], result
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_compile_alone_one_graph_set_per_shape(tiny, family):
+    pipe = tiny(family)
+    torch._dynamo.reset()
+    first, later, result = _generation_without_recompiles(pipe, COMPILE)
+    assert first > 0 and later == 0
+    assert result.stats["accelerators"]["compile"]["graphs_compiled"] == first
+    remove(pipe)
+    again = _generation_without_recompiles(pipe, COMPILE)  # installed afresh: dynamo's cache still holds
+    assert again[:2] == (0, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accel", STACKED)
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_no_recompilation_after_the_first_step(tiny, family, accel):
+    pipe = tiny(family)
+    if unsupported_reason(accel, family_of(pipe)):
+        pytest.skip(unsupported_reason(accel, family_of(pipe)))
+    spec = f"{ACTIVE[accel]}+{COMPILE}"
+    _, later, _ = _generation_without_recompiles(pipe, spec)
+    assert later == 0, f"{spec} on {family} compiled {later} graphs after the first step"
+    remove(pipe)
+    first, later, _ = _generation_without_recompiles(pipe, spec)
+    assert (first, later) == (0, 0), f"{spec} on {family}: a second generation compiled {first + later} graphs"
+
+
+def test_blocks_share_one_graph_and_counters_still_count(tiny):
+    """The identical blocks of a Wan transformer compile to one graph, and the call counters of the attention
+    traced into it count as they do uncompiled."""
+    pipe = tiny("wan")
+    plain = generate(pipe, PROMPT, seed=0, accel="none").stats
+    torch._dynamo.reset()
+    compiled = generate(pipe, PROMPT, seed=0, accel=COMPILE).stats
+    assert compiled["accelerators"]["compile"]["graphs_compiled"] == 1
+    for key in ("transformer_calls", "computed_calls", "attention_calls", "attention_reused"):
+        assert compiled[key] == plain[key], key
+
+
+def test_removal_leaves_no_hook_and_every_class_forward(tiny):
+    pipe = tiny("wan")
+    apply(pipe, "schedule(steps=[0;3])+pab+compile(backend=eager)")
+    generate(pipe, PROMPT, seed=0)
+    remove(pipe)
+    for module in pipe.transformer.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        assert registry is None or not registry.hooks
+        forward = module.__dict__.get("forward")  # diffusers may leave the bound forward as an attribute
+        assert forward is None or getattr(forward, "__func__", None) is type(module).forward
+
+
+@pytest.mark.parametrize("config", ["scope=everything", "mode=fast", "backend=tvm", "mode=max-autotune,backend=eager"])
+def test_bad_options_are_one_line(tiny, config):
+    from genaccel.errors import SpecError
+
+    with pytest.raises(SpecError) as error:
+        apply(tiny("wan"), f"compile({config})")
+    assert "\n" not in str(error.value)
