@@ -3,6 +3,7 @@
 #   bash install.sh          # the package
 #   bash install.sh test     # the package, its test dependencies and the linters CI runs
 #   bash install.sh cuda     # the package and xformers (CUDA machines)
+#   bash install.sh quant    # the package and torchao (the quant accelerator)
 # A torch that is already installed (CPU or CUDA) is left alone. Without one, the CPU build
 # torch==2.13.0 is installed first (on this project's machines it is a local wheel), so that
 # the package's `torch>=2.4` floor does not pull a multi-GB CUDA build.

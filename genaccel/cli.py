@@ -16,6 +16,7 @@ from pathlib import Path
 from genaccel.generation.request import EXAMPLE_PROMPT, FIELDS, MEMORY_FIELDS
 from genaccel.models.facts import DEFAULTED
 from genaccel.tools.bench.runner import PER_RUN
+from genaccel.tools.tune import DEFAULT_GROUPS
 
 EXIT_USER_ERROR = 2
 # Request fields each command takes as options (the prompt is an argument; see request.py).
@@ -342,10 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: 0)")
     t.add_argument(
         "--search",
-        default="pass,cfg,attention",
+        default=",".join(DEFAULT_GROUPS),
         metavar="GROUPS",
         help="groups of accelerators to stack, comma-separated: pass (magcache, schedule, teacache, fbcache), "
-        "cfg (cfgcache), attention (pab), tokens (tome), sparse (svg) (default: %(default)s)",
+        "cfg (cfgcache), attention (pab), tokens (tome), sparse (svg), compile (compile), quant (int8 through "
+        "torchao, where installed; its compile time is spent once, untimed) (default: %(default)s)",
     )
     t.add_argument(
         "--save-as",
@@ -521,6 +523,9 @@ def _accelerated(asked: str | None, summary: dict) -> str:
     line = f"accelerators: {name}: {total - skipped} of {total} transformer passes computed, {skipped} skipped"
     if summary["attention_reused"]:
         line += f"; {summary['attention_reused']} of {summary['attention_calls']} attention calls reused"
+    compiled = (summary.get("accelerator_stats") or {}).get("compile", {}).get("compile_seconds")
+    if compiled:  # the first run of a shape; later runs in the same process reuse the graphs
+        line += f"; {compiled:.1f} s of it compiling"
     return line
 
 

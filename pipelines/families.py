@@ -35,6 +35,9 @@ class FamilyAdapter:
     # Whether the attention processors call diffusers' `dispatch_attention_fn` (so a backend set
     # with `set_attention_backend` reaches them) rather than `F.scaled_dot_product_attention`.
     attention_dispatch: bool
+    # What the compile accelerator compiles as one unit by default (`compile(scope=auto)`), chosen by
+    # measurement: "blocks" (regional, as diffusers recommends: the fastest to compile) or "model".
+    compile_scope: str = "blocks"
     # Pipeline attributes holding denoising transformers (Wan 2.2 has two experts).
     denoisers: tuple[str, ...] = ("transformer",)
     # Block lists; every pass runs blocks from these lists.
@@ -248,6 +251,9 @@ WAN = register_family(
         transformer_classes=("WanTransformer3DModel",),
         cfg="separate",
         attention_dispatch=True,
+        # the embedded model, end to end: the whole model 1.15x against eager, each block 1.05x (default
+        # setting); 1.29x and 1.22x (long); with quant 1.47x and 1.35x (BENCHMARKS.md)
+        compile_scope="model",
         denoisers=("transformer", "transformer_2"),
         modulated_input=wan_modulated_input,
         text_projection="condition_embedder.text_embedder",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from genaccel import remove
-from genaccel.attention.backends import BACKENDS, usable_backends, unusable_reason
+from genaccel.attention.backends import BACKENDS, unusable_reason, usable_backends
 from genaccel.errors import InputError
 from genaccel.generation.generate import generate
 
@@ -13,12 +13,16 @@ PROMPT = "a red circle moving left on a black background"
 
 
 def _backends(pipe):
-    return {getattr(m.processor, "_attention_backend", None) for m in pipe.transformer.modules() if hasattr(m, "processor")}
+    return {
+        getattr(m.processor, "_attention_backend", None) for m in pipe.transformer.modules() if hasattr(m, "processor")
+    }
 
 
 def test_native_and_flex_run_on_cpu():
     assert {"native", "flex"} <= set(usable_backends("cpu"))
-    assert "needs a CUDA GPU" in unusable_reason("xformers", "cpu") or "not installed" in unusable_reason("xformers", "cpu")
+    assert "needs a CUDA GPU" in unusable_reason("xformers", "cpu") or "not installed" in unusable_reason(
+        "xformers", "cpu"
+    )
 
 
 def test_flex_backend_matches_native_and_is_removed(tiny):

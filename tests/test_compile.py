@@ -75,7 +75,7 @@ def test_blocks_share_one_graph_and_counters_still_count(tiny):
     pipe = tiny("wan")
     plain = generate(pipe, PROMPT, seed=0, accel="none").stats
     torch._dynamo.reset()
-    compiled = generate(pipe, PROMPT, seed=0, accel=COMPILE).stats
+    compiled = generate(pipe, PROMPT, seed=0, accel="compile(scope=blocks,backend=eager)").stats
     assert compiled["accelerators"]["compile"]["graphs_compiled"] == 1
     for key in ("transformer_calls", "computed_calls", "attention_calls", "attention_reused"):
         assert compiled[key] == plain[key], key
@@ -100,3 +100,14 @@ def test_bad_options_are_one_line(tiny, config):
     with pytest.raises(SpecError) as error:
         apply(tiny("wan"), f"compile({config})")
     assert "\n" not in str(error.value)
+
+
+def test_bench_compiles_in_its_warm_up_and_reports_the_time(tiny, tmp_path):
+    from genaccel.tools.bench.runner import BenchPlan, run_bench
+
+    torch._dynamo.reset()
+    plan = BenchPlan(accels=[COMPILE], prompts=[PROMPT], warmup=1, memory="off")
+    rows = run_bench(tiny("wan"), plan, tmp_path, progress=False)
+    compiled = next(r for r in rows if r["accel"] == COMPILE)
+    assert compiled["compile_seconds"] > 0  # spent in the warm-up
+    assert compiled["accelerator_stats"]["compile"]["graphs_compiled"] == 0  # none in the timed run

@@ -47,9 +47,30 @@ def test_search_space_follows_the_family_and_the_profile(tiny):
     assert "schedule" not in [o.accel for o in search_space(wan, profile, 50)["pass"]]  # no 50-step schedules
     long = next(o for o in search_space(wan, profile, 30, setting="long")["pass"] if o.accel == "schedule")
     assert (long.params[0].low, long.params[0].high) == (7, 7)  # that setting's own schedules
-    assert set(full) == {"pass", "cfg", "attention"}
+    assert set(full) == {"pass", "cfg", "attention", "compile", "quant"}  # quant: torchao is a test dependency
     with pytest.raises(InputError, match="unknown group"):
         search_space(wan, profile, 30, ("pass", "bogus"))
+
+
+def test_compile_is_warmed_once_per_compiled_form(tiny, monkeypatch):
+    """A stack with compile gets one untimed run before its first timed one, per compiled form (the caches
+    around it do not change the graphs), so no trial's speedup pays for compiling."""
+    from genaccel.tools import tune
+
+    runs = []
+    monkeypatch.setattr(tune, "_run", lambda pipe, facts, plan, prompt, seed, spec, callback=None: runs.append(spec))
+    monkeypatch.setattr(tune, "_WARMED", set())
+    plan = TunePlan(min_psnr=30, prompts=["a"], holdout=["b"], seeds=[0])
+    pipe = object()
+    for spec in (
+        "teacache(threshold=0.1)",
+        "pab+compile",
+        "teacache(threshold=0.2)+compile",
+        "quant+compile",
+        "compile",
+    ):
+        tune._warm_compilation(pipe, None, plan, spec)
+    assert runs == ["pab+compile", "quant+compile"]
 
 
 def test_every_suggested_stack_is_a_valid_spec():

@@ -1,29 +1,33 @@
 """compile: torch.compile of the denoiser, beneath every accelerator's hooks, compiled once per shape.
 
-Regional by default, as diffusers' `compile_repeated_blocks` is: each transformer block is a compiled
-unit (`scope="blocks"`), the identical blocks sharing one graph. `scope="model"` makes the whole denoiser the
-unit. Measured on the embedded model (docs/accelerators.md): blocks win at short sequences, the whole model at
-long ones, by a few percent either way; blocks is the default because it compiles in a fraction of the time.
+Either each transformer block is a compiled unit (`scope="blocks"`, regional, as diffusers'
+`compile_repeated_blocks`: the identical blocks share one graph) or the whole denoiser is (`scope="model"`).
+`auto` takes the family's measured choice (`FamilyAdapter.compile_scope`): the whole model for Wan, measured on
+the embedded model (BENCHMARKS.md), blocks elsewhere.
 
 Why beneath the hooks. The accelerators decide in Python, per step and CFG branch, from state that changes
 every call (step counters, cached residuals, call counts). Traced by dynamo, each such value becomes a guard
 and every new value a recompilation, until dynamo gives up and runs the model eagerly. So nothing that
 decides is ever traced:
 
-- A `CompiledBodyHook` goes innermost on each unit and on each attention module inside one (`apply_inner`,
-  which the acceleration runs before it registers anything else). It runs the module's own forward, the
-  pure tensor computation, through `torch.compile`.
-- In `apply_outer`, once every other hook is on, a `BoundaryHook` goes outermost on every module inside a unit
-  that carries hooks (attention modules always do: the call counters): its whole hook chain runs eagerly
-  (`torch.compiler.disable`), so the unit's graph breaks around the call, and the module's own body is again a
+- A `CompiledBodyHook` goes innermost on each unit and on each attention module (`apply_inner`, which the
+  acceleration runs before it registers anything else). It runs the module's class forward, the pure tensor
+  computation, through `torch.compile`: one code object for every block and every install, so dynamo's cache
+  serves the identical blocks and a later install of the same stack alike.
+- In `apply_outer`, once every other hook is on, a `BoundaryHook` goes outermost on each module inside a unit
+  whose hooks decide (PAB's attention cache, the attention seam, token merging): its hook chain runs eagerly
+  (`torch.compiler.disable`), the unit's graph breaks around the call, and the module's own body is again a
   compiled unit below it.
-- The attention seam calls its kernel outside the graph for the same reason (genaccel.attention.processor):
-  the sparse kernels keep their own compiled FlexAttention.
+- A module inside a unit that carries only the acceleration's call counters is traced into the unit's graph,
+  with its hooks taken off: dynamo would guard on the identity of each module's hooked forward, one per
+  block. The unit counts its calls outside the graph (`CompiledBodyHook.counted`).
+- The attention seam calls its kernel outside the graph (genaccel.attention.processor): the sparse kernels
+  keep their own compiled FlexAttention.
 
-Recompilation is then bounded by shapes and by each unit's constant branches (a graph per CFG branch where the
-family's forward differs between them), all seen in the first step; `stats()` counts the graphs compiled in
-each generation and the seconds spent compiling (`compile_seconds`), which the bench reports apart from run
-time. A test reads dynamo's counters across whole generations for every stack in the matrix.
+Recompilation is then bounded by shapes and by each unit's constant branches, all seen in the first step;
+`stats()` counts the graphs compiled in each generation and the seconds spent compiling (`compile_seconds`),
+which the bench and the tuner spend in an untimed warm-up. tests/test_compile.py reads dynamo's counters
+across whole generations for compile stacked with every accelerator of the matrix.
 
 `backend="eager"` (dynamo's tracing without code generation) lets the tests check guards in seconds.
 """
@@ -39,18 +43,21 @@ from genaccel.accelerators.base import SLOT_COMPILE, Accelerator, AcceleratorCon
 
 BODY_HOOK = "genaccel_compiled_body"
 BOUNDARY_HOOK = "genaccel_compile_boundary"
-SCOPES = ("blocks", "model")
+SCOPES = ("auto", "blocks", "model")
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 BACKENDS = ("inductor", "aot_eager", "eager")
+RECOMPILE_LIMIT = 64  # cache entries per code object: compiled forms of one block (see apply_inner)
 
 
 @dataclass
 class CompileConfig(AcceleratorConfig):
     scope: str = param(
-        "blocks", "compiled unit: blocks (each transformer block, regional) or model (the whole denoiser)"
+        "auto",
+        "compiled unit: blocks (each transformer block, regional), model (the whole denoiser), or auto "
+        "(the family's measured choice)",
     )
     mode: str = param("default", f"torch.compile mode: {', '.join(MODES)} (reduce-overhead: CUDA graphs)")
-    fullgraph: bool = param(False, "demand one graph per unit body without an attention call inside (attention)")
+    fullgraph: bool = param(False, "demand one graph per compiled unit where no boundary breaks it")
     dynamic: bool = param(False, "compile for dynamic shapes (off: one graph per shape, the fastest)")
     backend: str = param("inductor", "dynamo backend: inductor (code generation), aot_eager or eager (tracing only)")
 
@@ -119,13 +126,21 @@ class Compile(Accelerator):
         self._graphs_at_start = 0
         self._compile_seconds_at_start = 0.0
 
+    @property
+    def scope(self) -> str:
+        return self.family.compile_scope if self.config.scope == "auto" else self.config.scope
+
     def units(self, denoiser) -> list[torch.nn.Module]:
         """The modules compiled as wholes: the denoiser, or its blocks."""
-        if self.config.scope == "model":
+        if self.scope == "model":
             return [denoiser]
         return [block for _, block in self.family.blocks(denoiser)]
 
     def apply_inner(self, denoiser):
+        # Each compiled form of a block (float or quantized weights; its attention traced or behind a boundary)
+        # is one more cache entry of the same code object. Past dynamo's default limit of 8, a bench or a tune
+        # that tries many stacks would silently run eagerly.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         bodies = {id(m): m for m in self.units(denoiser)}
         for _, module in self.family.attention_layers(denoiser):
             bodies.setdefault(id(module), module)

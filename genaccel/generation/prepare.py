@@ -127,11 +127,7 @@ def _check_attention(pipe, backend: str, family) -> None:
     if backend == DEFAULT_BACKEND:
         return
     why = unusable_reason(backend, getattr(pipe, "device", None))
-    if why is None and not any(
-        hasattr(getattr(module, "processor", None), "_attention_backend")
-        for _, denoiser in family.denoiser_modules(pipe)
-        for _, module in family.attention_layers(denoiser)
-    ):
+    if why is None and not family.attention_dispatch:
         why = f"{family.title}'s attention does not go through diffusers' attention dispatch (native only)"
     if why:
         raise InputError(f"--attention {backend}: {why}")
