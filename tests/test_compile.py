@@ -111,3 +111,25 @@ def test_bench_compiles_in_its_warm_up_and_reports_the_time(tiny, tmp_path):
     compiled = next(r for r in rows if r["accel"] == COMPILE)
     assert compiled["compile_seconds"] > 0  # spent in the warm-up
     assert compiled["accelerator_stats"]["compile"]["graphs_compiled"] == 0  # none in the timed run
+
+
+@pytest.mark.slow
+def test_gpu_systems_script_runs_at_toy_size(tmp_path):
+    """The prepared GPU check (benchmarks/gpu_systems.py) runs its code path on CPU at a toy size."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_systems.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--toy", "--iters", "1", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads((tmp_path / "gpu_systems_toy.json").read_text())
+    assert res["times_ms"]["eager"] and res["times_ms"]["compile"] and res["times_ms"]["svg"]
+    assert res["times_ms"]["fp8+compile"] is None and "fp8 needs a CUDA GPU" in res["rel_l2_vs_eager"]["fp8+compile"]
+    assert res["rel_l2_vs_eager"]["compile"] < 1e-4  # the same computation

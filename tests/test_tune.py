@@ -53,8 +53,9 @@ def test_search_space_follows_the_family_and_the_profile(tiny):
 
 
 def test_compile_is_warmed_once_per_compiled_form(tiny, monkeypatch):
-    """A stack with compile gets one untimed run before its first timed one, per compiled form (the caches
-    around it do not change the graphs), so no trial's speedup pays for compiling."""
+    """A stack with compile gets one untimed run before its first timed one, per compiled form (the
+    configurations of compile and quant and the accelerators around them, not their parameters), so no
+    trial's speedup pays for compiling."""
     from genaccel.tools import tune
 
     runs = []
@@ -62,15 +63,11 @@ def test_compile_is_warmed_once_per_compiled_form(tiny, monkeypatch):
     monkeypatch.setattr(tune, "_WARMED", set())
     plan = TunePlan(min_psnr=30, prompts=["a"], holdout=["b"], seeds=[0])
     pipe = object()
-    for spec in (
-        "teacache(threshold=0.1)",
-        "pab+compile",
-        "teacache(threshold=0.2)+compile",
-        "quant+compile",
-        "compile",
-    ):
+    specs = ("teacache(threshold=0.1)", "pab+compile", "pab(spatial=3)+compile", "teacache(threshold=0.2)+compile")
+    for spec in (*specs, "teacache(threshold=0.3)+compile", "quant+compile", "compile", "compile(scope=blocks)"):
         tune._warm_compilation(pipe, None, plan, spec)
-    assert runs == ["pab+compile", "quant+compile"]
+    expected = ["pab+compile", "teacache(threshold=0.2)+compile", "quant+compile", "compile", "compile(scope=blocks)"]
+    assert runs == expected
 
 
 def test_every_suggested_stack_is_a_valid_spec():

@@ -141,8 +141,14 @@ class Compile(Accelerator):
         # is one more cache entry of the same code object. Past dynamo's default limit of 8, a bench or a tune
         # that tries many stacks would silently run eagerly.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        # Blocks and attention modules are bodies in either scope: when a cache's hooks make one a boundary,
+        # its own computation still runs compiled. In the whole-model scope an unhooked one is traced into
+        # the model's graph instead (apply_outer takes its body hook off).
         bodies = {id(m): m for m in self.units(denoiser)}
-        for _, module in self.family.attention_layers(denoiser):
+        for module in [
+            *(b for _, b in self.family.blocks(denoiser)),
+            *(a for _, a in self.family.attention_layers(denoiser)),
+        ]:
             bodies.setdefault(id(module), module)
         for module in bodies.values():
             hook = CompiledBodyHook(self.options)

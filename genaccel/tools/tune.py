@@ -331,15 +331,17 @@ def _evaluate(pipe, plan: TunePlan, spec: str, baseline: Baseline, scorer, callb
 
 
 def _warm_compilation(pipe, facts, plan: TunePlan, spec: str, callback=None) -> None:
-    """Compile a stack's graphs in an untimed run before its timed ones, once per process and compiled form:
-    the graphs depend on whether the weights are quantized, not on the caches around them (dynamo's cache
-    keeps them across installs), so compile time counts once per form, never in a trial."""
+    """Compile a stack's graphs in an untimed run before its timed ones, once per process and compiled form.
+    The graphs depend on the compile and quant configurations and on which accelerators hook the model (their
+    hooks set the graph boundaries), not on those accelerators' parameters; dynamo's cache keeps them across
+    installs. So compile time counts once per form, never in a trial."""
     from genaccel.generation.spec import format_spec, parse_spec_string
 
-    systems = [r for r in parse_spec_string(spec) if r.name in ("compile", "quant")] if spec != "none" else []
-    if not any(r.name == "compile" for r in systems):
+    requests = parse_spec_string(spec) if spec != "none" else []
+    if not any(r.name == "compile" for r in requests):
         return
-    form = (id(pipe), format_spec(systems))
+    systems = [r for r in requests if r.name in ("compile", "quant")]
+    form = (id(pipe), format_spec(systems), frozenset(r.name for r in requests))
     if form not in _WARMED:
         _run(pipe, facts, plan, *plan.items()[0], spec, callback)
         _WARMED.add(form)
