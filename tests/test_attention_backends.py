@@ -64,3 +64,13 @@ def test_unknown_backend_is_refused_by_the_request():
 
     with pytest.raises(InputError, match="attention"):
         request_from_options({"prompt": "x", "attention": "turbo"})
+
+
+def test_list_shows_what_runs_here():
+    from genaccel.tools.catalog import catalog, format_catalog
+
+    data = catalog()
+    assert data["attention_backends"]["native"] == "yes" and data["attention_backends"]["flex"] == "yes"
+    text = format_catalog(data)
+    assert "Attention backends (--attention" in text and "quant (torchao): usable" in text
+    assert "  compile " in text and "  quant " in text

@@ -159,28 +159,25 @@ class Compile(Accelerator):
         """Nothing in spec order: see `apply_inner` and `apply_outer`."""
 
     def apply_outer(self, denoiser, accelerators):
-        bounded: set[int] = set()
-        mine = {id(m) for m in denoiser.modules()}
-        for body, hook in self.bodies:
-            if id(body) not in mine:
-                continue
+        bodies = {id(module): hook for module, hook in self.bodies}
+        graphs = list(self.units(denoiser))  # modules whose body is a graph of its own
+        while graphs:
+            body = graphs.pop(0)
+            hook = bodies[id(body)]
             inside = _hooked_inside(body)
             hook.fullgraph = self.config.fullgraph and not inside
-            for module in inside:
-                if id(module) not in bounded:
-                    HookRegistry.check_if_exists_or_initialize(module).register_hook(BoundaryHook(), BOUNDARY_HOOK)
-                    bounded.add(id(module))
-        # A module traced into a body's graph keeps no hook: dynamo would guard on the identity of its hooked
-        # forward, one per module, and the identical blocks could no longer share a graph. Its call counters
-        # are counted by the body, outside the graph.
-        traced: set[int] = set()
-        for body, hook in self.bodies:
-            if id(body) in mine and id(body) not in bounded:
-                for module in _traced_inside(body):
-                    hook.counted += [h for h in _hooks(module) if hasattr(h, "calls")]
-                    _unhook(module)
-                    traced.add(id(module))
-        self.bodies = [(m, h) for m, h in self.bodies if id(m) not in traced]
+            for module in inside:  # its hooks decide: they run eagerly, its body is a graph of its own
+                HookRegistry.check_if_exists_or_initialize(module).register_hook(BoundaryHook(), BOUNDARY_HOOK)
+                if id(module) in bodies:
+                    graphs.append(module)
+            # Traced into this graph, a module keeps no hook: dynamo would guard on the identity of its hooked
+            # forward, one per module, and identical blocks (or a later install) could not share the graph.
+            # Its call counters are counted by this body, outside the graph.
+            for module in _traced_inside(body):
+                hook.counted += [h for h in _hooks(module) if hasattr(h, "calls")]
+                _unhook(module)
+                bodies.pop(id(module), None)
+        self.bodies = [(m, h) for m, h in self.bodies if id(m) in bodies]
 
     def on_generation_start(self):
         self._graphs_at_start = compiled_graphs()
