@@ -328,6 +328,8 @@ def test_list_json_has_models_accelerators_presets_matrix(capsys):
         "kvcache",
         "schedule",
         "lightcache",
+        "compile",
+        "quant",
     }
     assert data["stacking"]["schedule"]["magcache"] != "yes" and data["stacking"]["schedule"]["cfgcache"] == "yes"
     assert all(v == "yes" for v in data["stacking"]["lightcache"].values())  # it takes nothing over

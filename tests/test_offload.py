@@ -38,13 +38,17 @@ def _supported(pipe) -> list[str]:
 @pytest.mark.parametrize("mode", ["model", "group", "sequential"])
 def test_every_accelerator_runs_the_same_under_offloading(tiny, mode):
     pipe = tiny("wan")
-    accels = [a for a in _supported(pipe) if a != "kvcache"] + ["balanced"]
+    # quant refuses sequential offloading (tests/test_quant.py)
+    accels = [a for a in _supported(pipe) if a != "kvcache" and (a, mode) != ("quant", "sequential")] + ["balanced"]
     assert len(accels) >= 8
     for accel in accels:
         expected = _frames(pipe, accel, offload="none")
         got = _frames(pipe, accel, offload=mode)
         assert placement(pipe) == (mode, False)
-        assert np.array_equal(got, expected), f"{accel} under --offload {mode}"
+        if accel == "compile":  # offloading's hooks set other graph boundaries: the same math, fused differently
+            np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=f"{accel} under --offload {mode}")
+        else:
+            assert np.array_equal(got, expected), f"{accel} under --offload {mode}"
 
 
 def test_switching_accelerators_under_offloading_keeps_both_working(tiny):

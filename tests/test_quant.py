@@ -90,3 +90,9 @@ def test_missing_torchao_is_one_line(tiny, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
     with pytest.raises(SpecError, match=r"needs torchao, not installed: pip install 'genaccel\[quant\]'"):
         apply(tiny("wan"), "quant")
+
+
+def test_sequential_offloading_is_refused_before_any_work(tiny):
+    with pytest.raises(SpecError, match="--offload sequential") as error:
+        generate(tiny("wan"), PROMPT, accel="quant", offload="sequential")
+    assert "\n" not in str(error.value)

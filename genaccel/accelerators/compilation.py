@@ -102,11 +102,23 @@ class CompiledBodyHook(ModelHook):
 
 
 class BoundaryHook(ModelHook):
-    """Outermost on a hooked module inside a compiled unit: its hook chain runs eagerly (a graph break)."""
+    """Outermost on a hooked module inside a compiled unit: its hook chain runs eagerly (a graph break).
+
+    Its tensors come back contiguous: a cache that returns a stored or forecast output where the module returns
+    views (CogVideoX's attention splits one joint tensor) would otherwise hand the graph other strides, and
+    dynamo guards on strides."""
 
     @torch.compiler.disable
     def new_forward(self, module, *args, **kwargs):
-        return self.fn_ref.original_forward(*args, **kwargs)
+        return _contiguous(self.fn_ref.original_forward(*args, **kwargs))
+
+
+def _contiguous(output):
+    if isinstance(output, torch.Tensor):
+        return output.contiguous()
+    if isinstance(output, (tuple, list)):
+        return type(output)(_contiguous(o) for o in output)
+    return output
 
 
 class Compile(Accelerator):

@@ -93,6 +93,11 @@ class Quant(Accelerator):
     def check_request(cls, config, request, profile):
         if not torchao_available():
             raise ValueError(f"it needs torchao, not installed: {INSTALL_HINT}")
+        if request.offload == "sequential" and config.modules != "none":
+            raise ValueError(
+                "quantized weights cannot be offloaded one layer at a time (--offload sequential casts each "
+                "weight as it moves, which torchao's tensors do not support): use --offload model or group"
+            )
 
     def apply_pipeline(self, pipe, denoisers):
         from torchao import quantization
