@@ -146,3 +146,11 @@ def test_gpu_systems_script_runs_at_toy_size(tmp_path):
     assert res["times_ms"]["eager"] and res["times_ms"]["compile"] and res["times_ms"]["svg"]
     assert res["times_ms"]["fp8+compile"] is None and "fp8 needs a CUDA GPU" in res["rel_l2_vs_eager"]["fp8+compile"]
     assert res["rel_l2_vs_eager"]["compile"] < 1e-4  # the same computation
+
+
+def test_flex_backend_is_refused_in_one_line_before_any_work(tiny):
+    from genaccel.errors import SpecError
+
+    with pytest.raises(SpecError, match="--attention flex does not compile") as error:
+        generate(tiny("wan"), PROMPT, accel="compile", attention="flex")
+    assert "\n" not in str(error.value)

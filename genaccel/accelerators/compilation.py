@@ -138,6 +138,13 @@ class Compile(Accelerator):
         self._graphs_at_start = 0
         self._compile_seconds_at_start = 0.0
 
+    @classmethod
+    def check_request(cls, config, request, profile):
+        if request.attention == "flex" and config.backend == "inductor":
+            # diffusers' flex backend calls flex_attention on 3-D block masks that inductor cannot lower
+            # inside a larger graph (torch 2.13: "not enough values to unpack"); its own call compiles it.
+            raise ValueError("--attention flex does not compile inside the model's graph: use --attention native")
+
     @property
     def scope(self) -> str:
         return self.family.compile_scope if self.config.scope == "auto" else self.config.scope

@@ -453,7 +453,10 @@ def run_tune(
     facts = ModelFacts.of(pipe)
     prepared = prepare(pipe, _request(plan, plan.prompts[0], plan.seeds[0], "none"), facts)
     num_steps = prepared.request.num_inference_steps
-    space = search_space(facts.family, facts.profile, num_steps, plan.groups, plan.request.setting)
+    groups = plan.groups
+    if plan.request.attention == "flex":  # compile refuses diffusers' flex backend (accelerators/compilation.py)
+        groups = tuple(g for g in groups if g != "compile")
+    space = search_space(facts.family, facts.profile, num_steps, groups, plan.request.setting)
     if not space:
         raise InputError(f"nothing to search on this model in groups {', '.join(plan.groups)}")
     scorer = scorer_named(plan.scorer)
