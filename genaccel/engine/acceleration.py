@@ -1,14 +1,12 @@
 """Apply a spec to a pipeline and remove it again: the object that owns everything genaccel added.
 
 Hooks go on in a fixed order on each denoiser: the hooks accelerators need innermost first
-(`Accelerator.apply_inner`: compile's compiled bodies), then inner call counters (they see only calls
-that really computed), then
-the accelerators in spec order, then the attention seam when an accelerator owns the attention kernel
-(their kernels nested in `KERNEL_NESTING` order, installed by `genaccel.attention.install_seam`), then
-outer counters and, when metering, the state meter (it sees every call), then the hooks accelerators need
-around all the others (`Accelerator.apply_outer`, by `outer_rank`: compile's graph boundaries last), and the
-step tracker outermost. Everything registered
-is recorded (`HookLedger`), so `remove()` restores the pipeline exactly, and several accelerators stack on
+(`Accelerator.apply_inner`: compile's compiled bodies), then inner call counters (they see only calls that
+really computed), then the accelerators in spec order, then the attention seam when an accelerator owns the
+attention kernel (their kernels nested in `KERNEL_NESTING` order, installed by
+`genaccel.attention.install_seam`), then outer counters and, when metering, the state meter (it sees every
+call), then the hooks accelerators need around all the others (`Accelerator.apply_outer`, by `outer_rank`:
+compile's graph boundaries last), and the step tracker outermost. Everything registered is recorded (`HookLedger`), so `remove()` restores the pipeline exactly, and several accelerators stack on
 one pipeline.
 
 The state meter is opt-in (`install(..., meter_state=True)`; the bench turns it on): after each denoiser
@@ -83,7 +81,6 @@ class Acceleration:
         self.family = family
         self.spec = spec.text
         self.resolved = spec
-        self.attention = spec.attention
         self._backend_before: str | None = None  # the process-wide backend before this one set its own
         self.meter_state = meter_state
         self.runtime = Runtime(scheduler=pipe.scheduler, profile=profile)
@@ -226,6 +223,11 @@ class Acceleration:
         self._metered = []
         if getattr(self.pipe, _ATTR, None) is self:
             delattr(self.pipe, _ATTR)
+
+    @property
+    def attention(self) -> str:
+        """The attention backend this acceleration set on the denoisers (`native`: the model's own)."""
+        return self.resolved.attention
 
     def __repr__(self) -> str:
         backend = "" if self.attention == DEFAULT_BACKEND else f", attention={self.attention}"
