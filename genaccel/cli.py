@@ -126,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(g)
     _add_request_options(g, GENERATE_OPTIONS, accel="none")
     _add_output_options(g)
+    g.add_argument(
+        "--preview-every",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="every K denoising steps, decode the current estimate of the video with the light decoder "
+        "(one frame per latent frame) and write it to --preview-dir",
+    )
+    g.add_argument(
+        "--preview-dir",
+        default=None,
+        metavar="DIR",
+        help="folder for the live previews, step_NNNN.png strips (default with --preview-every: previews/)",
+    )
 
     st = sub.add_parser(
         "stream",
@@ -477,7 +491,7 @@ def _load(args):
 def cmd_generate(args) -> int:
     from genaccel.generation.generate import generate
     from genaccel.generation.prepare import complete, prepare
-    from genaccel.io.video import check_output_path, write_video
+    from genaccel.io.video import check_output_path, write_preview, write_video
     from genaccel.models.facts import default_model, model_facts
 
     request = _request_from_args(args, GENERATE_OPTIONS, args.prompt)  # no model needed: fails fast
@@ -495,10 +509,19 @@ def cmd_generate(args) -> int:
     if args.dry_run:
         return _dry_run(args, request, facts)
     out = check_output_path(args.out)
+    previews = _preview_folder(args)
     pipe = _load(args)
     prepared = prepare(pipe, request, facts)
     _tell(prepared.notices)
-    result = generate(pipe, prepared, progress=not args.json and main_process)
+    preview = None
+    if previews is not None and main_process:
+
+        def preview(shown):
+            write_preview(shown.frames, previews, shown.step)
+
+    result = generate(
+        pipe, prepared, progress=not args.json and main_process, preview=preview, preview_every=args.preview_every or 5
+    )
     if not main_process:
         return 0  # the main process writes the video
     write_video(result.frames, out, fps=args.fps, checked=True)
@@ -511,7 +534,18 @@ def cmd_generate(args) -> int:
             f"{summary['seconds']:.2f} s"
         )
         print(_accelerated(args.accel, summary))
+        if summary.get("previews"):
+            print(f"previews: {summary['previews']} in {previews}/ ({summary['preview_seconds']:.2f} s of the run)")
     return 0
+
+
+def _preview_folder(args) -> Path | None:
+    """The checked preview folder of --preview-every/--preview-dir, or None without previews."""
+    from genaccel.io.video import check_preview_folder
+
+    if args.preview_every is None and args.preview_dir is None:
+        return None
+    return check_preview_folder(args.preview_dir or "previews")
 
 
 def _accelerated(asked: str | None, summary: dict) -> str:

@@ -64,6 +64,11 @@ class FamilyAdapter:
     size_multiple: int = 16
     # Layout of the latents given to the transformer: "BCFHW", "BFCHW", or "BSC" (packed tokens).
     tensor_format: str = "BCFHW"
+    # The TAEHV light decoders published for this family's VAE (madebyollin/taehv), named for the user ("": none,
+    # and `decoder=light` is refused), and how they trim their first frames ("causal", or "cogvideox": every
+    # frame of an even latent count is kept).
+    light_decoders: str = ""
+    light_decoder_trim: str = "causal"
     call_extra: dict = field(default_factory=dict)  # extra pipeline kwargs this family always needs
     # Published TeaCache rescale coefficients (highest degree first), by checkpoint.
     teacache_coefficients: dict[str, tuple[float, ...]] = field(default_factory=dict)
@@ -247,6 +252,7 @@ WAN = register_family(
     FamilyAdapter(
         name="wan",
         title="Wan 2.1/2.2",
+        light_decoders="taew2_1 for Wan 2.1 and 2.2 A14B, taew2_2 for Wan 2.2 TI2V-5B",
         pipeline_classes=("WanPipeline",),
         transformer_classes=("WanTransformer3DModel",),
         cfg="separate",
@@ -272,6 +278,8 @@ COGVIDEOX = register_family(
     FamilyAdapter(
         name="cogvideox",
         title="CogVideoX",
+        light_decoders="taecvx",
+        light_decoder_trim="cogvideox",
         pipeline_classes=("CogVideoXPipeline",),
         transformer_classes=("CogVideoXTransformer3DModel",),
         cfg="batched",
@@ -299,6 +307,7 @@ HUNYUANVIDEO = register_family(
     FamilyAdapter(
         name="hunyuanvideo",
         title="HunyuanVideo",
+        light_decoders="taehv",
         pipeline_classes=("HunyuanVideoPipeline",),
         transformer_classes=("HunyuanVideoTransformer3DModel",),
         cfg="separate",

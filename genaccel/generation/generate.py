@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from genaccel.decoding.light import light_decoder_for
 from genaccel.engine.acceleration import Acceleration, acceleration_of
 from genaccel.engine.distributed import enable_context_parallel
 from genaccel.generation.prepare import PreparedRequest, install_prepared, prepare
+from genaccel.generation.preview import Preview, Previewer
 from genaccel.generation.request import GenerationRequest, request_from_options
 from genaccel.memory.offload import place, placement, unplaced
 
@@ -51,6 +53,11 @@ class GenerationResult:
             "attention_reused": self.stats.get("attention_reused", 0),
             "accelerator_stats": self.stats.get("accelerators", {}),
             "estimated_peak_bytes": self.estimated_peak_bytes,
+            **(
+                {"previews": self.stats["previews"], "preview_seconds": round(self.stats["preview_seconds"], 4)}
+                if "previews" in self.stats
+                else {}
+            ),
         }
 
 
@@ -105,6 +112,20 @@ def _acceleration(pipe, prepared: PreparedRequest) -> Acceleration:
     return current
 
 
+def _previewer(pipe, prepared: PreparedRequest, preview, every: int) -> Previewer:
+    """What makes previews for this request: its light decoder, else the model's shipped one."""
+    from genaccel.errors import InputError
+
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise InputError(f"--preview-every must be a whole number of steps, at least 1; got {every!r}")
+    light = prepared.light or light_decoder_for(pipe, prepared.family, prepared.request.decoder, for_preview=True)
+    if light is None:
+        raise InputError(
+            "previews need a light decoder: this model ships none; give TAEHV weights with --decoder light:PATH"
+        )
+    return Previewer(light, preview, every)
+
+
 def generate(
     pipe,
     request: PreparedRequest | GenerationRequest | str,
@@ -112,6 +133,8 @@ def generate(
     progress: bool = False,
     callback=None,
     facts=None,
+    preview: Callable[[Preview], None] | None = None,
+    preview_every: int = 5,
     **options,
 ) -> GenerationResult:
     """Run one generation on `pipe`, accelerated as the request's `accel` says (or as `genaccel.apply`
@@ -120,15 +143,20 @@ def generate(
     `request` may be a prompt string with request options as keyword arguments (field names or
     aliases: `seed=1, steps=20`). `callback(step, total)` is called after every denoising step when
     the pipeline supports step callbacks. `facts`: the model's `ModelFacts`, when the caller read them once
-    for many generations (else a request is prepared with facts read from the pipeline).
+    for many generations (else a request is prepared with facts read from the pipeline). `preview(Preview)` is
+    called every `preview_every` steps with the current estimate of the video, decoded by the light decoder
+    (the request's, else the model's; InputError where there is none).
     """
     if isinstance(request, str):
         request = request_from_options({"prompt": request, **options})
     elif options:
         raise TypeError("request options as keyword arguments go with a prompt string")
     prepared = request if isinstance(request, PreparedRequest) else prepare(pipe, request, facts)
+    previewer = _previewer(pipe, prepared, preview, preview_every) if preview is not None else None
     acceleration = _acceleration(pipe, prepared)
     call = dict(prepared.call, generator=torch.Generator("cpu").manual_seed(prepared.request.seed))
+    if prepared.light is not None:  # the pipeline stops at the latents; the light decoder makes the frames
+        call["output_type"] = "latent"
     if callback is not None:
 
         def on_step_end(p, i, t, kwargs):
@@ -139,9 +167,20 @@ def generate(
     pipe.set_progress_bar_config(disable=not progress)
     timings = {"decode": 0.0}
     runtime = acceleration.runtime
-    with torch.inference_mode(), _timed_decode(pipe, timings), acceleration.generation(prepared.request.setting):
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(_timed_decode(pipe, timings))
+        stack.enter_context(acceleration.generation(prepared.request.setting))
+        if previewer is not None:
+            stack.enter_context(previewer.wrap(pipe))
         start = time.perf_counter()
         output = pipe(**call)
+        if prepared.light is not None:
+            decode_start = time.perf_counter()
+            frames = prepared.light.decode(output.frames if hasattr(output, "frames") else output[0])
+            timings["decode"] += time.perf_counter() - decode_start
+        else:
+            frames = _frames(output)
         seconds = time.perf_counter() - start
     denoise = max(0.0, runtime.last_call_end - runtime.first_call_start) if runtime.first_call_start else 0.0
     offload, vae_tiling = placement(pipe)
@@ -152,12 +191,15 @@ def generate(
         offload=offload,
         vae_tiling=vae_tiling,
     )
+    stats = acceleration.stats()
+    if previewer is not None:
+        stats.update(previews=previewer.count, preview_seconds=previewer.seconds)
     return GenerationResult(
-        frames=_frames(output),
+        frames=frames,
         request=ran,
         seconds=seconds,
         denoise_seconds=denoise,
         decode_seconds=timings["decode"],
-        stats=acceleration.stats(),
+        stats=stats,
         estimated_peak_bytes=prepared.memory.peak if prepared.memory else None,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from genaccel.decoding.light import SHIPPED_FOLDER
 from genaccel.errors import ModelError
 from genaccel.models.facts import (
     EMBEDDED,
@@ -139,10 +140,16 @@ def load_pipeline(
         if local and "base" not in settings:
             check_model_folder(path)  # every config and weight header, before diffusers reads any of them
         dtype = dtype or (torch.bfloat16 if target.type == "cuda" else torch.float32)
+        light_dirs = [path / SHIPPED_FOLDER]
         if "base" in settings:
-            pipe = _from_base(path, settings.pop("base"), dtype)
+            base = settings.pop("base")
+            pipe = _from_base(path, base, dtype)
+            light_dirs.append((path / base).resolve() / SHIPPED_FOLDER)
         else:
             pipe = _from_pretrained(source, local, dtype)
+        shipped = next((d for d in light_dirs if local and (d / "config.json").is_file()), None)
+        if shipped is not None:  # loaded when a request or a preview first asks for it
+            pipe._genaccel_light_decoder_dir = shipped
         key = model_key(name)
         stream = settings.pop("stream", None)
         if settings:

@@ -19,6 +19,7 @@ from typing import Any
 
 from genaccel.attention.backends import DEFAULT as DEFAULT_BACKEND
 from genaccel.attention.backends import unusable_reason
+from genaccel.decoding.light import LightDecoder, light_decoder_for
 from genaccel.engine.acceleration import NO_SPEC, Acceleration, ResolvedSpec, install
 from genaccel.errors import InputError, MemoryFitError, SpecError
 from genaccel.generation.request import GenerationRequest
@@ -49,6 +50,7 @@ class PreparedRequest:
     memory: MemoryEstimate | None = None  # the run's estimated peak (None where the model's sizes are unknown)
     notices: tuple[str, ...] = ()  # what the user should know but that does not stop the run (a truncated prompt)
     facts: ModelFacts | None = None  # the model's facts this request was prepared with
+    light: LightDecoder | None = None  # what decodes the video when the request asks for a light decoder
 
 
 def complete(facts: ModelFacts, request: GenerationRequest) -> CompletedRequest:
@@ -64,6 +66,10 @@ def complete(facts: ModelFacts, request: GenerationRequest) -> CompletedRequest:
         family.check_frames(filled.num_frames, fixed=facts.fixed_frames)
     if filled.height is not None or filled.width is not None:
         family.check_size(filled.height or family.size_multiple, filled.width or family.size_multiple)
+    if filled.decoder != "full" and not family.light_decoders:
+        raise InputError(
+            f"{family.title} has no light decoder (TAEHV decoders exist for Wan, HunyuanVideo and CogVideoX)"
+        )
     spec = None if filled.accel is None else resolve_spec(filled.accel, family, facts.presets(filled.setting))
     if spec is not None and filled.attention != spec.attention:
         spec = dataclasses.replace(spec, attention=filled.attention)
@@ -97,8 +103,10 @@ def prepare(
     for name in DEFAULTED:  # the family names the frame argument (Latte: video_length)
         if getattr(filled, name) is not None:
             call[family.frames_arg if name == "num_frames" else name] = getattr(filled, name)
+    light = light_decoder_for(pipe, family, filled.decoder)
     memory = check_memory(pipe, filled, spec, family) if check_fit else estimate_memory(pipe, filled, spec, family)
-    return PreparedRequest(filled, family, spec, call, memory, prompt_notices(pipe, filled, call), completed.facts)
+    notices = prompt_notices(pipe, filled, call)
+    return PreparedRequest(filled, family, spec, call, memory, notices, completed.facts, light)
 
 
 def apply(

@@ -80,6 +80,12 @@ class GenerationRequest:
         choices=tuple(BACKENDS),
         metavar="BACKEND",
     )
+    decoder: str = _field(
+        "full",
+        "how latents become frames: full (the model's VAE), light (the light decoder the model ships: several "
+        "times faster, a little less faithful), or light:PATH (TAEHV weights, .safetensors or .pth)",
+        metavar="full|light|light:PATH",
+    )
     offload: str | None = _field(
         None,
         "where the weights wait while another component runs: none (all on the device), "
@@ -164,6 +170,8 @@ def _convert(name: str, value: Any, label: str, typed: bool = False) -> Any:
             raise InputError(f"{label} must be one of {', '.join(choices)}; got {_show(value)}")
         if name == "max_memory":
             parse_size(value, label)
+        if name == "decoder":
+            return _decoder(value, label)
         return (
             value.strip().lower() if choices else value.strip() if name in ("setting", "accel", "max_memory") else value
         )
@@ -189,6 +197,28 @@ def _convert(name: str, value: Any, label: str, typed: bool = False) -> Any:
     if (low is not None and value < low) or (high is not None and value > high):
         raise InputError(f"{label} must be between {low} and {high}; got {_show(value)}")
     return value
+
+
+def _decoder(value: str, label: str) -> str:
+    """full, light, or light:PATH with PATH an existing weights file or light decoder folder."""
+    from pathlib import Path
+
+    from genaccel.decoding.light import WEIGHTS_SUFFIXES, parse_decoder
+
+    text = value.strip()
+    kind, _, path = text.partition(":")
+    text = f"{kind.lower()}{':' if _ else ''}{path.strip()}"
+    try:
+        kind, path = parse_decoder(text)
+    except ValueError as exc:
+        raise InputError(f"{label} {exc}; got {_show(value)}") from None
+    if path is not None:
+        where = Path(path).expanduser()
+        if not where.exists():
+            raise InputError(f"{label}: {path} does not exist")
+        if where.is_file() and where.suffix not in WEIGHTS_SUFFIXES:
+            raise InputError(f"{label}: {where.name} is not a weights file ({', '.join(WEIGHTS_SUFFIXES)})")
+    return text
 
 
 _JSON_KINDS = {

@@ -7,7 +7,7 @@
 Per chunk of latent frames: a few denoising steps in which the chunk attends to the rolling KV cache of
 earlier chunks (the `kvcache` accelerator) and to itself; then one pass over the clean chunk at timestep 0
 that commits its keys/values to the cache; then the chunk is decoded with the VAE's causal feature cache
-carried over, and yielded. Memory and time per chunk stay flat: the cache keeps a sink and a window, the
+carried over (or, with `decoder=light`, the light decoder's frame memory), and yielded. Memory and time per chunk stay flat: the cache keeps a sink and a window, the
 decoder a few frames. A prompt switch (`prompts_at`) re-computes the cached frames' keys/values under the
 new prompt (KV re-cache), so the scene changes smoothly. Chunk boundaries are declared to the runtime
 (`Acceleration.begin_chunk`), and the request goes through the same `prepare` step as every other path.
@@ -274,7 +274,8 @@ class Stream:
         shape = (1, transformer.config.in_channels, cf, request.height // spatial, request.width // spatial)
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
         guidance = request.guidance_scale or 1.0
-        decoder = StreamingDecoder(pipe.vae)
+        light = self.prepared.light  # decoder=light: its memory blocks carry over instead of the VAE's cache
+        decoder = light.stream() if light is not None else StreamingDecoder(pipe.vae)
         embeds = self._embeds(self.prompt)
         history: list[torch.Tensor] = []  # clean latent frames the cache holds, in commit order
         first_frame = 0

@@ -322,3 +322,51 @@ class StreamWriter:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+# A preview folder genaccel wrote holds this marker and step_NNNN.png strips, nothing else: only such a folder
+# (or a new or empty one) receives previews, and a later run may replace its strips.
+PREVIEW_FOLDER_MARKER = ".genaccel-previews"
+_PREVIEW_NAME = re.compile(r"^step_\d{4,}\.png$")
+
+
+def check_preview_folder(path: str | Path) -> Path:
+    """A folder for live previews: new, empty, or one genaccel filled with previews before."""
+    path = Path(path).expanduser()
+    if path.name in ("", ".", ".."):
+        raise InputError(f"cannot write previews to '{path}': name a new folder for them (e.g. previews/)")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise InputError(f"cannot write previews to {path}: it exists and is not a folder")
+    if path.is_dir():
+        entries = list(path.iterdir())
+        ours = all(p.name == PREVIEW_FOLDER_MARKER or (_PREVIEW_NAME.match(p.name) and p.is_file()) for p in entries)
+        if entries and not ((path / PREVIEW_FOLDER_MARKER).is_file() and ours):
+            raise InputError(
+                f"refusing to write previews into {path}: it holds files genaccel did not write "
+                "(choose a new or empty folder)"
+            )
+    return path
+
+
+def preview_strip(frames: np.ndarray, most: int = 8) -> np.ndarray:
+    """Up to `most` frames, evenly picked, side by side: one uint8 image (H, W * n, 3)."""
+    frames = to_uint8(frames)
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(most, len(frames))).round().astype(int))
+    return np.concatenate(list(frames[picks]), axis=1)
+
+
+def write_preview(frames: np.ndarray, folder: Path, step: int) -> Path:
+    """Write one preview as folder/step_NNNN.png (a strip of its frames), atomically; returns its path."""
+    import io
+
+    from PIL import Image
+
+    from genaccel.io.files import write_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / PREVIEW_FOLDER_MARKER
+    if not marker.is_file():
+        write_atomic(marker, "live previews written by genaccel\n")
+    buffer = io.BytesIO()
+    Image.fromarray(preview_strip(frames)).save(buffer, format="PNG")
+    return write_atomic(folder / f"step_{step:04d}.png", buffer.getvalue())
