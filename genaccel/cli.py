@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SPEC|PRESET",
-        help="a configuration to measure (repeatable); the baseline 'none' is always included",
+        help="a configuration to measure (repeatable): a spec or preset, optionally followed by '; decoder=light' "
+        "(e.g. 'balanced; decoder=light'); the baseline 'none', decoded by the full VAE, is always included",
     )
     bn.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
     bn.add_argument("--prompts", default=None, metavar="FILE", help="file of prompts, one per line")
@@ -361,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GROUPS",
         help="groups of accelerators to stack, comma-separated: pass (magcache, schedule, teacache, fbcache), "
         "cfg (cfgcache), attention (pab), tokens (tome), sparse (svg), compile (compile), quant (int8 through "
-        "torchao, where installed; its compile time is spent once, untimed) (default: %(default)s)",
+        "torchao, where installed; its compile time is spent once, untimed), decoder (the light decoder, where the "
+        "model has one) (default: %(default)s)",
     )
     t.add_argument(
         "--save-as",
@@ -924,6 +926,7 @@ def _preset_name(text: str | None) -> str | None:
 
 
 def cmd_tune(args) -> int:
+    from genaccel.generation.request import split_configuration
     from genaccel.tools.tune import SPACE, TunePlan, run_tune, save_preset, split_prompts
 
     name = _preset_name(args.save_as)
@@ -972,7 +975,9 @@ def cmd_tune(args) -> int:
         }
         if plan.max_adherence_drop is not None:
             figures["max_adherence_drop"] = plan.max_adherence_drop
-        saved = save_preset(profile_path, name, plan.request.setting, winner["accel"], figures, base_profile)
+        spec, overrides = split_configuration(winner["accel"])
+        figures.update(overrides)  # a preset names accelerators; the decoder it was measured with is noted
+        saved = save_preset(profile_path, name, plan.request.setting, spec, figures, base_profile)
     if args.json:
         print(
             json.dumps(
@@ -993,7 +998,9 @@ def cmd_tune(args) -> int:
         print(f"no stack kept {plan.min_psnr:g} dB on the held-out prompts: nothing saved")
         return 1
     if saved:
-        print(f"saved preset '{name}' ({plan.request.setting} setting) in {saved}: use --accel {name}")
+        decoder = split_configuration(winner["accel"])[1].get("decoder")
+        use = f"--accel {name}" + (f" --decoder {decoder}" if decoder else "")
+        print(f"saved preset '{name}' ({plan.request.setting} setting) in {saved}: use {use}")
     return 0
 
 

@@ -343,3 +343,26 @@ def request_from_options(
         except SpecError as exc:
             raise SpecError(f"{source}{exc}") from None
     return GenerationRequest(**values)
+
+
+# A configuration, as `genaccel bench --accel` and `genaccel tune` name one: a spec, optionally followed by the
+# request fields that vary with it, after semicolons ("balanced; decoder=light"). Only these fields may.
+CONFIGURATION_FIELDS = ("decoder",)
+
+
+def split_configuration(text: str) -> tuple[str, dict[str, str]]:
+    """("balanced", {"decoder": "light"}) from "balanced; decoder=light"; InputError naming a bad part."""
+    spec, *parts = [part.strip() for part in str(text).split(";")]
+    overrides: dict[str, str] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in CONFIGURATION_FIELDS:
+            raise InputError(
+                f"configuration {_show(text)}: after the spec, only {', '.join(CONFIGURATION_FIELDS)}=VALUE "
+                f"may follow a ';' (got {_show(part)})"
+            )
+        if key in overrides:
+            raise InputError(f"configuration {_show(text)}: {key} given twice")
+        overrides[key] = _convert(key, value.strip(), f"configuration {_show(text)}: {key}")
+    return spec or "none", overrides

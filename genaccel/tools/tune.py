@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from genaccel.decoding.light import LIGHT
 from genaccel.errors import InputError
-from genaccel.generation.request import GenerationRequest
+from genaccel.generation.request import GenerationRequest, split_configuration
 from genaccel.io.files import append_line, check_or_write_plan, read_log
 
 TRIALS = "trials.jsonl"
@@ -85,15 +86,24 @@ SPACE: dict[str, tuple[Option, ...]] = {
     # System-level multipliers: they change how the same passes run, so they stack with every group above.
     "compile": (Option("compile"),),
     "quant": (Option("quant", fixed="weights=int8,activations=int8"),),  # where torchao is installed
+    # Not an accelerator: the request's decoder, "light" where the model has a light decoder (it only changes
+    # the decode, so it stacks with everything). A trial with it is the configuration "SPEC; decoder=light".
+    "decoder": (Option(LIGHT),),
 }
-DEFAULT_GROUPS = ("pass", "cfg", "attention", "compile", "quant")
+DEFAULT_GROUPS = ("pass", "cfg", "attention", "compile", "quant", "decoder")
 
 
 def search_space(
-    family, profile: dict, num_steps: int, groups=DEFAULT_GROUPS, setting: str = "default"
+    family,
+    profile: dict,
+    num_steps: int,
+    groups=DEFAULT_GROUPS,
+    setting: str = "default",
+    light_decoder: bool = False,
 ) -> dict[str, tuple[Option, ...]]:
     """The groups' options that can run on this model: supported by the family, calibrated where they
-    need a profile (magcache's ratios, schedule's schedules for this step count and setting)."""
+    need a profile (magcache's ratios, schedule's schedules for this step count and setting), the decoder
+    group where the model has a light decoder (`light_decoder`)."""
     from genaccel.accelerators import unsupported_reason
     from genaccel.accelerators.schedule import schedule_key, schedule_tables
 
@@ -104,6 +114,10 @@ def search_space(
 
     space = {}
     for group in groups:
+        if group == "decoder":
+            if light_decoder:
+                space[group] = SPACE[group]
+            continue
         options = []
         for option in SPACE[group]:
             if unsupported_reason(option.accel, family):
@@ -130,8 +144,11 @@ def suggest_spec(trial, space: dict[str, tuple[Option, ...]]) -> str:
     left out of the stack."""
     from genaccel.generation.spec import stack_conflict
 
-    parts, chosen = [], []
+    parts, chosen, decoder = [], [], ""
     for group, options in space.items():
+        if group == "decoder":
+            decoder = trial.suggest_categorical(group, ["full", LIGHT])
+            continue
         choice = trial.suggest_categorical(group, ["none", *(o.accel for o in options)])
         if choice == "none" or any(stack_conflict(earlier, choice) for earlier in chosen):
             continue
@@ -148,7 +165,8 @@ def suggest_spec(trial, space: dict[str, tuple[Option, ...]]) -> str:
         if option.fixed:
             values.append(option.fixed)
         parts.append(f"{choice}({','.join(values)})")
-    return "+".join(parts) or "none"
+    spec = "+".join(parts) or "none"
+    return f"{spec}; decoder={LIGHT}" if decoder == LIGHT else spec
 
 
 def starting_points(space: dict[str, tuple[Option, ...]], specs: list[str]) -> list[dict[str, Any]]:
@@ -168,10 +186,15 @@ def _params_of(spec: str, space: dict[str, tuple[Option, ...]]) -> dict[str, Any
     from genaccel.generation.spec import build_config, parse_spec_string
 
     try:
-        requests = parse_spec_string(spec)
-    except SpecError:
+        spec, overrides = split_configuration(spec)
+        requests = parse_spec_string(spec) if spec != "none" else []
+    except (SpecError, InputError):
         return None
     params: dict[str, Any] = {group: "none" for group in space}
+    if "decoder" in space:
+        params["decoder"] = "light" if overrides.get("decoder") == LIGHT else "full"
+    elif overrides.get("decoder", "full") != "full":
+        return None
     for request in requests:
         found = [(g, o) for g, options in space.items() for o in options if o.accel == request.name]
         if not found or params[found[0][0]] != "none":
@@ -187,7 +210,7 @@ def _params_of(spec: str, space: dict[str, tuple[Option, ...]]) -> dict[str, Any
             if not p.low <= value <= p.high:
                 return None
             params[f"{request.name}.{p.name}"] = int(value) if p.kind == "int" else float(value)
-    return params if any(v != "none" for v in params.values()) else None
+    return params if any(v not in ("none", "full") for v in params.values()) else None
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -286,8 +309,10 @@ def _time_first(pipe, plan: TunePlan, callback=None, facts=None) -> float:
     return _run(pipe, facts, plan, *plan.items()[0], "none", callback).seconds
 
 
-def _request(plan: TunePlan, prompt: str, seed: int, spec: str) -> GenerationRequest:
-    return dataclasses.replace(plan.request, prompt=prompt, seed=seed, accel=spec)
+def _request(plan: TunePlan, prompt: str, seed: int, config: str) -> GenerationRequest:
+    """The request of one run: the plan's with this prompt, seed and configuration ("SPEC; decoder=light")."""
+    spec, overrides = split_configuration(config)
+    return dataclasses.replace(plan.request, prompt=prompt, seed=seed, accel=spec, **overrides)
 
 
 def _run(pipe, facts, plan: TunePlan, prompt: str, seed: int, spec: str, callback=None):
@@ -337,7 +362,8 @@ def _warm_compilation(pipe, facts, plan: TunePlan, spec: str, callback=None) -> 
     installs. So compile time counts once per form, never in a trial."""
     from genaccel.generation.spec import format_spec, parse_spec_string
 
-    requests = parse_spec_string(spec) if spec != "none" else []
+    accel = split_configuration(spec)[0]
+    requests = parse_spec_string(accel) if accel != "none" else []
     if not any(r.name == "compile" for r in requests):
         return
     systems = [r for r in requests if r.name in ("compile", "quant")]
@@ -348,6 +374,16 @@ def _warm_compilation(pipe, facts, plan: TunePlan, spec: str, callback=None) -> 
 
 
 _WARMED: set[tuple] = set()  # the compiled forms warmed in this process (see _warm_compilation)
+
+
+def _has_light_decoder(pipe, family) -> bool:
+    """Whether the model has a light decoder (its own: the search does not guess a weights file)."""
+    from genaccel.decoding.light import light_decoder_for
+
+    try:
+        return light_decoder_for(pipe, family, "full", for_preview=True) is not None
+    except InputError:
+        return False
 
 
 def _prunes(plan: TunePlan, first_psnr: float, first_speedup: float) -> bool:
@@ -456,7 +492,8 @@ def run_tune(
     groups = plan.groups
     if plan.request.attention == "flex":  # compile refuses diffusers' flex backend (accelerators/compilation.py)
         groups = tuple(g for g in groups if g != "compile")
-    space = search_space(facts.family, facts.profile, num_steps, groups, plan.request.setting)
+    light = "decoder" in groups and _has_light_decoder(pipe, facts.family)
+    space = search_space(facts.family, facts.profile, num_steps, groups, plan.request.setting, light)
     if not space:
         raise InputError(f"nothing to search on this model in groups {', '.join(plan.groups)}")
     scorer = scorer_named(plan.scorer)

@@ -226,7 +226,11 @@ def _generate_once(payload: dict) -> dict:
     import genaccel
 
     pipe = genaccel.load_pipeline(payload["model"], device=payload["device"])
-    prepared = genaccel.prepare(pipe, genaccel.GenerationRequest(**payload["request"], accel=payload["accel"]))
+    from genaccel.generation.request import split_configuration
+
+    spec, overrides = split_configuration(payload["accel"])
+    request = genaccel.GenerationRequest(**{**payload["request"], **overrides, "accel": spec})
+    prepared = genaccel.prepare(pipe, request)
     with CudaPeakMemory(getattr(pipe, "device", "cpu")) as cuda:
         genaccel.generate(pipe, prepared)
     return {"cuda_peak_bytes": cuda.peak_bytes}

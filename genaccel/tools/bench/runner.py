@@ -24,7 +24,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from genaccel.errors import InputError
-from genaccel.generation.request import GenerationRequest, request_from_options
+from genaccel.generation.request import GenerationRequest, request_from_options, split_configuration
 from genaccel.io.files import check_or_write_plan, read_log, write_atomic
 from genaccel.tools.bench.quality import compare_videos
 
@@ -70,8 +70,8 @@ class BenchPlan:
         if self.memory not in ("fresh", "off"):
             raise InputError(f"memory must be 'fresh' or 'off'; got '{self.memory}'")
         scorer_named(self.scorer)
-        for spec in self.accels:
-            check_spec(spec)  # what needs no model: syntax, names, parameters, stacking
+        for config in self.accels:
+            check_spec(split_configuration(config)[0])  # what needs no model: syntax, names, parameters, stacking
 
     def items(self) -> list[tuple[str, int]]:
         """(prompt, seed) pairs, prompt-major."""
@@ -87,9 +87,14 @@ class BenchPlan:
         start = round_index % n
         return [(start + k) % n for k in range(n)]
 
-    def run_request(self, prompt: str, seed: int, accel: str) -> GenerationRequest:
-        """The request of one run: the plan's shared fields with this prompt, seed and spec."""
-        return request_from_options({"prompt": prompt, "seed": seed, "accel": accel}, self.request)
+    def run_request(self, prompt: str, seed: int, config: str) -> GenerationRequest:
+        """The request of one run: the plan's shared fields with this prompt, seed and configuration (a spec,
+        and the fields that vary with it: "balanced; decoder=light"). The baseline always decodes with the
+        full decoder: every PSNR is against the video as the model makes it."""
+        spec, overrides = split_configuration(config)
+        if config == BASELINE:
+            overrides["decoder"] = "full"
+        return request_from_options({"prompt": prompt, "seed": seed, "accel": spec, **overrides}, self.request)
 
     @property
     def custom_size(self) -> bool:
