@@ -299,3 +299,17 @@ def test_generate_writes_previews_and_refuses_a_foreign_folder(tmp_path, capsys)
     assert main([*args, "--decoder", f"light:{path}", "--preview-every", "2", "--preview-dir", str(mine)]) == 2
     assert "holds files genaccel did not write" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_the_decoder_sweep_names_valid_configurations_at_both_settings():
+    import re
+    from pathlib import Path
+
+    from genaccel.generation.spec import check_spec
+
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "sweep_decoder.sh").read_text()
+    configs = [a or b for a, b in re.findall(r'--accel (?:"([^"]+)"|([^\s"]+))', text)]
+    assert {"none; decoder=light", "balanced", "balanced; decoder=light"} <= set(configs)
+    for config in configs:
+        check_spec(split_configuration(config)[0])
+    assert "--setting long" in text and "holdout_prompts.txt" in text and "eval_prompts.txt" not in text
