@@ -169,7 +169,8 @@ def _without_time_upscale(net: TAEHVDecoder) -> TAEHVDecoder:
             key = f"decoder.{index}.conv.weight"
             state[key] = state[key][-state[key].shape[1] :]
     cheap.load_state_dict(state)
-    return cheap.to(next(net.parameters()).device).eval().requires_grad_(False)
+    weight = next(net.parameters())
+    return cheap.to(weight.device, weight.dtype).eval().requires_grad_(False)
 
 
 LIGHT = "light"

@@ -27,6 +27,7 @@ def catalog() -> dict:
                 "frames": f.frames_rule(),
                 "size_multiple": f.size_multiple,
                 "teacache_coefficients": list(f.teacache_coefficients),
+                "light_decoders": f.light_decoders or None,  # TAEHV weights for --decoder light:PATH
             }
             for f in FAMILIES.values()
         },
@@ -88,6 +89,8 @@ def format_catalog(data: dict) -> str:
         f"  {name:13s} {'usable' if why == 'yes' else 'no: ' + why}" for name, why in data["attention_backends"].items()
     ]
     out += ["", f"quant (torchao): {'usable' if systems['quant'] == 'yes' else 'no: ' + systems['quant']}"]
+    out += ["", "Light decoders (--decoder light: the model's own; light:PATH: TAEHV weights for the family):"]
+    out += [f"  {info['title']:20s} {info['light_decoders'] or 'none'}" for info in data["families"].values()]
     out += ["", "Presets (--accel quality|balanced|fast):"]
     for family, presets in data["presets"].items():
         out.append(f"  {data['families'][family]['title']}:")
