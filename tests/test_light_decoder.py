@@ -150,21 +150,24 @@ def test_weights_made_for_another_vae_or_not_weights_are_refused_in_one_line(tmp
         )
 
 
-def test_the_request_field_takes_full_light_or_light_path(tmp_path):
+def test_the_request_field_takes_full_light_or_light_path(tiny, tmp_path):
+    from genaccel.generation.prepare import complete
+    from genaccel.models.facts import ModelFacts
+
     path = _write(tmp_path / "w.safetensors", _small())
     assert request_from_options({"prompt": PROMPT}).decoder == "full"
     assert request_from_options({"prompt": PROMPT, "decoder": " Light "}).decoder == "light"
     assert request_from_options({"prompt": PROMPT, "decoder": f"light:{path}"}).decoder == f"light:{path}"
-    for bad, message in (
-        ("heavy", "must be full, light, or light:PATH"),
-        ("full:x", "must be full, light, or light:PATH"),
-        ("light:", "must be full, light, or light:PATH"),
-        (f"light:{tmp_path}/missing.pth", "does not exist"),
-        ("light:/etc/hostname", "is not a weights file"),
-    ):
-        with pytest.raises(InputError, match=message):
+    for bad in ("heavy", "full:x", "light:"):
+        with pytest.raises(InputError, match="must be full, light, or light:PATH"):
             request_from_options({"prompt": PROMPT, "decoder": bad})
     assert parse_decoder("light:a.pth") == ("light", "a.pth")
+    # the file is looked at once the request meets a model's facts (before a model loads), never before
+    facts = ModelFacts.of(tiny("wan"))
+    for bad, message in ((f"light:{tmp_path}/missing.pth", "does not exist"), ("light:/etc/hostname", "weights file")):
+        request = request_from_options({"prompt": PROMPT, "decoder": bad})
+        with pytest.raises(InputError, match=message):
+            complete(facts, request)
 
 
 # ----------------------------------------------------------------------------- through the pipelines

@@ -16,7 +16,7 @@ from genaccel.errors import InputError, MemoryFitError, SpecError
 from genaccel.generation.request import request_from_options
 from genaccel.io.video import read_video
 from genaccel.pipelines.families import FAMILIES
-from genaccel.ui.controls import controls_from_spec, default_controls, spec_from_controls
+from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, default_controls, spec_from_controls
 from genaccel.ui.jobs import Cancelled, JobRunner, PipelineCache
 from genaccel.ui.service import Studio, UILimits
 
@@ -66,6 +66,209 @@ def test_the_page_offers_presets_tuned_for_the_model(studio, tmp_path, monkeypat
     assert studio.model_info("tiny-wan")["presets"]["default"] == ["quality", "balanced", "fast", "mine"]
     values = controls_from_spec("mine", FAMILIES["wan"], studio.model_info("tiny-wan")["preset_specs"]["default"])
     assert "cfgcache(interval=3)" in spec_from_controls(values)
+
+
+# ----------------------------------------------------------------------------- groups, start preset, decoder
+def test_every_accelerator_lands_in_exactly_one_group(monkeypatch):
+    from genaccel.accelerators import ACCELERATORS
+    from genaccel.ui.controls import CONTROL_GROUPS, NO_SLOT_GROUP, SLOT_GROUPS, group_of
+
+    shown = [name for names in CONTROL_GROUPS.values() for name in names]
+    assert sorted(shown) == sorted(CONTROL_LAYOUT) and len(shown) == len(set(shown))
+    held = dict(SLOT_GROUPS)
+    for title, names in CONTROL_GROUPS.items():
+        for name in names:  # a group holds what takes one of its slots (or, for the systems, no slot at all)
+            slots = ACCELERATORS[name].slots
+            assert slots & held[title] or (not slots and title == NO_SLOT_GROUP), name
+    # Every slot an accelerator takes has a group (kvcache's too, though only the Stream tab sets it).
+    assert set().union(*(cls.slots for cls in ACCELERATORS.values())) <= set().union(*held.values())
+    for name, title in (
+        ("teacache", "Skip passes"),
+        ("pab", "Reuse attention"),
+        ("svg", "Sparse attention"),
+        ("tome", "Merge tokens"),
+        ("quant", "Memory / systems"),
+    ):
+        assert group_of(name) == title
+
+    class Teleport:  # a new kind of accelerator gets a group before it can ship
+        slots = frozenset({"teleport"})
+
+    monkeypatch.setitem(ACCELERATORS, "teleport", Teleport)
+    with pytest.raises(ValueError, match="no group"):
+        group_of("teleport")
+
+
+def test_the_docs_list_the_groups_as_the_page_shows_them():
+    """docs/ui.md's table of groups names the accelerators of each, as CONTROL_GROUPS has them."""
+    import re
+
+    from genaccel.ui.controls import CONTROL_GROUPS
+
+    page = (Path(__file__).parent.parent / "docs" / "ui.md").read_text()
+    rows = re.findall(r"^  \| ([A-Z][^|]*?) \| [^|]* \| ([a-z, ]+) \|$", page, re.M)
+    assert {title: names.split(", ") for title, names in rows} == CONTROL_GROUPS
+
+
+def _props(app, elem_id: str) -> dict:
+    """The built page's properties of the component with this elem_id."""
+    found = [c["props"] for c in app.get_config_file()["components"] if c["props"].get("elem_id") == elem_id]
+    assert len(found) == 1, elem_id
+    return found[0]
+
+
+def test_the_page_starts_on_the_balanced_preset_with_grouped_accelerators(studio):
+    from genaccel.generation.spec import parse_spec
+    from genaccel.ui.app import build_app
+    from genaccel.ui.controls import CONTROL_GROUPS
+
+    info = studio.model_info("tiny-wan")
+    app = build_app(studio)
+    balanced = spec_from_controls(controls_from_spec("balanced", FAMILIES["wan"], info["preset_specs"]["default"]))
+    assert _props(app, "preset")["value"] == "balanced"
+    assert _props(app, "spec")["value"] == balanced != "none"  # the spec box is what runs
+    on = {name for name in CONTROL_LAYOUT if _props(app, f"accel-{name}")["value"]}
+    assert on == {r.name for r in parse_spec(balanced)}
+    # One collapsible group per kind, open where the preset turned an accelerator on.
+    for title, names in CONTROL_GROUPS.items():
+        group = _props(app, "group-" + "-".join(title.lower().replace("/", " ").split()))
+        assert group["label"] == title and group["open"] == bool(on & set(names))
+    # The model's unsupported accelerators: disabled, and each reason said once in the page.
+    assert not _props(app, "accel-fastercache")["interactive"]
+    page = json.dumps(app.get_config_file()["components"])
+    for name, why in info["unsupported"].items():
+        assert page.count(json.dumps(why)[1:-1]) == 1
+        assert f"- **{name}**: " in _props(app, "support-notes")["value"]
+    # tiny-wan ships no light decoder: the choice is full only, with the reason.
+    decoder = _props(app, "decoder")
+    assert decoder["value"] == "full" and not decoder["interactive"] and info["light_decoder_note"] in decoder["info"]
+
+
+def test_without_a_balanced_preset_the_page_starts_on_none(studio, monkeypatch):
+    from genaccel.ui.app import build_app
+    from genaccel.ui.controls import start_preset
+
+    real = studio.model_info
+
+    def without_balanced(model):
+        info = real(model)
+        return {**info, "presets": {k: [p for p in v if p != "balanced"] for k, v in info["presets"].items()}}
+
+    monkeypatch.setattr(studio, "model_info", without_balanced)
+    app = build_app(studio)
+    assert _props(app, "preset")["value"] == "none" and _props(app, "spec")["value"] == "none"
+    assert not any(_props(app, f"accel-{name}")["value"] for name in CONTROL_LAYOUT)
+    assert start_preset(["quality", "balanced"]) == "balanced" and start_preset(["quality", "fast"]) == "none"
+
+
+def _random_light_decoder(folder: Path, spatial: int) -> Path:
+    """A light decoder folder (config.json, model.safetensors) with random weights, small, for a VAE of 16
+    latent channels that scales space by `spatial` (4 or 8) and time by 4."""
+    from safetensors.torch import save_file
+
+    from genaccel.decoding.taehv import TAEHVConfig, TAEHVDecoder
+
+    space, patch = {8: ((True, True, True), 1), 4: ((False, True, False), 2)}[spatial]
+    config = TAEHVConfig(latent_channels=16, channels=(8, 8, 8, 8), blocks=1, space_upscale=space, patch_size=patch)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    save_file(TAEHVDecoder(config).state_dict(), str(folder / "model.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def light_studio(tmp_path_factory):
+    """A Studio whose models ship a light decoder: random weights where a model has none of its own (the tiny
+    pipelines), so decoder=light and live previews run wherever the tests do."""
+    from genaccel.generation.load import load_pipeline
+
+    root = tmp_path_factory.mktemp("ui-light")
+
+    def loader(model, device):
+        pipe = load_pipeline(model, device=device, offload=None)
+        if getattr(pipe, "_genaccel_light_decoder_dir", None) is None:
+            pipe._genaccel_light_decoder_dir = _random_light_decoder(root / model, pipe.vae_scale_factor_spatial)
+        return pipe
+
+    return Studio(
+        root / "out", default_model="tiny-wan", device="cpu", models=["tiny-causal"], cache=PipelineCache(loader=loader)
+    )
+
+
+def test_the_service_yields_live_previews_every_k_steps(light_studio):
+    events = list(light_studio.generate("s", "tiny-wan", _request(decoder="light"), preview_every=2))
+    kinds = [k for k, _ in events if k != "progress"]
+    previews = [v for k, v in events if k == "preview"]
+    done = events[-1][1]
+    figures = done["figures"]
+    assert kinds[0] == "previewing" and kinds[-1] == "done" and set(kinds[1:-1]) == {"preview"}
+    assert [p["step"] for p in previews] == list(range(2, figures["num_inference_steps"], 2))
+    assert figures["previews"] == len(previews) and figures["decoder"] == "light"
+    for p in previews:  # frames side by side, as the page shows them
+        image = p["image"]
+        assert image.dtype == "uint8" and image.ndim == 3 and image.shape[0] == figures["height"]
+        assert p["total"] == figures["num_inference_steps"]
+    assert len({p["image"].tobytes() for p in previews}) > 1  # the estimate moves as the video denoises
+    # K = 0: no previews
+    quiet = [k for k, _ in light_studio.generate("s", "tiny-wan", _request(), preview_every=0)]
+    assert "preview" not in quiet and "previewing" not in quiet and quiet[-1] == "done"
+
+
+def test_without_a_light_decoder_there_are_no_previews_and_no_error(studio):
+    events = list(studio.generate("s", "tiny-wan", _request(), preview_every=2))
+    assert not {"preview", "previewing"} & {k for k, _ in events} and events[-1][0] == "done"
+    with pytest.raises(
+        InputError, match=r"^The light decoder is not available for tiny-wan: this model ships no light decoder"
+    ):
+        list(studio.generate("s", "tiny-wan", _request(decoder="light")))
+
+
+@pytest.mark.parametrize("every", [-1, 1.5, "5", True])
+def test_a_bad_preview_interval_is_refused_in_one_line(tmp_path, every):
+    studio = Studio(tmp_path, default_model="tiny-wan", device="cpu", cache=PipelineCache(loader=_never_loads))
+    with pytest.raises(InputError, match=r"^Preview every K steps must be a whole number, 0 for no previews; got"):
+        list(studio.generate("s", "tiny-wan", _request(), preview_every=every))
+
+
+def test_compare_keeps_the_baseline_on_the_full_decoder(light_studio):
+    done = list(light_studio.compare("s", "tiny-wan", _request(decoder="light")))[-1][1]
+    base, fast = done["rows"]
+    # no accelerators: the light decoder alone is compared, against the full decode
+    assert (base["run"], base["decoder"]) == ("baseline", "full") and (fast["run"], fast["decoder"]) == (
+        "accelerated",
+        "light",
+    )
+    assert isinstance(fast["psnr_db"], float)
+
+
+def test_a_stream_decodes_with_the_light_decoder(light_studio):
+    done = list(light_studio.stream("s", "tiny-causal", _request(steps=1, decoder="light"), chunks=2))[-1][1]
+    assert done["chunks"] == 2 and read_video(done["video"]).shape[0] == done["frames"]
+
+
+def test_the_page_never_takes_a_decoder_path(tmp_path, light_studio):
+    """light:PATH names a file on the server: refused in one line before the path is looked at, for every tab."""
+    from genaccel.ui.app import _request as page_request
+
+    weights = _random_light_decoder(tmp_path / "weights", 8)  # it exists: looking it up would succeed
+    message = r"The decoder must be full or light on this server$"
+    for value in (f"light:{weights}", f"light:{weights}/model.safetensors", "light:/no/such/file", "tiny"):
+        with pytest.raises(InputError, match="^" + message):
+            page_request(PROMPT, "", "default", 32, 32, 9, 2, 5.0, 0, "none", decoder=value)
+    assert page_request(PROMPT, "", "default", 32, 32, 9, 2, 5.0, 0, "none", decoder="light").decoder == "light"
+    # API callers of the Studio with a request built elsewhere: refused before any model loads
+    closed = Studio(tmp_path / "out", default_model="tiny-wan", device="cpu", cache=PipelineCache(loader=_never_loads))
+    request = _request(decoder=f"light:{weights}")
+    for run in (closed.generate, closed.compare, closed.stream):
+        with pytest.raises(InputError, match="^" + message):
+            list(run("s", "tiny-wan", request))
+    batch = tmp_path / "prompts.jsonl"
+    batch.write_text(f'{{"prompt": "{PROMPT}", "decoder": "light"}}\n{{"prompt": "b", "decoder": "light:{weights}"}}\n')
+    with pytest.raises(InputError, match=r"^prompts.jsonl:2: " + message):
+        light_studio.batch_items(upload=batch)
+    batch.write_text(f'{{"prompt": "{PROMPT}", "decoder": "light"}}\n{{"prompt": "b"}}\n')
+    items = light_studio.batch_items(upload=batch, base=_request(decoder="full"))
+    assert [item.request.decoder for item in items] == ["light", "full"]
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -485,6 +688,8 @@ def _settings(**overrides):
         spec="none",
         offload="none",
         tiling=False,
+        attention="native",
+        decoder="full",
     )
     values.update(overrides)
     return [
@@ -501,18 +706,21 @@ def _settings(**overrides):
             "spec",
             "offload",
             "tiling",
+            "attention",
+            "decoder",
         )
     ]
 
 
 def test_api_generate(client):
     c, out = client
-    video, download, figures = c.predict(PROMPT, "", *_settings(spec=SKIPPING), api_name="/generate")
+    video, download, figures, preview = c.predict(PROMPT, "", *_settings(spec=SKIPPING), api_name="/generate")
     path = video["video"] if isinstance(video, dict) else video
     assert read_video(path).shape[0] == 9 == figures["num_frames"]
     assert (
         figures["num_inference_steps"] == 4 and figures["skipped_calls"] > 0 and figures["accel"].startswith("teacache")
     )
+    assert preview is None and "previews" not in figures  # tiny-wan ships no light decoder: no previews, no error
     # The server wrote the video (and Gradio its served copy) inside its output folder.
     assert list(out.glob("generate-*/video.mp4")) and list((out / ".gradio").rglob("*.mp4"))
 
@@ -520,7 +728,7 @@ def test_api_generate(client):
 def test_api_generate_with_offloading_and_tiling(client):
     c, _ = client
     plain = c.predict(PROMPT, "", *_settings(), api_name="/generate")
-    video, _, figures = c.predict(PROMPT, "", *_settings(offload="group", tiling=True), api_name="/generate")
+    video, _, figures, _ = c.predict(PROMPT, "", *_settings(offload="group", tiling=True), api_name="/generate")
     assert figures["offload"] == "group" and figures["vae_tiling"] is True
     frames = read_video(video["video"] if isinstance(video, dict) else video)
     expected = read_video(plain[0]["video"] if isinstance(plain[0], dict) else plain[0])
@@ -566,8 +774,34 @@ def test_api_errors_are_readable_and_the_server_survives(client, overrides, prom
     c, _ = client
     with pytest.raises(Exception, match=message):
         c.predict(prompt, "", *_settings(**overrides), api_name="/generate")
-    video, _, figures = c.predict(PROMPT, "", *_settings(), api_name="/generate")  # still serving
+    video, _, figures, _ = c.predict(PROMPT, "", *_settings(), api_name="/generate")  # still serving
     assert figures["num_frames"] == 9
+
+
+def test_api_sends_the_decoder_in_every_tabs_request(served, monkeypatch):
+    """The Decoder choice reaches the request of Generate, Compare, Batch and Stream (each Studio call is
+    replaced by one that reports the decoder it got)."""
+    studio, c = served.app.studio, served.client
+
+    def report(request):
+        raise InputError(f"decoder={request.decoder}")
+
+    monkeypatch.setattr(studio, "generate", lambda session, model, request, **kw: report(request))
+    monkeypatch.setattr(studio, "compare", lambda session, model, request: report(request))
+    monkeypatch.setattr(studio, "batch", lambda session, model, items: report(items[0].request))
+    monkeypatch.setattr(studio, "stream", lambda session, model, request, **kw: report(request))
+    for decoder in ("light", "full"):
+        for api, args in (
+            ("/generate", (PROMPT, "", *_settings(decoder=decoder))),
+            ("/compare", (PROMPT, "", *_settings(decoder=decoder))),
+            ("/batch", (PROMPT, None, "", *_settings(decoder=decoder))),
+            ("/stream", (PROMPT, "tiny-causal", 1, "", "", 0, decoder)),
+        ):
+            with pytest.raises(Exception, match=f"^decoder={decoder}$"):
+                c.predict(*args, api_name=api)
+    with pytest.raises(Exception) as refused:  # the page's choices only: never a path
+        c.predict(PROMPT, "", *_settings(decoder="light:/etc/passwd"), api_name="/generate")
+    assert "does not exist" not in str(refused.value) and "weights file" not in str(refused.value)
 
 
 def test_api_cancel_stops_a_running_job_and_the_app_keeps_working(client):
@@ -583,7 +817,7 @@ def test_api_cancel_stops_a_running_job_and_the_app_keeps_working(client):
     assert c.predict(api_name="/cancel") is True
     with pytest.raises(Exception, match="Cancelled"):
         job.result(timeout=60)
-    video, _, figures = c.predict(PROMPT, "", *_settings(), api_name="/generate")
+    video, _, figures, _ = c.predict(PROMPT, "", *_settings(), api_name="/generate")
     assert figures["num_frames"] == 9
 
 

@@ -7,8 +7,10 @@ GENACCEL_SCREENSHOTS=docs/images). Skipped when Chromium or Playwright is missin
 GENACCEL_REQUIRE_BROWSER=1 (set by CI, which installs Chromium), where that is a failure.
 """
 
+import json
 import os
 import shutil
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -38,11 +40,45 @@ if missing and os.environ.get("GENACCEL_REQUIRE_BROWSER") == "1":
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing is not None, reason=missing or "")]
 
 
+def _random_light_decoder(folder: Path) -> Path:
+    """A light decoder folder for the embedded model's VAE (16 channels, 4x space and time), random weights."""
+    from safetensors.torch import save_file
+
+    from genaccel.decoding.taehv import TAEHVConfig, TAEHVDecoder
+
+    config = TAEHVConfig(
+        latent_channels=16,
+        channels=(96, 64, 48, 32),
+        blocks=2,
+        time_upscale=(False, True, True),
+        space_upscale=(False, True, False),
+        patch_size=2,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    save_file(TAEHVDecoder(config).state_dict(), str(folder / "model.safetensors"))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """The UI on the default model. The embedded model ships its trained light decoder; where a checkout does
+    not have it yet (pipelines/embedded/light_decoder), the model gets one with random weights, so that the
+    page's decoder choice and live previews behave the same (the previews then show noise)."""
+    import genaccel.generation.load as load
     from genaccel.ui.app import launch
 
-    app = launch(port=free_port(), device="cpu", output_dir=str(tmp_path_factory.mktemp("ui-browser")), block=False)
+    root, real = tmp_path_factory.mktemp("ui-browser"), load.load_pipeline
+
+    def with_light_decoder(model, **kwargs):
+        pipe = real(model, **kwargs)
+        if model == "tiny" and getattr(pipe, "_genaccel_light_decoder_dir", None) is None:
+            pipe._genaccel_light_decoder_dir = _random_light_decoder(root / "light_decoder")
+        return pipe
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(load, "load_pipeline", with_light_decoder)  # read by the Studio's pipeline cache
+        app = launch(port=free_port(), device="cpu", output_dir=str(root / "out"), block=False)
     yield app
     app.close()
 
@@ -108,8 +144,14 @@ def _loaded_video(page, selector: str, tmp_path: Path, name: str):
 
 
 def test_generate_in_the_browser(page, shots, tmp_path):
+    """The page starts on the balanced preset, its accelerators checked in their groups; the video comes."""
+    assert page.locator("#preset input").input_value() == "balanced"
+    spec = page.locator("#spec textarea, #spec input").first.input_value()
+    assert spec != "none" and any(page.locator(f"#accel-{r} input").is_checked() for r in _names(spec))
+    page.get_by_text("Skip passes", exact=True).first.wait_for()
+    page.get_by_text("Sparse attention", exact=True).first.wait_for()
+    page.locator("#decoder").wait_for()
     page.fill("#prompt textarea", PROMPT)
-    _pick_preset(page, "balanced")
     frames = int(page.get_by_label("Frames", exact=True).input_value())
     page.click("#generate-button")
     video, duration = _loaded_video(page, "#video", tmp_path, "generated.mp4")
@@ -117,6 +159,58 @@ def test_generate_in_the_browser(page, shots, tmp_path):
     figures = page.locator("#figures").inner_text()
     assert "skipped_calls" in figures
     page.screenshot(path=str(shots / "ui-generate.png"), full_page=True)
+
+
+def _names(spec: str) -> list[str]:
+    from genaccel.generation.spec import parse_spec_string
+
+    return [r.name for r in parse_spec_string(spec)]
+
+
+# Notes every preview image the page shows (by src), and whether the final video was there yet.
+WATCH_PREVIEWS = """() => {
+    window.previews = [];
+    const note = () => {
+        const img = document.querySelector('#preview img');
+        if (img && img.src && !window.previews.some((p) => p.src === img.src)) {
+            window.previews.push({src: img.src, video: !!document.querySelector('#video video[src]')});
+        }
+    };
+    new MutationObserver(note).observe(document.body, {subtree: true, childList: true, attributes: true});
+}"""
+
+
+def test_live_previews_in_the_browser(page, shots, tmp_path, monkeypatch):
+    """While the video denoises, the preview image changes every K steps (the default 5); then the video comes
+    and the preview goes."""
+    import genaccel.ui.service as service
+
+    # The run waits at its third preview until the page has shown two and the screenshot is taken: the
+    # screenshot is mid-run on any machine, however fast.
+    real, made, release = service.preview_strip, [], threading.Event()
+
+    def held(frames, *args, **kwargs):
+        made.append(True)
+        if len(made) == 3:
+            release.wait(TIMEOUT_MS / 1000)
+        return real(frames, *args, **kwargs)
+
+    monkeypatch.setattr(service, "preview_strip", held)
+    assert page.locator("#preview-every input").input_value() == "5"
+    frames = int(page.get_by_label("Frames", exact=True).input_value())
+    page.fill("#prompt textarea", PROMPT)
+    page.evaluate(WATCH_PREVIEWS)
+    page.click("#generate-button")
+    try:
+        page.wait_for_function("window.previews.length >= 2")
+        page.screenshot(path=str(shots / "ui-preview.png"), full_page=True)
+    finally:
+        release.set()
+    video, _ = _loaded_video(page, "#video", tmp_path, "previewed.mp4")
+    assert video.shape[0] == frames
+    previews = page.evaluate("window.previews")
+    assert len([p for p in previews if not p["video"]]) >= 2  # two different previews before the video
+    page.locator("#preview").wait_for(state="hidden")
 
 
 def test_compare_in_the_browser(page, shots, tmp_path):

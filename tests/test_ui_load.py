@@ -110,14 +110,14 @@ def test_concurrent_clients_get_a_video_or_a_clear_queue_full_message(server):
     for exc in refused:  # gradio_client's words for the server's 503 "Queue is full. Max size is 4 ..."
         assert isinstance(exc, QueueError) and "Queue is full" in str(exc), repr(exc)
     assert len(videos) + len(refused) == CLIENTS and len(videos) >= QUEUE and len(refused) >= CLIENTS - 1 - QUEUE
-    for video, _, figures in videos:
+    for video, _, figures, _ in videos:
         assert read_video(_path(video)).shape[0] == FRAMES == figures["num_frames"]
     # Clients that waited were told their place: the last of QUEUE waiting is at position QUEUE - 1.
     ranks = [rank for job, (kind, _) in zip(jobs, results) if kind == "video" for rank in _ranks(job)]
     assert max(ranks) == QUEUE - 1
 
     # The server still answers, and its queue is free again.
-    video, _, figures = _client(server).predict(PROMPT, "", *_settings(), api_name="/generate")
+    video, _, figures, _ = _client(server).predict(PROMPT, "", *_settings(), api_name="/generate")
     assert read_video(_path(video)).shape[0] == FRAMES
 
 

@@ -1,5 +1,7 @@
 """The Gradio app: Generate, Compare and Batch tabs over one set of model and accelerator settings, and a
 Stream tab for causal models (the video plays while it is made; the prompt can change on the fly).
+The accelerators are grouped by what they do, the page starts on the model's `balanced` preset, a
+Decoder group chooses the full or the light decoder, and Generate shows live previews while it denoises.
 
     genaccel ui [--host 127.0.0.1] [--port 7860] [--model M]
 
@@ -34,13 +36,28 @@ from genaccel.generation.request import (
     field_limits,
     request_from_options,
 )
-from genaccel.ui.controls import CONTROL_LAYOUT, controls_from_spec, spec_from_controls
+from genaccel.ui.controls import (
+    CONTROL_GROUPS,
+    CONTROL_LAYOUT,
+    controls_from_spec,
+    spec_from_controls,
+    start_preset,
+)
 from genaccel.ui.jobs import Cancelled
-from genaccel.ui.service import COMPARE_COLUMNS, Studio, UILimits, check_keep_hours, not_offered
+from genaccel.ui.service import (
+    COMPARE_COLUMNS,
+    DECODERS,
+    Studio,
+    UILimits,
+    check_decoder,
+    check_keep_hours,
+    not_offered,
+)
 
 log = logging.getLogger("genaccel")
 
 STREAM_FPS = 8  # the live view's and the stream file's frame rate
+PREVIEW_EVERY = 5  # the Generate tab's live previews: every K denoising steps (0: none)
 # One concurrency slot shared by every generating event: one job at a time on the device. Not a setting:
 # jobs share the cached pipelines, whose accelerators and placement a job changes while it runs.
 GENERATION_SLOT = "device"
@@ -177,48 +194,64 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                         elem_id="attention",
                         info=FIELDS["attention"].metadata["help"],
                     )
+                    # The page starts on the model's balanced preset: a visitor's first video is accelerated.
+                    start = start_preset(first["presets"]["default"])
+                    start_values = _drop_unsupported(
+                        controls_from_spec(start, _family(first), first["preset_specs"]["default"]), first
+                    )
+                    enabled = _enabled(start_values)
                     preset = gr.Dropdown(
                         ["none", *first["presets"]["default"], "custom"],
-                        value="none",
+                        value=start,
                         label="Preset",
                         elem_id="preset",
                         info="fills the accelerators below; editing them makes it 'custom'",
                     )
-                    toggles, params, groups = {}, [], {}
-                    for name, controls in CONTROL_LAYOUT.items():
-                        why = first["unsupported"].get(name)
-                        toggles[name] = gr.Checkbox(
-                            False,
-                            label=f"{name}: {ACCELERATORS[name].summary}",
-                            interactive=why is None,
-                            elem_id=f"accel-{name}",
+                    toggles, params, groups, sections = {}, {}, {}, {}
+                    for title, names in CONTROL_GROUPS.items():
+                        opened = any(enabled[name] for name in names)
+                        with gr.Accordion(title, open=opened, elem_id=f"group-{_slug(title)}") as sections[title]:
+                            for name in names:
+                                toggles[name], groups[name], params[name] = _accelerator_controls(
+                                    name, start_values, first
+                                )
+                    with gr.Accordion("Decoder", open=True, elem_id="group-decoder"):
+                        decoder = gr.Radio(
+                            list(DECODERS), value="full", label="Decoder", elem_id="decoder", **_decoder_props(first)
                         )
-                        with gr.Column(visible=False) as groups[name]:
-                            for c in controls:
-                                if c.kind == "bool":
-                                    params.append(gr.Checkbox(c.default, label=c.name, info=c.help))
-                                elif c.kind in ("int", "float"):
-                                    params.append(
-                                        gr.Number(
-                                            c.default,
-                                            label=c.name,
-                                            info=c.help,
-                                            precision=0 if c.kind == "int" else None,
-                                        )
-                                    )
-                                else:
-                                    params.append(gr.Textbox(str(c.default), label=c.name, info=c.help))
                     support_md = gr.Markdown(_support_text(first), elem_id="support-notes")
-                    spec = gr.Textbox("none", label="Spec (what runs; editable)", elem_id="spec")
+                    spec = gr.Textbox(
+                        spec_from_controls(start_values), label="Spec (what runs; editable)", elem_id="spec"
+                    )
 
             with gr.Column(scale=2):
                 with gr.Tabs():
                     with gr.Tab("Generate", id="generate"):
                         prompt = gr.Textbox(EXAMPLE_PROMPT, label="Prompt", lines=2, elem_id="prompt")
-                        negative = gr.Textbox("", label="Negative prompt")
+                        with gr.Row():
+                            negative = gr.Textbox("", label="Negative prompt", scale=3)
+                            preview_every = gr.Number(
+                                PREVIEW_EVERY,
+                                label="Preview every K steps",
+                                info="0: off; needs the model's light decoder",
+                                precision=0,
+                                minimum=0,
+                                scale=1,
+                                elem_id="preview-every",
+                            )
                         with gr.Row():
                             run = gr.Button("Generate", variant="primary", elem_id="generate-button")
                             stop = gr.Button("Cancel", elem_id="generate-cancel")
+                        # Shown while a run makes previews: its latent frames side by side, as the light decoder
+                        # sees the current estimate of the video.
+                        preview = gr.Image(
+                            label="Preview (light decoder, while denoising)",
+                            elem_id="preview",
+                            interactive=False,
+                            visible=False,
+                            height=160,
+                            buttons=[],
+                        )
                         video = gr.Video(label="Video", elem_id="video", autoplay=True, loop=True, height=384)
                         download = gr.File(label="Download")
                         stats = gr.JSON(label="Figures of this run", elem_id="figures")
@@ -284,6 +317,13 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                             )
                             s_window = gr.Textbox("", label="Window (latent frames)", placeholder="the model's")
                             s_sink = gr.Textbox("", label="Sink (latent frames)", placeholder="the model's")
+                            s_decoder = gr.Radio(
+                                list(DECODERS),
+                                value="full",
+                                label="Decoder",
+                                info="light: the one the model ships",
+                                elem_id="stream-decoder",
+                            )
                         s_prompt = gr.Textbox(EXAMPLE_PROMPT, label="Prompt", elem_id="stream-prompt")
                         with gr.Row():
                             s_run = gr.Button("Start stream", variant="primary", elem_id="stream-button")
@@ -297,7 +337,9 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                         s_status = gr.Markdown("", elem_id="stream-status")
                         s_full = gr.Video(label="The whole stream", elem_id="stream-video", loop=True, height=256)
 
-        controls = [c for name in CONTROL_LAYOUT for c in (toggles[name], *params_of(name, params))]
+        # In CONTROL_LAYOUT's order, as the flat values go (the page shows them grouped).
+        controls = [c for name in CONTROL_LAYOUT for c in (toggles[name], *params[name])]
+        param_groups = [groups[name] for name in CONTROL_LAYOUT]
         request_inputs = [
             model,
             setting,
@@ -311,6 +353,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             offload,
             tiling,
             attention,
+            decoder,
         ]
 
         # ---------------------------------------------------------------- model, setting, controls
@@ -338,6 +381,8 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                 d.get("guidance_scale"),
                 _support_text(info),
                 *_control_updates(values, info),
+                *_section_updates(values),
+                _decoder_update(info),
                 _safe_spec(values),
             ]
 
@@ -356,17 +401,20 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
 
         def on_preset(model_name, setting_name, preset_name, *values):
             if preset_name == "custom":
-                return [*[gr.update() for _ in controls], *[gr.update() for _ in CONTROL_LAYOUT], gr.update()]
+                unchanged = len(controls) + len(param_groups) + len(sections) + 1
+                return [gr.update() for _ in range(unchanged)]
             try:
                 info = studio.model_info(model_name)
                 values = controls_from_spec(preset_name, _family(info), info["preset_specs"].get(setting_name))
             except (GenAccelError, OSError) as exc:
                 raise _fail(exc) from None
-            return [*_control_updates(values, info), _safe_spec(values)]
+            return [*_control_updates(values, info), *_section_updates(values), _safe_spec(values)]
 
         def on_control(*values):
             groups_visible = [gr.update(visible=bool(values[i])) for i in _toggle_positions()]
             return [*groups_visible, _safe_spec(list(values)), "custom"]
+
+        preset_outputs = [*controls, *param_groups, *sections.values(), spec]
 
         model_events = dict(
             fn=on_model,
@@ -382,7 +430,9 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                 guidance,
                 support_md,
                 *controls,
-                *groups.values(),
+                *param_groups,
+                *sections.values(),
+                decoder,
                 spec,
             ],
         )
@@ -394,19 +444,19 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
         ).then(  # a preset may differ per setting (`genaccel tune --save-as`)
             on_preset,
             [model, setting, preset, *controls],
-            [*controls, *groups.values(), spec],
+            preset_outputs,
             api_name=False,
             queue=False,
         )
         preset.input(
             on_preset,
             [model, setting, preset, *controls],
-            [*controls, *groups.values(), spec],
+            preset_outputs,
             api_name="preset",
             queue=False,
         )
         for component in controls:
-            component.input(on_control, controls, [*groups.values(), spec, preset], api_name=False, queue=False)
+            component.input(on_control, controls, [*param_groups, spec, preset], api_name=False, queue=False)
         dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False, queue=False)
 
         # ---------------------------------------------------------------- generate
@@ -425,29 +475,58 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             off,
             tile,
             attn,
+            dec,
+            every,
             request: gr.Request,
             progress=gr.Progress(),
         ):
-            done = _finish(
+            events = _follow(
                 lambda: studio.generate(
                     _session(request),
                     model_name,
                     _request(
-                        prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile, attn
+                        prompt_text or "",
+                        negative_text,
+                        setting_name,
+                        w,
+                        h,
+                        f,
+                        n,
+                        g,
+                        s,
+                        spec_text,
+                        off,
+                        tile,
+                        attn,
+                        dec,
                     ),
+                    preview_every=every,
                 ),
                 progress,
             )
-            return done["video"], done["video"], done["figures"]
+            keep = gr.update()
+            yield keep, keep, keep, gr.update(value=None, visible=False)  # no preview of an earlier run stays
+            for kind, value in events:
+                if kind == "previewing":  # previews will come: an empty preview box until the first
+                    yield keep, keep, keep, gr.update(value=None, visible=True)
+                elif kind == "preview":
+                    yield keep, keep, keep, _crisp(value["image"])
+                elif kind == "done":
+                    yield value["video"], value["video"], value["figures"], None
+                    return
+            raise gr.Error("the job ended without a result")
 
         gen_event = run.click(
             on_generate,
-            [prompt, negative, *request_inputs],
-            [video, download, stats],
+            [prompt, negative, *request_inputs, preview_every],
+            [video, download, stats, preview],
             api_name="generate",
             concurrency_id=GENERATION_SLOT,
             concurrency_limit=1,
+            show_progress_on=[video],  # the progress bar over the video to come, not over the previews
         )
+        # However the run ends (a video, an error, a cancel), the preview box goes until the next run's previews.
+        gen_event.then(lambda: gr.update(visible=False), None, preview, queue=False, api_name=False)
 
         # ---------------------------------------------------------------- compare
         def on_compare(
@@ -465,6 +544,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             off,
             tile,
             attn,
+            dec,
             request: gr.Request,
             progress=gr.Progress(),
         ):
@@ -473,7 +553,20 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
                     _session(request),
                     model_name,
                     _request(
-                        prompt_text or "", negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile, attn
+                        prompt_text or "",
+                        negative_text,
+                        setting_name,
+                        w,
+                        h,
+                        f,
+                        n,
+                        g,
+                        s,
+                        spec_text,
+                        off,
+                        tile,
+                        attn,
+                        dec,
                     ),
                 ),
                 progress,
@@ -507,17 +600,13 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
             off,
             tile,
             attn,
+            dec,
             request: gr.Request,
             progress=gr.Progress(),
         ):
-            from genaccel.generation.batch import parse_items, read_items
-
             try:
-                base = _request(None, negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile, attn)
-                if upload:
-                    items = read_items(Path(upload), base)
-                else:
-                    items = parse_items(text or "", ".txt", source="the prompts box", base=base)
+                base = _request(None, negative_text, setting_name, w, h, f, n, g, s, spec_text, off, tile, attn, dec)
+                items = studio.batch_items(text, upload, base)
                 gallery = []
                 yield gallery, f"0 of {len(items)} done", None
                 for kind, value in studio.batch(_session(request), model_name, items):
@@ -546,9 +635,10 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
         )
 
         # ---------------------------------------------------------------- stream
-        def on_stream(prompt_text, model_name, chunks, window, sink, s, request: gr.Request):
+        def on_stream(prompt_text, model_name, chunks, window, sink, s, dec, request: gr.Request):
             try:
-                req = request_from_options({"prompt": prompt_text or "", "seed": _number(s) or 0})
+                options = {"prompt": prompt_text or "", "seed": _number(s) or 0, "decoder": check_decoder(dec)}
+                req = request_from_options(options)
                 events = studio.stream(
                     _session(request),
                     model_name,
@@ -578,7 +668,7 @@ def build_app(studio: Studio, queue_size: int | None = QUEUE_SIZE) -> gr.Blocks:
 
         s_run.click(
             on_stream,
-            [s_prompt, s_model, s_chunks, s_window, s_sink, seed],
+            [s_prompt, s_model, s_chunks, s_window, s_sink, seed, s_decoder],
             [s_live, s_status, s_full],
             api_name="stream",
             concurrency_id=GENERATION_SLOT,
@@ -634,6 +724,14 @@ def _enlarged(frame, size: int = 256):
     return frame.repeat(k, axis=0).repeat(k, axis=1)
 
 
+def _crisp(image, height: int = 160, widest: int = 1280):
+    """A small preview strip scaled up by whole pixels (nearest) to about `height`, no wider than `widest`, so the
+    page shows its pixels instead of a blur."""
+    h, w = image.shape[:2]
+    k = max(1, min(height // max(h, 1), widest // max(w, 1)))
+    return image.repeat(k, axis=0).repeat(k, axis=1)
+
+
 def _whole(text, label: str) -> int | None:
     """A whole number typed in a box; empty means the model's default."""
     text = (text or "").strip()
@@ -644,28 +742,83 @@ def _whole(text, label: str) -> int | None:
     return int(text)
 
 
-def _finish(start, progress) -> dict:
-    """Run a Studio job to its end, moving the page's progress bar; errors become page messages."""
+def _follow(start, progress):
+    """Run a Studio job, moving the page's progress bar, and yield its other events; errors become page messages."""
     try:
         for kind, value in start():
             if kind == "progress":
                 step, total, label = value
                 progress((step, total), desc=f"{label}: denoising" if label else "denoising", unit="steps")
-            elif kind == "done":
-                return value
+            else:
+                yield kind, value
     except (GenAccelError, Cancelled, OSError) as exc:
         raise _fail(exc) from None
+
+
+def _finish(start, progress) -> dict:
+    """Run a Studio job to its end, moving the page's progress bar; its result. Errors become page messages."""
+    for kind, value in _follow(start, progress):
+        if kind == "done":
+            return value
     raise gr.Error("the job ended without a result")
 
 
-def params_of(name: str, params: list) -> list:
-    """The parameter components of one accelerator, out of the flat list."""
-    start = 0
-    for other, controls in CONTROL_LAYOUT.items():
-        if other == name:
-            return params[start : start + len(controls)]
-        start += len(controls)
-    return []
+def _slug(title: str) -> str:
+    """An element id from a group title ("Memory / systems" -> "memory-systems")."""
+    return "-".join("".join(ch if ch.isalnum() else " " for ch in title.lower()).split())
+
+
+def _accelerator_controls(name: str, values: list, info: dict):
+    """One accelerator's toggle, the column of its parameters (shown while it is on) and the parameter inputs,
+    filled from the flat control `values`."""
+    position = _toggle_positions()[list(CONTROL_LAYOUT).index(name)]
+    on, chosen = bool(values[position]), values[position + 1 : position + 1 + len(CONTROL_LAYOUT[name])]
+    toggle = gr.Checkbox(
+        on,
+        label=f"{name}: {ACCELERATORS[name].summary}",
+        interactive=name not in info["unsupported"],  # the reason is listed once, under the groups
+        elem_id=f"accel-{name}",
+    )
+    inputs = []
+    with gr.Column(visible=on) as column:
+        for c, value in zip(CONTROL_LAYOUT[name], chosen):
+            if c.kind == "bool":
+                inputs.append(gr.Checkbox(value, label=c.name, info=c.help))
+            elif c.kind in ("int", "float"):
+                inputs.append(gr.Number(value, label=c.name, info=c.help, precision=0 if c.kind == "int" else None))
+            else:
+                inputs.append(gr.Textbox(str(value), label=c.name, info=c.help))
+    return toggle, column, inputs
+
+
+def _enabled(values: list) -> dict[str, bool]:
+    """Whether each accelerator is on, by name, in flat control values."""
+    return {name: bool(values[i]) for name, i in zip(CONTROL_LAYOUT, _toggle_positions())}
+
+
+def _section_updates(values: list) -> list:
+    """Open the groups holding an accelerator the values turn on (a group the visitor opened stays open)."""
+    enabled = _enabled(values)
+    return [
+        gr.update(open=True) if any(enabled[name] for name in names) else gr.update()
+        for names in CONTROL_GROUPS.values()
+    ]
+
+
+def _decoder_props(info: dict) -> dict:
+    """The decoder choice for a model: light where it ships a light decoder, else disabled with the reason."""
+    note = info["light_decoder_note"]
+    if note:
+        return dict(interactive=False, info=f"full only: {note} (so no live previews either)")
+    return dict(
+        interactive=True,
+        info="full: the model's VAE; light: the light decoder it ships (faster, a little less faithful)",
+    )
+
+
+def _decoder_update(info: dict):
+    props = _decoder_props(info)
+    return gr.update(**props) if props["interactive"] else gr.update(value="full", **props)
 
 
 def _toggle_positions() -> list[int]:
@@ -712,9 +865,11 @@ def _safe_spec(values: list) -> str:
 
 
 def _support_text(info: dict) -> str:
+    """The accelerators the model cannot run, once each with the reason (their toggles are disabled)."""
     if not info["unsupported"]:
         return f"Every accelerator works with {info['title']}."
-    return "Not available for this model: " + "; ".join(f"**{n}**: {why}" for n, why in info["unsupported"].items())
+    lines = "\n".join(f"- **{name}**: {why}" for name, why in info["unsupported"].items())
+    return f"Not available for this model:\n{lines}"
 
 
 def _request(
@@ -731,10 +886,11 @@ def _request(
     offload=None,
     vae_tiling=None,
     attention=None,
+    decoder=None,
 ) -> GenerationRequest:
     """The page's fields as a request (empty numbers mean the model's default); without a prompt, the
     base every batch item shares. The page always sends its Memory panel's values: the cached model
-    is placed as it shows."""
+    is placed as it shows. The decoder is checked before the request is built: full or light, never a path."""
     options = {
         "prompt": prompt,
         "negative": negative or "",
@@ -749,6 +905,7 @@ def _request(
         "offload": offload,
         "vae_tiling": None if vae_tiling is None else bool(vae_tiling),
         "attention": attention or "native",
+        "decoder": check_decoder(decoder),
     }
     return request_from_options(options, partial=prompt is None)
 

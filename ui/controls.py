@@ -3,6 +3,8 @@
 The page shows, per accelerator, a toggle and one input per config parameter. Their values travel
 as one flat list in a fixed order (`CONTROL_LAYOUT`): for each accelerator, its toggle, then its
 parameters. A preset fills the controls from its spec; the controls build the spec that runs.
+The page groups the toggles by what the accelerators do (`CONTROL_GROUPS`, derived from the slots
+they take over) and starts on the model's `balanced` preset (`start_preset`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ import typing
 from dataclasses import dataclass
 
 from genaccel.accelerators import ACCELERATORS
-from genaccel.accelerators.base import SLOT_KV_CACHE
+from genaccel.accelerators.base import (
+    SLOT_ATTENTION_KERNEL,
+    SLOT_ATTENTION_OUTPUT,
+    SLOT_CFG,
+    SLOT_COMPILE,
+    SLOT_KV_CACHE,
+    SLOT_MODULE_OUTPUT,
+    SLOT_PASS,
+    SLOT_QUANT,
+    SLOT_TOKENS,
+)
 from genaccel.errors import SpecError
 from genaccel.generation.spec import AccelRequest, check_spec, format_spec, parse_spec, parse_spec_string
 
@@ -58,6 +70,53 @@ def _param_controls(name: str) -> list[ParamControl]:
 CONTROL_LAYOUT: dict[str, list[ParamControl]] = {
     name: _param_controls(name) for name, cls in ACCELERATORS.items() if SLOT_KV_CACHE not in cls.slots
 }
+
+
+# The page's groups of accelerators, by the slots they take over, in the order shown. An accelerator joins the
+# group of its first slot in `_PRECEDENCE`: FasterCache (attention outputs and the CFG branch) reuses attention,
+# as the README's stacking table has it. An accelerator that takes no slot stacks with every other one by
+# design, to save memory (LightCache): it is with the systems.
+SLOT_GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("Skip passes", frozenset({SLOT_PASS, SLOT_CFG})),
+    ("Reuse attention", frozenset({SLOT_ATTENTION_OUTPUT, SLOT_MODULE_OUTPUT})),
+    ("Sparse attention", frozenset({SLOT_ATTENTION_KERNEL})),
+    ("Merge tokens", frozenset({SLOT_TOKENS})),
+    ("Memory / systems", frozenset({SLOT_COMPILE, SLOT_QUANT, SLOT_KV_CACHE})),
+)
+NO_SLOT_GROUP = "Memory / systems"
+_PRECEDENCE = ("Reuse attention", "Skip passes", "Sparse attention", "Merge tokens", "Memory / systems")
+
+
+def group_of(name: str) -> str:
+    """The page's group of an accelerator (`SLOT_GROUPS`); ValueError for a slot no group holds, so that a
+    new kind of accelerator gets a place on the page before it ships."""
+    slots = ACCELERATORS[name].slots
+    if not slots:
+        return NO_SLOT_GROUP
+    held_by = dict(SLOT_GROUPS)
+    for title in _PRECEDENCE:
+        if slots & held_by[title]:
+            return title
+    raise ValueError(f"accelerator {name} takes slots {sorted(slots)} that no group of the page holds")
+
+
+def _grouped() -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {title: [] for title, _ in SLOT_GROUPS}
+    for name in CONTROL_LAYOUT:
+        groups[group_of(name)].append(name)
+    return {title: names for title, names in groups.items() if names}
+
+
+# Group title -> the accelerators it shows, in CONTROL_LAYOUT's order (the flat values keep that order).
+CONTROL_GROUPS: dict[str, list[str]] = _grouped()
+
+# The preset the page starts on, so that a visitor's first video is accelerated; "none" for a model without it.
+START_PRESET = "balanced"
+
+
+def start_preset(presets) -> str:
+    """The preset the page starts on among a model's preset names: `balanced`, else "none"."""
+    return START_PRESET if START_PRESET in presets else "none"
 
 
 def control_count() -> int:

@@ -1,9 +1,11 @@
 """What the web UI does, as plain Python over genaccel's API (the Gradio layer only wires it up).
 
 Every file the UI writes goes into a fresh folder under `output_dir`, named by the server; no
-path from the page is ever written to. A visitor chooses among the models the operator offers,
+path from the page is ever written to or read from: a visitor chooses among the models the operator
+offers and between the full and the light decoder the model ships (never a weights file by path),
 and every request is held to the server's `UILimits` before it waits for the device, so the
-same rules hold for the page and for API callers.
+same rules hold for the page and for API callers. A generation can show live previews: every K
+denoising steps, the current estimate of the video through the model's light decoder.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from genaccel.generation.generate import GenerationResult
 from genaccel.generation.prepare import PreparedRequest, prepare
 from genaccel.generation.request import GenerationRequest, parse_size
 from genaccel.io.files import replace_atomic
+from genaccel.io.video import preview_strip
 from genaccel.ui.jobs import Cancelled, Job, JobRunner, PipelineCache
 
 # What the page shows of a run's summary (GenerationResult.summary keys).
@@ -48,15 +51,58 @@ FIGURES = (
     "offload",
     "vae_tiling",
     "estimated_peak_bytes",
+    "decoder",
     "accelerator_stats",
+    "previews",  # only in a run that made previews
+    "preview_seconds",
 )
-COMPARE_COLUMNS = ["run", "accel", "seconds", "speedup", "skipped_passes", "psnr_db", "ssim", "adherence"]
+COMPARE_COLUMNS = ["run", "accel", "decoder", "seconds", "speedup", "skipped_passes", "psnr_db", "ssim", "adherence"]
+
+# What a visitor may choose to decode with: the model's VAE or the light decoder it ships. The request's third
+# form, light:PATH, names a file on the server: never taken from the page or the API.
+DECODERS = ("full", "light")
 
 
 def figures(result: GenerationResult) -> dict[str, Any]:
     """The run's figures as the page shows them."""
     summary = result.summary()
-    return {k: summary[k] for k in FIGURES}
+    return {k: summary[k] for k in FIGURES if k in summary}
+
+
+def check_decoder(value: Any) -> str:
+    """The decoder a visitor chose, "full" or "light" (None or empty: "full"); InputError for anything else,
+    a weights path above all: the page never names a file on the server."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "full"
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in DECODERS:
+        raise InputError("The decoder must be full or light on this server")
+    return text
+
+
+def check_preview_every(value: Any) -> int:
+    """The preview interval in denoising steps, a whole number: 0 (or empty) is no previews."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"Preview every K steps must be a whole number, 0 for no previews; got {value!r}")
+    return value
+
+
+def light_decoder_note(pipe, family) -> str:
+    """Why `pipe` has no light decoder to offer (its family has none, it ships none, it does not load); "" when
+    it has one. The words name no file: a visitor sees them."""
+    from genaccel.decoding.light import light_decoder_for
+
+    if not family.light_decoders:
+        return f"{family.title} has no light decoder"
+    try:
+        light = light_decoder_for(pipe, family, "full", for_preview=True)
+    except InputError:
+        return "the light decoder this model ships does not load"
+    return "" if light is not None else "this model ships no light decoder"
 
 
 # ----------------------------------------------------------------------------- limits
@@ -261,6 +307,8 @@ class Studio:
             "preset_specs": {name: facts.presets(name) for name in settings},
             "frames_rule": family.frames_rule(pipe),
             "unsupported": unsupported_by(family),
+            # why "light" cannot be chosen (and no live previews are made); "" when the model ships a light decoder
+            "light_decoder_note": light_decoder_note(pipe, family),
         }
 
     # ------------------------------------------------------------------ output folders
@@ -326,12 +374,25 @@ class Studio:
         budget = min(*asked, device_budget(pipe, target_device(pipe)))
         return dataclasses.replace(request, max_memory=str(budget))
 
+    @staticmethod
+    def _check_light(pipe, name: str, request: GenerationRequest, where: str = "") -> None:
+        """InputError when the request asks for the light decoder and the model has none to offer (in the page's
+        words: `prepare`'s would suggest a weights path, which the page does not take)."""
+        from genaccel.pipelines.families import family_of
+
+        if request.decoder == "light":
+            note = light_decoder_note(pipe, family_of(pipe))
+            if note:
+                raise InputError(f"{where}The light decoder is not available for {name}: {note}; choose full")
+
     def _prepare(self, model: str, request: GenerationRequest) -> tuple[Any, PreparedRequest]:
-        """Check the model and the limits, load (or reuse) the model and prepare the request: every error
-        comes before the job waits for the device."""
+        """Check the model, the decoder and the limits, load (or reuse) the model and prepare the request: every
+        error comes before the job waits for the device."""
         name = self.check_model(model)
-        self.limits.check(request)  # before anything is loaded
+        check_decoder(request.decoder)  # before anything is loaded: a path is refused, never looked at
+        self.limits.check(request)
         pipe = self.pipelines.get(name, self.device)
+        self._check_light(pipe, name, request)
         prepared = prepare(pipe, self._budgeted(pipe, request))
         self.limits.check(prepared.request)  # the model's defaults count too: a setting may be larger
         return pipe, prepared
@@ -345,15 +406,31 @@ class Studio:
         return on_step
 
     # ------------------------------------------------------------------ generation
-    def generate(self, session: str, model: str, request: GenerationRequest) -> Iterator[tuple[str, Any]]:
-        """Events ("progress", (step, total, label)) then ("done", {"video", "figures"})."""
+    def generate(
+        self, session: str, model: str, request: GenerationRequest, *, preview_every: int = 0
+    ) -> Iterator[tuple[str, Any]]:
+        """Events ("progress", (step, total, label)) then ("done", {"video", "figures"}).
+
+        With `preview_every` K > 0 and a model that ships a light decoder, ("previewing", {"every": K}) comes
+        first (previews will follow), then ("preview", {"image", "step", "total"}) every K denoising steps: the
+        current estimate of the video through the light decoder, its frames side by side (a uint8 image,
+        `preview_strip`). A model without a light decoder makes no previews, and that is no error."""
         from genaccel.generation.generate import generate
         from genaccel.io.video import write_video
 
+        every = check_preview_every(preview_every)
         pipe, prepared = self._prepare(model, request)
+        if every and light_decoder_note(pipe, prepared.family):
+            every = 0  # nothing to preview with: the video alone, as without previews
+        if every:
+            yield "previewing", {"every": every}
 
         def work(job: Job, folder: Path):
-            result = generate(pipe, prepared, callback=self._step_reporter(job, ""))
+            def on_preview(shown) -> None:
+                job.emit("preview", {"image": preview_strip(shown.frames), "step": shown.step, "total": shown.total})
+
+            previews = dict(preview=on_preview, preview_every=every) if every else {}
+            result = generate(pipe, prepared, callback=self._step_reporter(job, ""), **previews)
             self._warm.add(id(pipe))
             video = write_video(result.frames, folder / "video.mp4")
             return {"video": str(video), "figures": figures(result)}
@@ -361,21 +438,26 @@ class Studio:
         yield from self._run(session, "generate", work)
 
     def compare(self, session: str, model: str, request: GenerationRequest) -> Iterator[tuple[str, Any]]:
-        """The bench on one prompt and seed: baseline and the request's accelerators; ("done", {"baseline",
-        "accelerated", "side_by_side", "rows"}) at the end, rows as COMPARE_COLUMNS."""
+        """The bench on one prompt and seed: baseline and the request's accelerators (and decoder); ("done",
+        {"baseline", "accelerated", "side_by_side", "rows"}) at the end, rows as COMPARE_COLUMNS. The baseline
+        is always decoded with the full decoder: PSNR and SSIM are against the video as the model makes it."""
         from genaccel.pipelines.score import scorer_named
         from genaccel.tools.bench import BenchPlan, run_bench, summarize
         from genaccel.tools.bench.runner import video_path
 
         pipe, prepared = self._prepare(model, request)
-        if prepared.spec is None or prepared.spec.text == "none":
+        light = request.decoder == "light"
+        if (prepared.spec is None or prepared.spec.text == "none") and not light:
             raise InputError("Choose accelerators (a preset or the toggles) to compare with the baseline.")
         request = dataclasses.replace(request, max_memory=prepared.request.max_memory)  # the server's budget
+        # The bench decodes its baseline with the full decoder whatever the shared request says; naming the
+        # decoder in the configuration also keeps "none" with the light decoder apart from the baseline.
+        configuration = f"{request.accel}; decoder=light" if light else request.accel
 
         def work(job: Job, folder: Path):
             # A pipeline's first run pays one-time costs; the bench's warm-up keeps them off the baseline.
             plan = BenchPlan(
-                accels=[request.accel],
+                accels=[configuration],
                 prompts=[request.prompt],
                 seeds=[request.seed],
                 request=request,
@@ -394,6 +476,7 @@ class Studio:
                     {
                         "run": "baseline" if baseline else "accelerated",
                         "accel": row["resolved"],
+                        "decoder": row["decoder"],
                         "seconds": round(row["seconds"], 3),
                         "speedup": round(summary["speedup"], 3),
                         "skipped_passes": f"{row['skipped_calls']}/{row['transformer_calls']}",
@@ -411,13 +494,42 @@ class Studio:
 
         yield from self._run(session, "compare", work)
 
+    @staticmethod
+    def batch_items(
+        text: str | None = None, upload: str | Path | None = None, base: GenerationRequest | None = None
+    ) -> list:
+        """A batch's items from the page: an uploaded .txt/.jsonl file, else the prompts box's text (one prompt a
+        line), each over `base`. A .jsonl line may name a decoder; one that is not full or light is refused
+        (`check_decoder`) before anything looks at the file it names."""
+        from genaccel.generation.batch import parse_items, read_prompts_text
+
+        if upload:
+            path = Path(upload)
+            text, kind, source = read_prompts_text(path), path.suffix.lower(), path.name
+        else:
+            text, kind, source = text or "", ".txt", "the prompts box"
+        items = parse_items(text, kind, source=source, base=base)
+        for item in items:
+            try:
+                check_decoder(item.request.decoder)
+            except InputError as exc:
+                raise InputError(f"{item.where}{exc}") from None
+        return items
+
     def batch(self, session: str, model: str, items) -> Iterator[tuple[str, Any]]:
         """Events ("item", {"video", "prompt", "index"}) as videos finish, then ("done", {"zip", "manifest", ...})."""
         from genaccel.generation.batch import MANIFEST, prepare_items, run_batch
 
         name = self.check_model(model)
+        for item in items:  # a .jsonl line may name a decoder too: a path is refused, never looked at
+            try:
+                check_decoder(item.request.decoder)
+            except InputError as exc:
+                raise InputError(f"{item.where}{exc}") from None
         self.limits.check_batch(items)  # before anything is loaded
         pipe = self.pipelines.get(name, self.device)
+        for item in items:
+            self._check_light(pipe, name, item.request, item.where)
         items = [dataclasses.replace(item, request=self._budgeted(pipe, item.request)) for item in items]
         prepared = prepare_items(pipe, items)  # errors before the job is queued
         for item, ready in zip(items, prepared):
@@ -461,16 +573,18 @@ class Studio:
         """A causal model's stream: ("chunk", {"frames", "figures"}) per chunk (uint8 frames for the page's live
         view), then ("done", {"video", "chunks", "frames", "stopped"}) with the whole stream as one .mp4, also
         when stopped early (`stop_stream`). Without `chunks` (or 0) it runs until stopped or the server's
-        max_chunks."""
+        max_chunks. The request's decoder ("full" or "light") decodes each chunk."""
         from genaccel.generation.stream import prepare_stream, stream
         from genaccel.io.video import StreamWriter, to_uint8
 
         name = self.check_model(model)
+        check_decoder(request.decoder)
         self.limits.check(request)
         if chunks is not None and chunks < 1:
             chunks = None  # until stopped
         self.limits.check_chunks(chunks)
         pipe = self.pipelines.get(name, self.device)
+        self._check_light(pipe, name, request)
         prepared = prepare_stream(pipe, self._budgeted(pipe, request), window=window, sink=sink)  # errors now
         self.limits.check(prepared.request)
         chunks = chunks or self.limits.max_chunks  # "until stopped" ends at the server's limit
@@ -520,4 +634,15 @@ class Studio:
         return self.jobs.cancel(session)
 
 
-__all__ = ["COMPARE_COLUMNS", "Cancelled", "Studio", "UILimits", "figures", "not_offered"]
+__all__ = [
+    "COMPARE_COLUMNS",
+    "DECODERS",
+    "Cancelled",
+    "Studio",
+    "UILimits",
+    "check_decoder",
+    "check_preview_every",
+    "figures",
+    "light_decoder_note",
+    "not_offered",
+]

@@ -185,6 +185,18 @@ def parse_decoder(text: str) -> tuple[str, str | None]:
     return kind, path.strip() or None
 
 
+def check_decoder_path(decoder: str) -> None:
+    """ValueError when a `light:PATH` value names no weights file or light decoder folder."""
+    _, path = parse_decoder(decoder)
+    if path is None:
+        return
+    where = Path(path).expanduser()
+    if not where.exists():
+        raise ValueError(f"{path} does not exist")
+    if where.is_file() and where.suffix not in WEIGHTS_SUFFIXES:
+        raise ValueError(f"{where.name} is not a weights file ({', '.join(WEIGHTS_SUFFIXES)})")
+
+
 def _vae_facts(pipe) -> tuple[int, int, int]:
     """Latent channels and the space and time scale factors of a pipeline's VAE."""
     config = pipe.vae.config

@@ -19,7 +19,7 @@ from typing import Any
 
 from genaccel.attention.backends import DEFAULT as DEFAULT_BACKEND
 from genaccel.attention.backends import unusable_reason
-from genaccel.decoding.light import LightDecoder, light_decoder_for
+from genaccel.decoding.light import LightDecoder, check_decoder_path, light_decoder_for
 from genaccel.engine.acceleration import NO_SPEC, Acceleration, ResolvedSpec, install
 from genaccel.errors import InputError, MemoryFitError, SpecError
 from genaccel.generation.request import GenerationRequest
@@ -70,6 +70,10 @@ def complete(facts: ModelFacts, request: GenerationRequest) -> CompletedRequest:
         raise InputError(
             f"{family.title} has no light decoder (TAEHV decoders exist for Wan, HunyuanVideo and CogVideoX)"
         )
+    try:
+        check_decoder_path(filled.decoder)
+    except ValueError as exc:
+        raise InputError(f"--decoder: {exc}") from None
     spec = None if filled.accel is None else resolve_spec(filled.accel, family, facts.presets(filled.setting))
     if spec is not None and filled.attention != spec.attention:
         spec = dataclasses.replace(spec, attention=filled.attention)

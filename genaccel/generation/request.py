@@ -200,24 +200,17 @@ def _convert(name: str, value: Any, label: str, typed: bool = False) -> Any:
 
 
 def _decoder(value: str, label: str) -> str:
-    """full, light, or light:PATH with PATH an existing weights file or light decoder folder."""
-    from pathlib import Path
-
-    from genaccel.decoding.light import WEIGHTS_SUFFIXES, parse_decoder
+    """full, light, or light:PATH, normalised. The file is not looked at here: `prepare.complete` checks it,
+    before a model loads, and a server that takes requests from others refuses the PATH form first."""
+    from genaccel.decoding.light import parse_decoder
 
     text = value.strip()
-    kind, _, path = text.partition(":")
-    text = f"{kind.lower()}{':' if _ else ''}{path.strip()}"
+    kind, colon, path = text.partition(":")
+    text = f"{kind.lower()}{colon}{path.strip()}"
     try:
-        kind, path = parse_decoder(text)
+        parse_decoder(text)
     except ValueError as exc:
         raise InputError(f"{label} {exc}; got {_show(value)}") from None
-    if path is not None:
-        where = Path(path).expanduser()
-        if not where.exists():
-            raise InputError(f"{label}: {path} does not exist")
-        if where.is_file() and where.suffix not in WEIGHTS_SUFFIXES:
-            raise InputError(f"{label}: {where.name} is not a weights file ({', '.join(WEIGHTS_SUFFIXES)})")
     return text
 
 
