@@ -34,7 +34,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from checkpoint import save_checkpoint  # noqa: E402
 from train_transformer import load_config, lr_at, resume, start_loss_csv, training_parser  # noqa: E402
 
 from genaccel.decoding.taehv import TAEHVConfig, TAEHVDecoder  # noqa: E402
