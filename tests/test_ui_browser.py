@@ -7,7 +7,6 @@ GENACCEL_SCREENSHOTS=docs/images). Skipped when Chromium or Playwright is missin
 GENACCEL_REQUIRE_BROWSER=1 (set by CI, which installs Chromium), where that is a failure.
 """
 
-import json
 import os
 import shutil
 import threading
@@ -40,45 +39,13 @@ if missing and os.environ.get("GENACCEL_REQUIRE_BROWSER") == "1":
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing is not None, reason=missing or "")]
 
 
-def _random_light_decoder(folder: Path) -> Path:
-    """A light decoder folder for the embedded model's VAE (16 channels, 4x space and time), random weights."""
-    from safetensors.torch import save_file
-
-    from genaccel.decoding.taehv import TAEHVConfig, TAEHVDecoder
-
-    config = TAEHVConfig(
-        latent_channels=16,
-        channels=(96, 64, 48, 32),
-        blocks=2,
-        time_upscale=(False, True, True),
-        space_upscale=(False, True, False),
-        patch_size=2,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config.to_dict()))
-    save_file(TAEHVDecoder(config).state_dict(), str(folder / "model.safetensors"))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The UI on the default model. The embedded model ships its trained light decoder; where a checkout does
-    not have it yet (pipelines/embedded/light_decoder), the model gets one with random weights, so that the
-    page's decoder choice and live previews behave the same (the previews then show noise)."""
-    import genaccel.generation.load as load
+    """The UI on the default model (the embedded model, which ships its trained light decoder)."""
     from genaccel.ui.app import launch
 
-    root, real = tmp_path_factory.mktemp("ui-browser"), load.load_pipeline
-
-    def with_light_decoder(model, **kwargs):
-        pipe = real(model, **kwargs)
-        if model == "tiny" and getattr(pipe, "_genaccel_light_decoder_dir", None) is None:
-            pipe._genaccel_light_decoder_dir = _random_light_decoder(root / "light_decoder")
-        return pipe
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(load, "load_pipeline", with_light_decoder)  # read by the Studio's pipeline cache
-        app = launch(port=free_port(), device="cpu", output_dir=str(root / "out"), block=False)
+    root = tmp_path_factory.mktemp("ui-browser")
+    app = launch(port=free_port(), device="cpu", output_dir=str(root / "out"), block=False)
     yield app
     app.close()
 

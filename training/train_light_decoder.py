@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 from checkpoint import save_checkpoint  # noqa: E402
-from train_transformer import load_config, lr_at, resume, start_loss_csv, training_parser  # noqa: E402
+from train_transformer import load_config, lr_at, resume, start_loss_csv, training_parser, update  # noqa: E402
 
 from genaccel.decoding.taehv import TAEHVConfig, TAEHVDecoder  # noqa: E402
 from genaccel.pipelines.shapes import random_spec, render_dataset  # noqa: E402
@@ -205,14 +205,7 @@ def train(cfg, args, run_dir: Path, artifacts: Path) -> TAEHVDecoder:
         l1 = (out - target).abs().mean()
         mse = (out - target).pow(2).mean()
         loss = l1 + t["mse_weight"] * mse
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            decay = min(t["ema_decay"], (1 + step) / (10 + step))
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+        update(model, ema, optimizer, loss, step, t["ema_decay"])
         step += 1
         bar.update(1)
         with loss_csv.open("a") as f:
